@@ -1,0 +1,37 @@
+# Data Anatomy: `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+WORLD ?= data/world
+PRESET ?= small
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lint world clean-world
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+world: $(STAMP)
+	test -f $(WORLD)/truth.json || $(PY) build_world.py --preset $(PRESET) --out $(WORLD)
+
+demo: world
+	WORLD=$(WORLD) PY=$(PY) bash demo.sh
+
+test: $(STAMP)
+	TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q tests
+
+bench: world
+	for b in benchmarks/bench_*.py; do $(PY) $$b --world $(WORLD) || exit 1; done
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean-world:
+	rm -rf $(WORLD)

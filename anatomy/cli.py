@@ -1,0 +1,114 @@
+"""Shared plumbing for the top-level scripts: common flags, logging, progress bars, errors.
+
+A script looks like::
+
+    def build_parser() -> argparse.ArgumentParser:
+        p = cli.parser(__doc__, epilog=EXAMPLES)
+        ...
+        return p
+
+    def main(argv: list[str] | None = None) -> int:
+        args = build_parser().parse_args(argv)
+        cli.setup(args)
+        ...            # one library call
+        return 0
+
+    if __name__ == "__main__":
+        cli.run(main)
+
+``cli.run`` turns an :class:`anatomy.io.InputError` (a user's bad input) into one stderr line
+``error: FILE:LINE: problem`` and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from anatomy.io import InputError
+
+T = TypeVar("T")
+log = logging.getLogger("anatomy")
+
+DEFAULT_WORLD = "data/world"
+_QUIET = False
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def parser(doc: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
+    """An ArgumentParser whose description is the script's docstring, defaults shown."""
+    return argparse.ArgumentParser(description=doc, epilog=epilog, formatter_class=_Formatter)
+
+
+def add_run_args(p: argparse.ArgumentParser, seed: int | None = 42, world: bool = True) -> None:
+    """The flags every script shares: --seed, --quiet, --overwrite and (optionally) --world."""
+    g = p.add_argument_group("run")
+    if seed is not None:
+        g.add_argument("--seed", type=int, default=seed, help="random seed")
+    g.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    if world:
+        g.add_argument("--world", default=DEFAULT_WORLD,
+                       help="miniworld folder that supplies every default input "
+                            "(config, data order, tokenizer, checkpoints, pools)")
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Configure logging (stderr) and progress bars from ``--quiet``."""
+    global _QUIET
+    _QUIET = bool(getattr(args, "quiet", False))
+    logging.basicConfig(level=logging.WARNING if _QUIET else logging.INFO,
+                        format="%(message)s", stream=sys.stderr, force=True)
+
+
+def progress(it: Iterable[T], desc: str, unit: str = "it", total: int | None = None,
+             disable: bool | None = None) -> Iterator[T]:
+    """A tqdm bar on stderr; off under ``--quiet``, ``TQDM_DISABLE=1`` or on ranks > 0."""
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = _QUIET or int(os.environ.get("RANK", "0")) > 0
+    return iter(tqdm(it, desc=desc, unit=unit, total=total, disable=disable, file=sys.stderr,
+                     dynamic_ncols=True))
+
+
+def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse to replace an existing output unless --overwrite was given."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise InputError(p, "output exists (pass --overwrite to replace it)")
+    return p
+
+
+def world_path(args: argparse.Namespace, *parts: str) -> Path:
+    """A path inside the miniworld named by ``--world``."""
+    return Path(args.world).joinpath(*parts)
+
+
+def require_world(args: argparse.Namespace) -> Path:
+    w = Path(args.world)
+    if not (w / "truth.json").is_file():
+        raise InputError(w, "no miniworld here (build one: python build_world.py --out "
+                            f"{w}) or pass real inputs explicitly")
+    return w
+
+
+def run(main: Callable[[list[str] | None], int]) -> None:
+    """Run a script's ``main`` and exit; a user's bad input is one stderr line, exit 2."""
+    try:
+        code = main(None)
+    except InputError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
