@@ -1,0 +1,109 @@
+"""Train the miniworld's OLMo-architecture model in exactly the data order on disk.
+
+Step ``s`` trains the instances ``storage[global_indices[s*B:(s+1)*B]]`` — what OLMo's
+trainer reads for that step — full 128-token causal-LM loss, no masking (OLMo trains on
+whole instances, separators included). AdamW with linear warm-up and cosine decay to 10%.
+bf16 autocast where the CPU supports it (2.8-3x faster than fp32 on this machine's AMX
+cores), fp32 master weights. Checkpoints are HF model folders named like OLMo's hub
+branches, ``step{S}-tokens{T}K`` (OLMo-7B: ``step100000-tokens442B``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("anatomy.world")
+
+
+def revision_name(step: int, batch_size: int, seq_len: int) -> str:
+    """OLMo-style branch name; tokens in thousands (the miniworld is too small for B)."""
+    return f"step{step}-tokens{round(step * batch_size * seq_len / 1000)}K"
+
+
+def bf16_supported() -> bool:
+    """True if bf16 autocast runs (and is fast) on this CPU: AMX or AVX512-BF16."""
+    import torch
+
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # pragma: no cover - very old torch
+        return False
+    if "AMX" not in isa.upper() and "AVX512" not in isa.upper():
+        return False
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+        return True
+    except RuntimeError:
+        return False
+
+
+def make_model(vocab_size: int, seq_len: int, d_model: int, n_layers: int, n_heads: int,
+               eos_id: int, pad_id: int, seed: int):
+    import torch
+    from transformers import OlmoConfig, OlmoForCausalLM
+
+    cfg = OlmoConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=4 * d_model,
+                     num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                     max_position_embeddings=seq_len, eos_token_id=eos_id,
+                     pad_token_id=pad_id, bos_token_id=None, tie_word_embeddings=True,
+                     rope_theta=10000.0)
+    torch.manual_seed(seed)
+    return OlmoForCausalLM(cfg)
+
+
+def train(storage: np.ndarray, order: np.ndarray, *, steps: int, batch_size: int, lr: float,
+          model, checkpoints: dict[int, Path], tokenizer_dir: Path, seed: int,
+          progress=None) -> dict:
+    """Train for ``steps`` steps; save a checkpoint after each step in ``checkpoints``.
+
+    Returns ``{"loss": [...per step], "batch_sha1": [...per step], "bf16": bool}``.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    use_bf16 = bf16_supported()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1,
+                            eps=1e-8)
+    warm = max(1, steps // 50)
+
+    def lr_at(s: int) -> float:
+        if s < warm:
+            return lr * (s + 1) / warm
+        frac = (s - warm) / max(1, steps - warm)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    losses, hashes = [], []
+    model.train()
+    t0 = time.time()
+    it = range(steps) if progress is None else progress(range(steps), desc="train", unit="step")
+    for s in it:
+        batch = storage[order[s * batch_size:(s + 1) * batch_size]]
+        hashes.append(hashlib.sha1(np.ascontiguousarray(batch, dtype="<u2").tobytes()).hexdigest())
+        x = torch.from_numpy(batch.astype(np.int64))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(s)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            out = model(input_ids=x, labels=x)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(round(float(out.loss.detach()), 4))
+        if s + 1 in checkpoints:
+            path = checkpoints[s + 1]
+            model.save_pretrained(str(path))
+            tok.save_pretrained(str(path))
+            log.info("step %d: loss %.3f, saved %s (%.0fs)", s + 1, losses[-1], path.name,
+                     time.time() - t0)
+    model.eval()
+    return {"loss": losses, "batch_sha1": hashes, "bf16": use_bf16}
