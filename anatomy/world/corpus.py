@@ -155,8 +155,8 @@ def cut_documents(text: str, rng: np.random.Generator, min_chars: int, max_chars
     return docs
 
 
-def iter_category(category: str, seed: int, min_chars: int = 100,
-                  max_chars: int = 1500) -> Iterator[tuple[Doc, str, str]]:
+def iter_category(category: str, seed: int, min_chars: int = 60,
+                  max_chars: int = 700) -> Iterator[tuple[Doc, str, str]]:
     """Yield (doc, source, source_sha256) for a category, files in a seeded order.
 
     The caller stops consuming once it has enough; only files actually read are yielded
