@@ -1,0 +1,164 @@
+"""EM-MIA: ReCaLL scores for every (prefix, target) pair, refined by expectation-maximisation.
+
+Kim et al., "Detecting Training Data of Large Language Models via Expectation
+Maximization" (arXiv 2410.07582), as implemented in em-mia's ``run.py`` ("ReCaLL-all") and
+``emmia.py`` ("NegPref" update, the default).
+
+ReCaLL (Xie et al. 2024): ReCaLL_p(x) = LL(x | p) / LL(x), with LL the mean token
+log-likelihood. Both LLs are negative, so a ratio above 1 means the prefix p made x *less*
+likely. ReCaLL's observation: a non-member prefix lowers the likelihood of members more
+than that of non-members, so for a non-member prefix the row ReCaLL_p(.) ranks members
+high; for a member prefix the row carries little signal.
+
+Scored tokens: LL(x | p) is taken over the same tokens as LL(x), x_1..x_{n-1} (x_0 gets
+context from the prefix but is not scored), exactly as em-mia's ``modeling_utils.infer``
+(``logits[:, prefix_len:-1]`` against ``target[:, 1:]``), so the ratio compares like with
+like. Prefix and target are concatenated as token ids, nothing in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from anatomy.lm import _length_batches, _model_device, _padded, _progress, resolve_device
+from anatomy.metrics import auroc_rows
+
+
+def _target_lls(model, token_ids, batch_size, dev, progress) -> np.ndarray:
+    from anatomy.lm import token_stats
+
+    stats = token_stats(model, token_ids, batch_size=batch_size, device=dev, progress=progress)
+    return np.array([s.logprob.astype(np.float64).mean() if len(s) else np.nan for s in stats])
+
+
+def _mean_target_ll(logits, ids, lengths, offset: int):
+    """Mean log p(x_t) over t = 1..n-1 for each row; ``logits[:, offset + t - 1]`` predicts
+    x_t (``offset`` = number of positions before x_0 in ``logits``).
+    """
+    import torch
+
+    out = []
+    for r, n in enumerate(lengths):
+        z = logits[r, offset:offset + n - 1].float()
+        lp = torch.log_softmax(z, dim=-1).gather(-1, ids[r, 1:n, None]).squeeze(-1)
+        out.append(lp.double().mean())
+    return torch.stack(out).cpu().numpy()
+
+
+def _check_inputs(prefix_ids, target_ids):
+    if any(len(p) == 0 for p in prefix_ids):
+        raise ValueError("empty prefix")
+    if any(len(t) < 2 for t in target_ids):
+        raise ValueError("every target needs at least 2 tokens (the first is never scored)")
+
+
+def recall_matrix(model, prefix_ids: Sequence[Sequence[int]], target_ids: Sequence[Sequence[int]],
+                  batch_size: int = 16, device=None, progress: bool = True,
+                  target_ll: np.ndarray | None = None) -> np.ndarray:
+    """ReCaLL scores ``[n_prefix, n_target]``: LL(x | p) / LL(x), float64.
+
+    Each prefix is run once; its KV cache is copied into every target batch (an expanded
+    view, copied on the first concatenation, so the cached prefix is never mutated).
+    Targets are length-sorted once and right-padded with an attention mask.
+    ``target_ll`` (the unconditional mean LLs, e.g. from ``token_stats``) is computed when
+    not given.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    _check_inputs(prefix_ids, target_ids)
+    dev = _model_device(model) if device is None else resolve_device(str(device))
+    if target_ll is None:
+        target_ll = _target_lls(model, target_ids, batch_size, dev, progress=False)
+    batches = _length_batches([len(t) for t in target_ids], batch_size)
+    padded = [(_padded([target_ids[i] for i in idx], dev), idx) for idx in batches]
+    out = np.zeros((len(prefix_ids), len(target_ids)), dtype=np.float64)
+    with torch.inference_mode():
+        for p_i in _progress(range(len(prefix_ids)), "recall", "prefix", len(prefix_ids),
+                             progress):
+            pre = torch.as_tensor(list(prefix_ids[p_i]), dtype=torch.long, device=dev)[None]
+            plen = pre.shape[1]
+            cache = model(input_ids=pre, use_cache=True).past_key_values
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
+            for (ids, mask), idx in padded:
+                b = ids.shape[0]
+                batch_cache = DynamicCache(
+                    [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv],
+                    config=model.config)
+                full_mask = torch.cat([mask.new_ones((b, plen)), mask], dim=1)
+                pos = torch.arange(plen, plen + ids.shape[1], device=dev)[None].expand(b, -1)
+                logits = model(input_ids=ids, attention_mask=full_mask, position_ids=pos,
+                               past_key_values=batch_cache, use_cache=True).logits
+                lls = _mean_target_ll(logits, ids, [len(target_ids[i]) for i in idx], 0)
+                out[p_i, idx] = lls
+    return out / np.asarray(target_ll, dtype=np.float64)[None, :]
+
+
+def recall_matrix_naive(model, prefix_ids: Sequence[Sequence[int]],
+                        target_ids: Sequence[Sequence[int]], batch_size: int = 16, device=None,
+                        progress: bool = True, target_ll: np.ndarray | None = None
+                        ) -> np.ndarray:
+    """:func:`recall_matrix` recomputing prefix + target from scratch for every pair."""
+    import torch
+
+    _check_inputs(prefix_ids, target_ids)
+    dev = _model_device(model) if device is None else resolve_device(str(device))
+    if target_ll is None:
+        target_ll = _target_lls(model, target_ids, batch_size, dev, progress=False)
+    out = np.zeros((len(prefix_ids), len(target_ids)), dtype=np.float64)
+    with torch.inference_mode():
+        for p_i in _progress(range(len(prefix_ids)), "recall", "prefix", len(prefix_ids),
+                             progress):
+            pre = list(prefix_ids[p_i])
+            for a in range(0, len(target_ids), batch_size):
+                idx = list(range(a, min(a + batch_size, len(target_ids))))
+                ids, mask = _padded([pre + list(target_ids[i]) for i in idx], dev)
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                tgt = ids[:, len(pre):]
+                lls = _mean_target_ll(logits, tgt, [len(target_ids[i]) for i in idx], len(pre))
+                out[p_i, idx] = lls
+    return out / np.asarray(target_ll, dtype=np.float64)[None, :]
+
+
+def prefix_scores(recall: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """r(p): AUROC of each row ReCaLL_p(.) against pseudo-labels ``membership > median``.
+
+    A high r(p) means p, used as a prefix, separates the currently-believed members from
+    non-members well: the signature of a non-member prefix (see the module docstring).
+    """
+    f = np.asarray(membership, dtype=np.float64)
+    pseudo = f > np.median(f)
+    return auroc_rows(recall, pseudo)
+
+
+def em_mia(recall: np.ndarray, init_scores: np.ndarray, n_iter: int = 10,
+           return_history: bool = False) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
+    """EM-MIA membership scores (higher = member) from a ReCaLL matrix and an initial score.
+
+    The prefix set and the target set are the same texts (row i and column i are text i),
+    so ``recall`` is square. Starting from f = ``init_scores`` (any baseline oriented
+    higher = member, e.g. Min-K%++; NaN -> 0 as em-mia), repeat ``n_iter`` times:
+
+    1. E-like step: pseudo-labels y = f > median(f) (the current belief about membership);
+    2. M-like step: prefix score r(p) = AUROC(ReCaLL_p(.), y), how well p works as a
+       ReCaLL prefix under the current labels;
+    3. update f(p) = -r(p): a good prefix is a non-member, so membership is the negated
+       prefix score (em-mia's "NegPref"); NaN -> 0.
+
+    Returns the final f, and with ``return_history`` also the list of f after each step
+    (init first).
+    """
+    m = np.asarray(recall, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"EM-MIA needs a square ReCaLL matrix (prefixes = targets), got "
+                         f"{m.shape}")
+    f = np.nan_to_num(np.asarray(init_scores, dtype=np.float64).copy(), nan=0.0)
+    if f.shape != (m.shape[1],):
+        raise ValueError(f"{f.size} initial scores for {m.shape[1]} targets")
+    history = [f]
+    for _ in range(n_iter):
+        f = np.nan_to_num(-prefix_scores(m, f), nan=0.0)
+        history.append(f)
+    return (f, history) if return_history else f
