@@ -1,0 +1,343 @@
+"""Uniform per-category samples from SlimPajama-style ``.jsonl.zst`` shards.
+
+Two on-disk layouts (shared/reference/mixture.md section 5), found under ``ROOT`` or
+``ROOT/train``:
+
+* **chunks** (cerebras/SlimPajama-627B and the miniworld's pools):
+  ``train/chunk1..10/example_train_*.jsonl.zst``; every shard mixes all sets and a record's
+  set is ``meta.redpajama_set_name`` (``meta`` may be a dict or a JSON string, as in some
+  Parquet mirrors);
+* **per-set** (MBZUAI-LLM/SlimPajama-627B-DC): ``train/RedPajamaC4/*.jsonl.zst`` etc.; the
+  directory names the set.
+
+A mapping sends set names to category (output file) names; by default the 7 RedPajama sets
+to ``commoncrawl c4 github books arxiv wikipedia stackexchange`` (note ``RedPajamaGithub``
+with a lower-case h and ``RedPajamaBook`` singular). Several sets may share a category.
+
+Sampling is a *bottom-k sample* (Cohen & Kaplan 2007, "Summarizing data using bottom-k
+sketches", PODC): every record gets the key ``blake2b(seed, shard path relative to ROOT,
+line number)`` and each category keeps the ``n`` eligible records with the smallest keys.
+Keys are i.i.d. uniform and independent of the data, so the kept set is a uniform sample
+without replacement; and since a record's key does not depend on which process reads it,
+the per-shard bottom-k sets computed in parallel and merged give the same sample for any
+``num_proc``. With ``dedup`` a text (compared after collapsing white space and case) counts
+once, with the smallest key among its copies: a uniform sample of the distinct texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anatomy.io import InputError, PathLike, open_text, read_yaml, write_json, write_jsonl
+
+log = logging.getLogger("anatomy")
+
+DEFAULT_SET_MAP = {
+    "RedPajamaCommonCrawl": "commoncrawl",
+    "RedPajamaC4": "c4",
+    "RedPajamaGithub": "github",
+    "RedPajamaBook": "books",
+    "RedPajamaArXiv": "arxiv",
+    "RedPajamaWikipedia": "wikipedia",
+    "RedPajamaStackExchange": "stackexchange",
+}
+SHARD_SUFFIXES = (".jsonl.zst", ".jsonl.gz", ".jsonl")
+STATS_FILE = "fetch_category_samples.meta.json"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def parse_set_map(spec: str | Mapping[str, str] | None) -> dict[str, str]:
+    """Set name -> category name, from ``None`` (the RedPajama default), a mapping, a YAML /
+    JSON file holding a mapping, or a string ``"SET=name,SET2=name2"``."""
+    if spec is None:
+        return dict(DEFAULT_SET_MAP)
+    where: str | None = None
+    if isinstance(spec, str):
+        if Path(spec).is_file():
+            where, raw = spec, read_yaml(spec)
+        else:
+            raw = {}
+            for part in filter(None, (p.strip() for p in spec.split(","))):
+                k, sep, v = part.partition("=")
+                if not sep or not k.strip() or not v.strip():
+                    raise InputError(None, f"--set_map: expected SET=name, got {part!r}")
+                raw[k.strip()] = v.strip()
+    else:
+        raw = spec
+    if not isinstance(raw, Mapping) or not raw:
+        raise InputError(where, "set map must be a non-empty mapping of SET: category")
+    out = {}
+    for k, v in raw.items():
+        if not isinstance(v, str) or not _SAFE_NAME.match(v):
+            raise InputError(where, f"set map: category for {k!r} must be a plain file name "
+                                    f"(letters, digits, _ . -), got {v!r}")
+        out[str(k)] = v
+    return out
+
+
+def record_key(seed: int, shard: str, line: int) -> int:
+    """The record's sampling key: 64 bits of ``blake2b("seed|shard|line")``."""
+    h = hashlib.blake2b(f"{seed}|{shard}|{line}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "big")
+
+
+def _text_hash(text: str) -> bytes:
+    return hashlib.blake2b(" ".join(text.split()).lower().encode(), digest_size=16).digest()
+
+
+@dataclass(frozen=True)
+class Shard:
+    relpath: str  # posix, relative to the root given by the user
+    category: str | None  # per-set layout: the directory's category; chunks: None
+
+
+def find_shards(root: PathLike, mapping: Mapping[str, str]) -> tuple[str, list[Shard]]:
+    """Detect the layout under ``root`` (or ``root/train``) and list shards, sorted.
+
+    Returns ``("chunks" | "per_set", shards)``. Per-set directories not in ``mapping`` are
+    skipped with a warning.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(root, "SlimPajama root not found" if not root.exists()
+                         else "SlimPajama root is not a folder")
+    base = root / "train" if (root / "train").is_dir() else root
+
+    def shards_in(d: Path) -> list[Path]:
+        return sorted(p for p in d.rglob("*") if p.is_file() and p.name.endswith(SHARD_SUFFIXES))
+
+    subdirs = sorted(d for d in base.iterdir() if d.is_dir())
+    set_dirs = [d for d in subdirs if d.name in mapping]
+    if set_dirs:
+        other = [d.name for d in subdirs if d.name not in mapping]
+        if other:
+            log.warning("%s: skipping folders not in the set map: %s", base, ", ".join(other))
+        shards = [Shard(p.relative_to(root).as_posix(), mapping[d.name])
+                  for d in set_dirs for p in shards_in(d)]
+        layout = "per_set"
+    else:
+        shards = [Shard(p.relative_to(root).as_posix(), None) for p in shards_in(base)]
+        layout = "chunks"
+    if not shards:
+        raise InputError(base, "no shards (*.jsonl.zst) found: expected train/chunkN/*.jsonl.zst"
+                               " or one folder per set (e.g. train/RedPajamaC4/)")
+    return layout, shards
+
+
+class _BottomK:
+    """The ``n`` smallest-key items, at most one per text hash when ``dedup``."""
+
+    def __init__(self, n: int, dedup: bool):
+        self.n, self.dedup = n, dedup
+        self.heap: list[tuple[int, bytes | int]] = []  # (-key, id), a max-heap on key
+        self.items: dict[bytes | int, tuple[int, Any]] = {}  # id -> (key, payload)
+
+    def offer(self, key: int, th: bytes | int, payload: Any) -> None:
+        if th in self.items:  # same text seen before: keep the smaller key
+            if key < self.items[th][0]:
+                self.items[th] = (key, payload)
+                self.heap = [(-k, t) for t, (k, _) in self.items.items()]
+                heapq.heapify(self.heap)
+            return
+        if len(self.heap) < self.n:
+            heapq.heappush(self.heap, (-key, th))
+        elif self.n > 0 and key < -self.heap[0][0]:
+            _, old = heapq.heapreplace(self.heap, (-key, th))
+            del self.items[old]
+        else:
+            return
+        self.items[th] = (key, payload)
+
+    def sorted(self) -> list[tuple[int, bytes | int, Any]]:
+        return sorted((k, t, p) for t, (k, p) in self.items.items())
+
+
+@dataclass
+class _ShardResult:
+    relpath: str
+    kept: dict[str, list[tuple[int, bytes | int, dict]]] = field(default_factory=dict)
+    eligible: dict[str, int] = field(default_factory=dict)
+    unmapped: dict[str, int] = field(default_factory=dict)
+    records: int = 0
+    too_short: int = 0
+    error: tuple[str, int | None] | None = None  # (problem, line)
+
+
+def _set_name(meta: Any) -> str:
+    if isinstance(meta, dict) and isinstance(meta.get("redpajama_set_name"), str):
+        return meta["redpajama_set_name"]
+    raise ValueError('record has no "meta.redpajama_set_name"')
+
+
+def _sample_shard(task: tuple) -> _ShardResult:
+    """Bottom-k per category over one shard (runs in a worker process)."""
+    root, shard, mapping, n, seed, min_chars, max_chars, dedup = task
+    res = _ShardResult(shard.relpath)
+    tops: dict[str, _BottomK] = {}
+    lineno = 0
+    try:
+        with open_text(Path(root) / shard.relpath) as f:
+            for lineno, line in enumerate(f, 1):  # noqa: B007 - used in the except
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    res.error = (f"invalid JSON ({e.msg})", lineno)
+                    return res
+                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                    res.error = ('expected a JSON object with a string "text"', lineno)
+                    return res
+                meta = rec.get("meta", {})
+                if isinstance(meta, str):  # Parquet mirrors store meta as a JSON string
+                    try:
+                        meta = json.loads(meta)
+                    except json.JSONDecodeError:
+                        res.error = ('"meta" is a string but not valid JSON', lineno)
+                        return res
+                res.records += 1
+                if shard.category is not None:
+                    cat = shard.category
+                else:
+                    try:
+                        name = _set_name(meta)
+                    except ValueError as e:
+                        res.error = (str(e), lineno)
+                        return res
+                    cat = mapping.get(name)
+                    if cat is None:
+                        res.unmapped[name] = res.unmapped.get(name, 0) + 1
+                        continue
+                text = rec["text"]
+                if len(text.strip()) < min_chars:
+                    res.too_short += 1
+                    continue
+                res.eligible[cat] = res.eligible.get(cat, 0) + 1
+                key = record_key(seed, shard.relpath, lineno)
+                if cat not in tops:
+                    tops[cat] = _BottomK(n, dedup)
+                th = _text_hash(text) if dedup else key
+                out = {"id": f"{shard.relpath}:{lineno}",
+                       "text": text if max_chars is None else text[:max_chars],
+                       "meta": meta if isinstance(meta, dict) else {"value": meta},
+                       "source": {"shard": shard.relpath, "line": lineno}}
+                tops[cat].offer(key, th, out)
+    except InputError as e:
+        res.error = (e.problem, e.line)
+        return res
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        res.error = (f"cannot read ({type(e).__name__}: {e})", lineno + 1)
+        return res
+    except Exception as e:  # zstandard.ZstdError: a corrupt stream
+        if type(e).__module__.startswith("zstandard"):
+            res.error = (f"corrupt zstd stream ({e})", lineno + 1)
+            return res
+        raise
+    res.kept = {c: t.sorted() for c, t in tops.items()}
+    return res
+
+
+def _map_tasks(fn: Callable, tasks: list, num_proc: int) -> Iterable:
+    if num_proc <= 1 or len(tasks) <= 1:
+        yield from map(fn, tasks)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(min(num_proc, len(tasks))) as pool:
+        yield from pool.imap(fn, tasks, chunksize=1)
+
+
+def sample_categories(root: PathLike, n_per_category: int, seed: int = 42, num_proc: int = 1,
+                      mapping: Mapping[str, str] | None = None, skip_bad: bool = False,
+                      min_chars: int = 0, max_chars: int | None = None, dedup: bool = True,
+                      progress: Callable[[Iterable, int], Iterable] | None = None,
+                      ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """The samples (records sorted by key, per category) and statistics; writes nothing.
+
+    A corrupt shard (bad zstd, bad JSON, a record without text or set name) raises
+    InputError naming the shard and line, or with ``skip_bad`` is left out entirely (a
+    warning; listed in ``stats["bad_shards"]``).
+    """
+    if n_per_category < 0:
+        raise ValueError("n_per_category must be >= 0")
+    mapping = dict(DEFAULT_SET_MAP if mapping is None else mapping)
+    layout, shards = find_shards(root, mapping)
+    tasks = [(str(root), s, mapping, n_per_category, seed, min_chars, max_chars, dedup)
+             for s in shards]
+    cats = sorted(set(mapping.values()))
+    merged = {c: _BottomK(n_per_category, dedup) for c in cats}
+    stats: dict[str, Any] = {"layout": layout, "shards": len(shards), "records": 0,
+                             "too_short": 0, "eligible": dict.fromkeys(cats, 0),
+                             "kept": {}, "unmapped": {}, "bad_shards": []}
+    results = _map_tasks(_sample_shard, tasks, num_proc)
+    for res in (results if progress is None else progress(results, len(tasks))):
+        if res.error is not None:
+            problem, line = res.error
+            err = InputError(Path(root) / res.relpath, problem, line)
+            if not skip_bad:
+                raise err
+            log.warning("skipping bad shard: %s", err.message)
+            stats["bad_shards"].append(err.message)
+            continue
+        stats["records"] += res.records
+        stats["too_short"] += res.too_short
+        for c, k in res.eligible.items():
+            stats["eligible"][c] += k
+        for name, k in res.unmapped.items():
+            stats["unmapped"][name] = stats["unmapped"].get(name, 0) + k
+        for c, items in res.kept.items():
+            for key, th, rec in items:
+                merged[c].offer(key, th, rec)
+    samples = {c: [rec for _, _, rec in merged[c].sorted()] for c in cats}
+    stats["kept"] = {c: len(v) for c, v in samples.items()}
+    stats["unmapped"] = dict(sorted(stats["unmapped"].items()))
+    for c in cats:
+        if stats["kept"][c] < n_per_category:
+            log.warning("%s: only %d of %d requested records available", c,
+                        stats["kept"][c], n_per_category)
+    return samples, stats
+
+
+def fetch_category_samples(root: PathLike, n_per_category: int, out_dir: PathLike,
+                           seed: int = 42, num_proc: int = 1,
+                           mapping: str | Mapping[str, str] | None = None,
+                           skip_bad: bool = False, min_chars: int = 0,
+                           max_chars: int | None = None, dedup: bool = True,
+                           overwrite: bool = False,
+                           progress: Callable[[Iterable, int], Iterable] | None = None,
+                           ) -> dict[str, Any]:
+    """Sample ``n_per_category`` records per category and write ``OUT/<category>.jsonl``.
+
+    Each output record is ``{"id": "SHARD:LINE", "text", "meta": {original meta, parsed},
+    "source": {"shard": relpath, "line": n}}``, sorted by sampling key, so reruns (and any
+    ``num_proc``) give byte-identical files. ``text`` is cut to ``max_chars`` when given;
+    records with fewer than ``min_chars`` non-space-stripped characters are not eligible.
+    Also writes ``OUT/fetch_category_samples.meta.json`` (arguments and statistics).
+    Returns the statistics (``kept``, ``eligible``, ``bad_shards``, ``files`` ...).
+    """
+    set_map = parse_set_map(mapping if mapping is not None else None)
+    out = Path(out_dir)
+    files = {c: out / f"{c}.jsonl" for c in sorted(set(set_map.values()))}
+    if not overwrite:
+        for p in [*files.values(), out / STATS_FILE]:
+            if p.exists():
+                raise InputError(p, "output exists (pass --overwrite to replace it)")
+    samples, stats = sample_categories(root, n_per_category, seed, num_proc, set_map, skip_bad,
+                                       min_chars, max_chars, dedup, progress)
+    for c, path in files.items():
+        write_jsonl(path, samples[c])
+    stats["files"] = {c: p.name for c, p in files.items()}
+    write_json(out / STATS_FILE, {
+        "args": {"n_per_category": n_per_category, "seed": seed, "set_map": set_map,
+                 "skip_bad": skip_bad, "min_chars": min_chars, "max_chars": max_chars,
+                 "dedup": dedup},
+        "stats": stats})
+    return stats
