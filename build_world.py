@@ -23,6 +23,8 @@ def build_parser():
     p = cli.parser(__doc__, EXAMPLES)
     p.add_argument("--preset", default="small", help="tiny | small")
     p.add_argument("--out", default=cli.DEFAULT_WORLD, help="output folder")
+    p.add_argument("--no_evidence", action="store_true",
+                   help="skip measuring what the model learned (evidence.json)")
     cli.add_run_args(p, seed=0, world=False)
     return p
 
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({truth['model']['n_params'] / 1e6:.2f}M params, final loss "
           f"{truth['model']['final_loss']:.2f})")
     print("mixture: " + ", ".join(f"{c} {v:.3f}" for c, v in truth["mixture"].items()))
+    if not args.no_evidence:
+        from anatomy.world.evidence import format_evidence, measure_evidence
+
+        print(format_evidence(measure_evidence(args.out)))
     return 0
 
 

@@ -624,3 +624,35 @@ def _sample_batch(model, prompt: list[int], members: list[int], max_new_tokens: 
         rows = [r[:r.index(stop_id)] if stop_id in r else r for r in rows]
     return rows
 
+
+
+def greedy_continuations(model, prefixes: Sequence[Sequence[int]], n_tokens: int,
+                         batch_size: int = 32, progress: bool = False) -> list[list[int]]:
+    """Greedy (argmax) continuation of ``n_tokens`` after each prefix, batched.
+
+    Prefixes are grouped by length, so no padding enters the computation (the
+    memorization test of Carlini et al. 2023 / Biderman et al. 2023 uses fixed-length
+    prefixes anyway). Returns the new token ids in input order.
+    """
+    import torch
+
+    dev = _model_device(model)
+    out: list[list[int] | None] = [None] * len(prefixes)
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(prefixes):
+        by_len.setdefault(len(p), []).append(i)
+    groups = [idx[a:a + batch_size] for _, idx in sorted(by_len.items())
+              for a in range(0, len(idx), batch_size)]
+    for idx in _progress(groups, "greedy", "batch", len(groups), progress):
+        ids = torch.tensor([list(prefixes[i]) for i in idx], dtype=torch.long, device=dev)
+        past, new = None, []
+        with torch.inference_mode():
+            for _ in range(n_tokens):
+                o = model(input_ids=ids, past_key_values=past, use_cache=True)
+                past = o.past_key_values
+                ids = o.logits[:, -1].float().argmax(-1, keepdim=True)
+                new.append(ids)
+        gen = torch.cat(new, dim=1).cpu().tolist()
+        for i, g in zip(idx, gen, strict=True):
+            out[i] = g
+    return out  # type: ignore[return-value]

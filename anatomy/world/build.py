@@ -137,8 +137,11 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
         return picked
 
     # membership passages: fit the OLMoMIA length filter for L=64 (32 < len <= 64)
+    # and as many once-seen non-member controls from the same candidates, planted once in
+    # [T2, T3): same length and category distribution as the planted members
     n_mia = P.mia_per_count * len(P.mia_counts)
-    mia_docs = take(lambda i: 40 <= lengths[i] <= 60, n_mia)
+    mia_docs = take(lambda i: 40 <= lengths[i] <= 60, 2 * n_mia)
+    mia_docs, mia_controls = mia_docs[:n_mia], mia_docs[n_mia:]
     # memorization passages: a 32-token prefix + 32-token suffix fits in one instance
     n_mem = P.mem_dense[0] + P.mem_spread[0]
     mem_docs = take(lambda i: 64 <= lengths[i] <= L - 16, n_mem)
@@ -157,6 +160,9 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
         k = P.mia_counts[j // P.mia_per_count]
         mia_count[d] = k
         plants += [(d, "mia", int(o)) for o in rng.integers(0, member_tokens - margin, k)]
+    nonmember_lo = P.nonmember_start * B * L
+    plants += [(d, "mia_control", int(rng.integers(nonmember_lo, train_tokens - margin)))
+               for d in mia_controls]
     n_dense, copies_dense, window = P.mem_dense
     lo = (P.steps - window) * B * L
     for d in mem_docs[:n_dense]:
@@ -283,6 +289,7 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     mixture_tokens = np.bincount(stream.categories[:train_tokens], minlength=len(CATEGORIES))
     planted = {
         "mia": plant_rows("mia", mia_docs, lambda d: {"planted": mia_count[d]}),
+        "mia_control": plant_rows("mia_control", mia_controls),
         "mem_dense": plant_rows("mem_dense", mem_docs[:n_dense]),
         "mem_spread": plant_rows("mem_spread", mem_docs[n_dense:]),
         "templates": plant_rows("template", template_docs,
