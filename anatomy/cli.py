@@ -112,3 +112,25 @@ def run(main: Callable[[list[str] | None], int]) -> None:
         print("interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """Where the training data comes from: an OLMo config (default: the miniworld's)."""
+    g = p.add_argument_group("training data")
+    g.add_argument("--config", default=None,
+                   help="OLMo training config YAML (default: WORLD/config.yaml; real OLMo-7B: "
+                        "configs/OLMo-7B.yaml)")
+    g.add_argument("--global_indices", default=None,
+                   help="data order (path or URL; default: from the config)")
+    g.add_argument("--model_name", default=None,
+                   help="name used in output paths (default: the config's, e.g. OLMo-7B)")
+
+
+def olmo_config(args: argparse.Namespace):
+    """The OLMo config named by --config, else the miniworld's (one clear error if absent)."""
+    from anatomy.olmo_data import load_olmo_config
+
+    path = args.config or str(world_path(args, "config.yaml"))
+    if args.config is None and not Path(path).is_file():
+        require_world(args)
+    return load_olmo_config(path)

@@ -142,9 +142,10 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     n_mia = P.mia_per_count * len(P.mia_counts)
     mia_docs = take(lambda i: 40 <= lengths[i] <= 60, 2 * n_mia)
     mia_docs, mia_controls = mia_docs[:n_mia], mia_docs[n_mia:]
-    # memorization passages: a 32-token prefix + 32-token suffix fits in one instance
+    # memorization passages: a 32-token prefix + 32-token suffix fits in one instance, and
+    # at > 64 tokens they never enter an L=64 membership pool
     n_mem = P.mem_dense[0] + P.mem_spread[0]
-    mem_docs = take(lambda i: 64 <= lengths[i] <= L - 16, n_mem)
+    mem_docs = take(lambda i: 72 <= lengths[i] <= L - 16, n_mem)
     heldout: dict[str, list[int]] = {}
     for c in CATEGORIES:
         n_ho = P.pool_size - round(P.pool_rates[c] * P.pool_size)
@@ -163,10 +164,12 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     nonmember_lo = P.nonmember_start * B * L
     plants += [(d, "mia_control", int(rng.integers(nonmember_lo, train_tokens - margin)))
                for d in mia_controls]
+    # dense memorization plants end where the non-member window starts, so that window's
+    # once-seen documents are not crowded out by (or mixed with) heavily repeated text
     n_dense, copies_dense, window = P.mem_dense
-    lo = (P.steps - window) * B * L
+    lo = (P.nonmember_start - window) * B * L
     for d in mem_docs[:n_dense]:
-        plants += [(d, "mem_dense", int(o)) for o in rng.integers(lo, train_tokens - margin,
+        plants += [(d, "mem_dense", int(o)) for o in rng.integers(lo, nonmember_lo - margin,
                                                                    copies_dense)]
     for d in mem_docs[n_dense:]:
         plants += [(d, "mem_spread", int(o)) for o in rng.integers(0, train_tokens - margin,

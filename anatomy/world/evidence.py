@@ -7,7 +7,7 @@
   k=1, rising with k at the first checkpoint, fading at later ones.
 - Memorization: fraction of planted passages whose 32-token suffix is reproduced exactly by
   greedy decoding from their 32-token prefix (memorization score 1.0, Biderman et al. 2023),
-  at the final checkpoint, for dense-late and spread plants.
+  at T2 (the dense plants end there) and at the final checkpoint, for dense and spread plants.
 """
 
 from __future__ import annotations
@@ -44,20 +44,24 @@ def membership_evidence(world: World) -> dict:
 
 
 def memorization_evidence(world: World) -> dict:
+    """Greedy-reproduction scores at T2 (right after the dense plants) and at the end."""
     from anatomy.lm import greedy_continuations, load_causal_lm
 
-    final = world.truth["checkpoints"][-1]
-    model = load_causal_lm(world.root / final["path"])
-    out = {"step": final["step"]}
-    for kind in ("mem_dense", "mem_spread"):
-        rows = world.planted(kind)
-        toks = [world.doc_tokens(r["doc"]) for r in rows]
-        gen = greedy_continuations(model, [x[:PREFIX].tolist() for x in toks], SUFFIX)
-        scores = [float(np.mean(np.array(g) == x[PREFIX:PREFIX + SUFFIX]))
-                  for g, x in zip(gen, toks, strict=True)]
-        out[kind] = {"n": len(rows), "copies": rows[0]["count"] if rows else 0,
-                     "mean_score": float(np.mean(scores)),
-                     "exact": int(sum(s == 1.0 for s in scores))}
+    ckpts = world.truth["checkpoints"]
+    out = {}
+    for c in (ckpts[-2], ckpts[-1]):
+        model = load_causal_lm(world.root / c["path"])
+        row = {}
+        for kind in ("mem_dense", "mem_spread"):
+            rows = world.planted(kind)
+            toks = [world.doc_tokens(r["doc"]) for r in rows]
+            gen = greedy_continuations(model, [x[:PREFIX].tolist() for x in toks], SUFFIX)
+            scores = [float(np.mean(np.array(g) == x[PREFIX:PREFIX + SUFFIX]))
+                      for g, x in zip(gen, toks, strict=True)]
+            row[kind] = {"n": len(rows), "copies": rows[0]["count"] if rows else 0,
+                         "mean_score": float(np.mean(scores)),
+                         "exact": int(sum(s == 1.0 for s in scores))}
+        out[str(c["step"])] = row
     return out
 
 
@@ -78,9 +82,9 @@ def format_evidence(ev: dict) -> str:
              "  step " + "".join(f"{'k=' + str(k):>8}" for k in m["counts"])]
     for step, row in m["auroc"].items():
         lines.append(f"  {step:>4} " + "".join(f"{row[str(k)]:8.2f}" for k in m["counts"]))
-    mem = ev["memorization"]
-    for kind in ("mem_dense", "mem_spread"):
-        r = mem[kind]
-        lines.append(f"memorization ({kind}, {r['n']} passages x {r['copies']} copies) at step "
-                     f"{mem['step']}: mean score {r['mean_score']:.2f}, exact {r['exact']}/{r['n']}")
+    for step, row in ev["memorization"].items():
+        for kind, r in row.items():
+            lines.append(f"memorization at step {step}: {kind} ({r['n']} passages x "
+                         f"{r['copies']} copies) mean score {r['mean_score']:.2f}, "
+                         f"exact {r['exact']}/{r['n']}")
     return "\n".join(lines)

@@ -30,7 +30,7 @@ class Preset:
     # membership plants: each passage is a standalone document repeated k times in [0, T1)
     mia_counts: tuple[int, ...]
     mia_per_count: int
-    # memorization plants: (passages, copies, window in steps at the end of the run)
+    # memorization plants: (passages, copies, window of steps ending at T2)
     mem_dense: tuple[int, int, int]
     # (passages, copies) spread uniformly over the whole run
     mem_spread: tuple[int, int]
@@ -71,7 +71,7 @@ PRESETS = {
                    mem_spread=(4, 16), n_templates=8, pool_size=60, pool_rates=_RATES),
     "small": Preset(name="small", vocab_size=4096, seq_len=128, batch_size=16, member_end=200,
                     steps=900, d_model=256, n_layers=4, n_heads=4, lr=2e-3, mixture=_MIXTURE,
-                    mia_counts=(1, 2, 4, 8, 16, 32), mia_per_count=24, mem_dense=(8, 128, 100),
+                    mia_counts=(1, 2, 4, 8, 16, 32), mia_per_count=16, mem_dense=(8, 128, 100),
                     mem_spread=(8, 32), n_templates=24, pool_size=300, pool_rates=_RATES),
 }
 
