@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from anatomy.io import InputError, PathLike, iter_jsonl
+from anatomy.mia.sampling import max_consistent_sample_end
 
 SampleFile = tuple[int, int, Path]
 
@@ -126,11 +127,13 @@ def _intervals_text(files: list[SampleFile]) -> str:
     return ", ".join(f"{a}:{b}" + (f" ({n} files)" if n > 1 else "") for a, b, n in runs)
 
 
-def _next_interval(files: list[SampleFile], default_width: int = 1000) -> tuple[int, int]:
-    if not files:
-        return 0, default_width
-    s0, s1, _ = files[-1]
-    return s1, s1 + (s1 - s0)
+def _next_interval(files: list[SampleFile], default_width: int = 1000,
+                   limit: int | None = None) -> tuple[int, int] | None:
+    """The interval after the last file, as wide as it, capped at ``limit`` (the largest
+    sample_end that keeps the published draw consistent); None when nothing is left."""
+    start, width = (0, default_width) if not files else (files[-1][1], files[-1][1] - files[-1][0])
+    end = start + width if limit is None else min(start + width, limit)
+    return (start, end) if end > start else None
 
 
 def build_pool(member_dir: PathLike, nonmember_dir: PathLike, num_data: int, max_length: int,
@@ -155,9 +158,16 @@ def build_pool(member_dir: PathLike, nonmember_dir: PathLike, num_data: int, max
         recs = take_class(files, quota, max_length, label, batch_size, steps)
         taken.append(recs)
         if len(recs) < quota:
-            a, b = _next_interval(files)
-            cmd = "sample.py" + (f" --step_start {steps[0]} --step_end {steps[1]}" if steps
-                                 else "") + f" --sample_start {a} --sample_end {b}"
+            limit = (max_consistent_sample_end((steps[1] - steps[0]) * batch_size)
+                     if steps else None)
+            nxt = _next_interval(files, limit=limit)
+            if nxt is None:
+                cmd = (f"none left: sample_end {limit} is the largest that keeps the draw "
+                       "consistent; widen the step range or lower num_data")
+            else:
+                cmd = "sample.py" + (f" --step_start {steps[0]} --step_end {steps[1]}"
+                                     if steps else "")
+                cmd += f" --sample_start {nxt[0]} --sample_end {nxt[1]}"
             draws = sum(s1 - s0 for s0, s1, _ in files)
             more = ""
             if recs:  # every file was read, so the yield per draw is measured on all of them

@@ -1,0 +1,165 @@
+"""Pipeline A end to end on the tiny miniworld: sample -> filter -> vecs -> clustering ->
+control split -> run_mia -> table, through the scripts' own ``main``.
+
+Independent checks: positions against a direct ``random.Random(42).sample`` call; each
+sample's text against the instance tokens read with plain numpy from the token files and
+split at the separator id; membership labels against the truth file's step windows;
+attack AUROC on the control split against the truth file's planted counts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clustering as clustering_script
+import control_split as control_script
+import filter as filter_script
+import generate_vecs as vecs_script
+import sample as sample_script
+from anatomy.io import read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def run_a(tiny_world, tiny_truth, tmp_path_factory):
+    """Run the construction chain once; return (data_dir, facts)."""
+    d = tmp_path_factory.mktemp("pipeline_a")
+    T1 = tiny_truth["steps"]["member"][1]
+    T2, T3 = tiny_truth["steps"]["nonmember"]
+    w = ["--world", str(tiny_world), "--quiet"]
+    for lo, hi in ((0, T1), (T2, T3)):
+        for s0, s1 in ((0, 40), (40, 80), (80, 85)):  # a bash loop of disjoint jobs
+            assert sample_script.main([*w, "--step_start", str(lo), "--step_end", str(hi),
+                                       "--sample_start", str(s0), "--sample_end", str(s1),
+                                       "--out_dir", str(d)]) == 0
+    # one big job, to compare with the loop
+    assert sample_script.main([*w, "--step_start", "0", "--step_end", str(T1),
+                               "--sample_start", "0", "--sample_end", "85",
+                               "--out_dir", str(d / "single")]) == 0
+    n = 40
+    assert filter_script.main([*w, "--member_step_start", "0", "--member_step_end", str(T1),
+                               "--nonmember_step_start", str(T2), "--nonmember_step_end",
+                               str(T3), "--num_data", str(n), "--max_length", "64",
+                               "--data_dir", str(d)]) == 0
+    name = f"miniworld-tiny_64_{n}"
+    assert vecs_script.main(["--dataset_name", name, "--data_dir", str(d), "--quiet"]) == 0
+    assert clustering_script.main(["--model_name", "miniworld-tiny", "--max_length", "64",
+                                   "--num_data", str(n), "--num_sample", "10",
+                                   "--num_cluster", "2", "--data_dir", str(d), "--quiet"]) == 0
+    assert control_script.main([*w, "--data_dir", str(d)]) == 0
+    return d, {"T1": T1, "T2": T2, "T3": T3, "pool": name}
+
+
+def _instances(world: Path, truth: dict) -> tuple[np.ndarray, np.ndarray]:
+    L = truth["seq_len"]
+    parts = []
+    for p in truth["token_files"]:
+        a = np.fromfile(world / p, dtype="<u2")
+        parts.append(a[: len(a) // L * L].reshape(-1, L))
+    return np.concatenate(parts), np.fromfile(world / "global_indices.npy", dtype="<u4")
+
+
+def test_positions_and_disjoint_jobs(run_a, tiny_truth):
+    d, f = run_a
+    folder = d / "sample" / f"miniworld-tiny_step0:{f['T1']}"
+    loop = b"".join((folder / f"{a}:{b}.jsonl").read_bytes()
+                    for a, b in ((0, 40), (40, 80), (80, 85)))
+    single = (d / "single" / "sample" / f"miniworld-tiny_step0:{f['T1']}" / "0:85.jsonl")
+    assert loop == single.read_bytes()
+    B = tiny_truth["batch_size"]
+    expected = random.Random(42).sample(range(0, f["T1"] * B), 85)
+    got = []
+    for r in read_jsonl(single):
+        if not got or got[-1] != r["idx"][0]:
+            got.append(r["idx"][0])
+    assert got == [p for p in expected if p in set(got)]  # draw order, no foreign positions
+    assert all(read_jsonl(folder / f"{a}:{b}.failures.jsonl") == []
+               for a, b in ((0, 40), (40, 80)))
+
+
+def test_samples_are_the_documents_between_separators(run_a, tiny_world, tiny_truth):
+    from transformers import AutoTokenizer
+
+    d, f = run_a
+    inst, order = _instances(tiny_world, tiny_truth)
+    eos = tiny_truth["eos_token_id"]
+    tok = AutoTokenizer.from_pretrained(tiny_world / "tokenizer")
+    recs = read_jsonl(d / "sample" / f"miniworld-tiny_step{f['T2']}:{f['T3']}" / "0:40.jsonl")
+    assert recs
+    for r in recs:
+        toks = inst[order[r["idx"][0]]]
+        cuts = np.flatnonzero(toks == eos)
+        a, b = cuts[r["idx"][1] - 1] + 1, cuts[r["idx"][1]]
+        assert r["length"] == b - a
+        assert r["input"] == tok.decode(toks[a:b].tolist())
+        assert list(r) == ["input", "idx", "length"]  # the published schema
+
+
+def test_pool_labels_follow_the_truth(run_a, tiny_truth):
+    d, f = run_a
+    pool = read_jsonl(d / f"{f['pool']}.jsonl")
+    B = tiny_truth["batch_size"]
+    assert [r["label"] for r in pool] == [1] * 20 + [0] * 20
+    for r in pool:
+        assert 32 < r["length"] <= 64
+        step = r["idx"][0] // B
+        assert (step < f["T1"]) if r["label"] == 1 else (f["T2"] <= step < f["T3"])
+    ids = [r["idx"][0] for r in pool]
+    assert len(set(ids)) == len(ids)  # at most one document per training instance
+
+
+def test_splits(run_a):
+    d, f = run_a
+    vecs = np.load(d / "vecs" / f"{f['pool']}.npy")
+    assert vecs.shape == (40, 384)
+    stats = {s["split"]: s for s in json.loads((d / "miniworld-tiny_64_10_stats.json")
+                                               .read_text())}
+    for split in ("random", "mix1", "mix2", "easy", "medium", "hard"):
+        recs = read_jsonl(d / f"miniworld-tiny_64_10_{split}.jsonl")
+        assert [r["label"] for r in recs] == [1] * 5 + [0] * 5
+    assert stats["easy"]["cross_dist"] > stats["hard"]["cross_dist"]
+    assert (d / "miniworld-tiny_64_10.png").stat().st_size > 1000
+
+
+def test_control_split_from_truth(run_a, tiny_truth):
+    d, _ = run_a
+    recs = read_jsonl(d / "miniworld-tiny_control.jsonl")
+    members = [r for r in recs if r["label"] == 1]
+    assert members and all(r["planted"] >= 8 for r in members)
+    assert len(recs) - len(members) == len(tiny_truth["planted"]["mia_control"])
+
+
+def test_missing_world_is_one_line_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--world", str(tmp_path),
+                        "--step_start", "0", "--step_end", "4", "--sample_start", "0",
+                        "--sample_end", "4"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "miniworld" in lines[0]
+
+
+def test_short_pool_is_one_clear_error(run_a, tiny_world):
+    d, f = run_a
+    with pytest.raises(Exception, match="next: (sample.py|none left)"):
+        filter_script.main(["--world", str(tiny_world), "--member_step_start", "0",
+                            "--member_step_end", str(f["T1"]), "--nonmember_step_start",
+                            str(f["T2"]), "--nonmember_step_end", str(f["T3"]),
+                            "--num_data", "100000", "--max_length", "64",
+                            "--data_dir", str(d)])
+    assert not (d / "miniworld-tiny_64_100000.jsonl").exists()
+
+
+@pytest.mark.parametrize("script", ["sample", "filter", "generate_vecs", "clustering",
+                                    "control_split", "build_world"])
+def test_help(script):
+    r = subprocess.run([sys.executable, str(ROOT / f"{script}.py"), "--help"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "examples:" in r.stdout
