@@ -40,7 +40,12 @@ _QUIET = False
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows defaults, except None/False ones (the help text says what happens then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or "(default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def parser(doc: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -67,6 +72,16 @@ def setup(args: argparse.Namespace) -> None:
     _QUIET = bool(getattr(args, "quiet", False))
     logging.basicConfig(level=logging.WARNING if _QUIET else logging.INFO,
                         format="%(message)s", stream=sys.stderr, force=True)
+    if _QUIET or os.environ.get("TQDM_DISABLE") == "1":
+        # transformers draws its own bars (loading/saving weights) outside our control
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+        except ImportError:  # pragma: no cover
+            pass
 
 
 def progress(it: Iterable[T], desc: str, unit: str = "it", total: int | None = None,
@@ -75,7 +90,8 @@ def progress(it: Iterable[T], desc: str, unit: str = "it", total: int | None = N
     from tqdm.auto import tqdm
 
     if disable is None:
-        disable = _QUIET or int(os.environ.get("RANK", "0")) > 0
+        disable = (_QUIET or os.environ.get("TQDM_DISABLE") == "1"
+                   or int(os.environ.get("RANK", "0")) > 0)
     return iter(tqdm(it, desc=desc, unit=unit, total=total, disable=disable, file=sys.stderr,
                      dynamic_ncols=True))
 

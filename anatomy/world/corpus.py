@@ -133,7 +133,7 @@ def cut_documents(text: str, rng: np.random.Generator, min_chars: int, max_chars
     """Cut a text into documents of log-uniform target length at line boundaries.
 
     A document closes at the first blank line after reaching its target length, or at any
-    line once it has grown past twice its target.
+    line once it has grown past 1.5 times its target.
     """
     lines = text.split("\n")
     docs: list[str] = []
@@ -143,7 +143,7 @@ def cut_documents(text: str, rng: np.random.Generator, min_chars: int, max_chars
     for line in lines:
         cur.append(line)
         size += len(line) + 1
-        if (size >= target and not line.strip()) or size >= 2 * target:
+        if (size >= target and not line.strip()) or size >= 1.5 * target:
             doc = "\n".join(cur).strip("\n")
             if len(doc.strip()) >= min_chars // 2:
                 docs.append(doc)
@@ -155,8 +155,8 @@ def cut_documents(text: str, rng: np.random.Generator, min_chars: int, max_chars
     return docs
 
 
-def iter_category(category: str, seed: int, min_chars: int = 60,
-                  max_chars: int = 700) -> Iterator[tuple[Doc, str, str]]:
+def iter_category(category: str, seed: int, min_chars: int = 40,
+                  max_chars: int = 400) -> Iterator[tuple[Doc, str, str]]:
     """Yield (doc, source, source_sha256) for a category, files in a seeded order.
 
     The caller stops consuming once it has enough; only files actually read are yielded

@@ -65,8 +65,8 @@ _RATES = {"code": 0.7, "docs": 0.5, "data": 0.3, "readme": 0.6, "license": 0.4,
           "reference": 0.5}
 
 PRESETS = {
-    "tiny": Preset(name="tiny", vocab_size=2048, seq_len=128, batch_size=16, member_end=40,
-                   steps=180, d_model=192, n_layers=3, n_heads=3, lr=3e-3, mixture=_MIXTURE,
+    "tiny": Preset(name="tiny", vocab_size=4096, seq_len=128, batch_size=16, member_end=40,
+                   steps=180, d_model=256, n_layers=4, n_heads=4, lr=2e-3, mixture=_MIXTURE,
                    mia_counts=(1, 2, 16, 48), mia_per_count=10, mem_dense=(4, 64, 20),
                    mem_spread=(4, 16), n_templates=8, pool_size=60, pool_rates=_RATES),
     "small": Preset(name="small", vocab_size=4096, seq_len=128, batch_size=16, member_end=200,

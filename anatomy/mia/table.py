@@ -1,0 +1,328 @@
+"""The OLMoMIA paper-style results table from ``run_mia.py`` outputs, and AUROC by exposure count.
+
+:func:`build_table` reads ``RESULTS/DATASET/CHECKPOINT/metrics.json`` for every dataset
+(split) and checkpoint: rows = methods (score names), columns = checkpoints (ordered by the
+step in their revision name, ``step100000-tokens442B`` -> 100000) x splits (in the order
+given), cells = the metric x 100 with one decimal, as OLMoMIA (Kim et al. 2024) reports
+AUROC per target checkpoint and split. Written as Markdown (best cell per column in bold),
+CSV and a heat-map PNG.
+
+:func:`auroc_by_count`: for a split whose scored records carry an integer field (the
+miniworld's planted split: ``planted`` = k copies for members, 0 for controls), the AUROC of
+members planted k times against all controls, per k and checkpoint (Carlini et al. 2023's
+"memorization grows with duplication", read through membership scores).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anatomy import io
+from anatomy.io import InputError
+from anatomy.mia.attack import METHODS, score_names
+
+METRICS = ("auroc", "tpr@0.1%", "tpr@1%", "tpr@5%", "bal_acc")
+METRIC_TITLES = {"auroc": "AUROC", "tpr@0.1%": "TPR@0.1%FPR", "tpr@1%": "TPR@1%FPR",
+                 "tpr@5%": "TPR@5%FPR", "bal_acc": "balanced accuracy"}
+COUNT_SCORES = ("loss", "minkpp_20")
+_STEP_RE = re.compile(r"step(\d+)")
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step in a revision name (``step40-tokens82K`` -> 40); None without one."""
+    m = _STEP_RE.search(name)
+    return int(m.group(1)) if m else None
+
+
+def checkpoint_order(names: Sequence[str]) -> list[str]:
+    """By step; names without a step (e.g. a final ``model`` folder) last, by name."""
+    return sorted(set(names), key=lambda n: (checkpoint_step(n) is None,
+                                             checkpoint_step(n) or 0, n))
+
+
+def checkpoint_label(name: str) -> str:
+    s = checkpoint_step(name)
+    if s is None:
+        return name
+    return f"{s // 1000}k" if s >= 1000 and s % 1000 == 0 else f"step{s}"
+
+
+def split_labels(datasets: Sequence[str]) -> list[str]:
+    """Short split names: the part after the datasets' common ``_``-prefix
+    (``OLMo-7B_128_1000_hard`` -> ``hard``); one dataset: the part after its last ``_``."""
+    if len(datasets) == 1:
+        return [datasets[0].rsplit("_", 1)[-1]]
+    common = os.path.commonprefix(list(datasets))
+    cut = common.rfind("_") + 1
+    return [d[cut:] or d for d in datasets]
+
+
+def method_label(name: str) -> str:
+    """Display name: ``minkpp_20`` -> ``Min-K%++ 20%``, ``emmia`` -> ``EM-MIA``."""
+    fixed = {"loss": "Loss", "ref": "Ref", "zlib": "Zlib", "emmia": "EM-MIA"}
+    if name in fixed:
+        return fixed[name]
+    m = re.fullmatch(r"(minkpp|mink)_(.+)", name)
+    if m:
+        return f"Min-K%{'++' if m.group(1) == 'minkpp' else ''} {m.group(2)}%"
+    return name
+
+
+def _canonical_order(names: set[str]) -> list[str]:
+    known = [n for n in score_names(METHODS) if n in names]
+    return known + sorted(names - set(known))
+
+
+def _select_methods(names: list[str], methods: Sequence[str] | None) -> list[str]:
+    """Keep score names matching ``methods`` (a family like ``minkpp`` or a name)."""
+    if not methods:
+        return names
+    fam = lambda n: n.split("_")[0] if n.startswith("mink") else n
+    return [n for n in names if n in methods or fam(n) in methods]
+
+
+# ---------------------------------------------------------------------------------------
+# the table
+
+
+@dataclass
+class Table:
+    metric: str
+    methods: list[str]  # score names (rows)
+    columns: list[tuple[str, str]]  # (checkpoint, dataset)
+    values: np.ndarray  # [rows, columns], NaN where missing
+    datasets: list[str]
+
+    def column_labels(self) -> list[str]:
+        splits = dict(zip(self.datasets, split_labels(self.datasets), strict=True))
+        return [f"{checkpoint_label(c)} {splits[d]}" for c, d in self.columns]
+
+
+def _results(results_dir: Path, dataset: str) -> dict[str, Path]:
+    folder = results_dir / dataset
+    if not folder.is_dir():
+        raise InputError(folder, "no results for this dataset (run run_mia.py first)")
+    found = {p.parent.name: p for p in sorted(folder.glob("*/metrics.json"))}
+    if not found:
+        raise InputError(folder, "no CHECKPOINT/metrics.json here (run run_mia.py first)")
+    return found
+
+
+def build_table(results_dir: io.PathLike, datasets: Sequence[str], metric: str = "auroc",
+                methods: Sequence[str] | None = None) -> Table:
+    """Collect ``metric`` for every (checkpoint, dataset) found under ``results_dir``."""
+    if metric not in METRICS:
+        raise InputError(None, f'unknown metric "{metric}" (choose from {", ".join(METRICS)})')
+    results_dir = Path(results_dir)
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for d in datasets:
+        for ckpt, path in _results(results_dir, d).items():
+            doc = io.read_json(path)
+            try:
+                cells[ckpt, d] = {k: v[metric] for k, v in doc["metrics"].items()}
+            except (KeyError, TypeError, AttributeError):
+                raise InputError(path, f'not a run_mia metrics file (no "{metric}" per '
+                                       "method under \"metrics\")") from None
+    ckpts = checkpoint_order([c for c, _ in cells])
+    columns = [(c, d) for c in ckpts for d in datasets if (c, d) in cells]
+    rows = _select_methods(_canonical_order({m for v in cells.values() for m in v}), methods)
+    values = np.full((len(rows), len(columns)), np.nan)
+    for j, col in enumerate(columns):
+        for i, m in enumerate(rows):
+            v = cells[col].get(m)
+            values[i, j] = np.nan if v is None else float(v)
+    return Table(metric, rows, columns, values, list(datasets))
+
+
+def _cell(v: float) -> str:
+    return "" if np.isnan(v) else f"{100 * v:.1f}"
+
+
+def table_markdown(t: Table) -> str:
+    """Rows = methods, columns = checkpoints x splits, the metric x 100; column best bold."""
+    head = f"| {METRIC_TITLES[t.metric]} x100 | " + " | ".join(t.column_labels()) + " |"
+    lines = [head, "|---|" + "---:|" * len(t.columns)]
+    shown = np.round(100 * t.values, 1)  # bold what *looks* best, ties included
+    with np.errstate(all="ignore"):
+        best = np.nanmax(np.where(np.isnan(shown), -np.inf, shown), axis=0)
+    for i, m in enumerate(t.methods):
+        cells = []
+        for j in range(len(t.columns)):
+            c = _cell(t.values[i, j]) or "-"
+            cells.append(f"**{c}**" if shown[i, j] == best[j] else c)
+        lines.append(f"| {method_label(m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_csv(t: Table) -> str:
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method"] + [f"{c}/{d}" for c, d in t.columns])
+    for i, m in enumerate(t.methods):
+        w.writerow([m] + [_cell(v) for v in t.values[i]])
+    return buf.getvalue()
+
+
+def _save_png(fig, path: io.PathLike) -> None:
+    import matplotlib.pyplot as plt
+
+    with io.atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def table_heatmap(t: Table, path: io.PathLike) -> None:
+    """Heat map of the table (AUROC centred at 50 = chance), values written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    v = 100 * t.values
+    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * max(1, len(t.columns)),
+                                    1.0 + 0.35 * max(1, len(t.methods))))
+    if t.metric == "auroc":
+        norm, cmap = TwoSlopeNorm(vcenter=50, vmin=0, vmax=100), "RdBu_r"
+    else:
+        norm, cmap = None, "viridis"
+    im = ax.imshow(np.ma.masked_invalid(v), aspect="auto", cmap=cmap, norm=norm)
+    for i in range(v.shape[0]):
+        for j in range(v.shape[1]):
+            if not np.isnan(v[i, j]):
+                ax.text(j, i, f"{v[i, j]:.1f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(t.columns)), t.column_labels(), rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(t.methods)), [method_label(m) for m in t.methods], fontsize=8)
+    fig.colorbar(im, ax=ax, label=f"{METRIC_TITLES[t.metric]} x100")
+    _save_png(fig, path)
+
+
+# ---------------------------------------------------------------------------------------
+# AUROC by exposure count
+
+
+@dataclass
+class ByCount:
+    dataset: str
+    field: str
+    counts: list[int]  # k > 0 present among members
+    checkpoints: list[str]
+    auroc: dict[str, np.ndarray]  # score name -> [checkpoints, counts]
+
+
+def auroc_by_count(results_dir: io.PathLike, dataset: str, field: str = "planted",
+                   scores: Sequence[str] = COUNT_SCORES) -> ByCount | None:
+    """AUROC of members with ``field`` == k against all records with ``field`` == 0, per k
+    and checkpoint; None when the scored records carry no such integer field."""
+    from anatomy.metrics import auroc
+
+    per_ckpt = {}
+    for ckpt, path in _results(Path(results_dir), dataset).items():
+        rows = io.read_jsonl(path.parent / "scores.jsonl", required=("scores",))
+        vals = [r.get(field) for r in rows]
+        if not rows or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            return None
+        per_ckpt[ckpt] = (np.array(vals), rows)
+    ckpts = checkpoint_order(list(per_ckpt))
+    counts = sorted({int(k) for v, _ in per_ckpt.values() for k in v if k > 0})
+    have = [s for s in scores if all(s in r["scores"] for _, rows in per_ckpt.values()
+                                     for r in rows)]
+    out = {s: np.full((len(ckpts), len(counts)), np.nan) for s in have}
+    for a, c in enumerate(ckpts):
+        k_of, rows = per_ckpt[c]
+        ctrl = k_of == 0
+        if not ctrl.any():
+            return None
+        for s in have:
+            sc = np.array([r["scores"][s] for r in rows], dtype=np.float64)
+            for b, k in enumerate(counts):
+                pick = ctrl | (k_of == k)
+                out[s][a, b] = auroc(sc[pick], (k_of == k)[pick])
+    return ByCount(dataset, field, counts, ckpts, out)
+
+
+def by_count_markdown(bc: ByCount) -> str:
+    head = "| score | checkpoint | " + " | ".join(f"{bc.field}={k}" for k in bc.counts) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(bc.counts)]
+    for s, m in bc.auroc.items():
+        for a, c in enumerate(bc.checkpoints):
+            lines.append(f"| {method_label(s)} | {c} | " + " | ".join(
+                _cell(v) or "-" for v in m[a]) + " |")
+    return "\n".join(lines)
+
+
+def by_count_csv(bc: ByCount) -> str:
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["score", "checkpoint"] + [str(k) for k in bc.counts])
+    for s, m in bc.auroc.items():
+        for a, c in enumerate(bc.checkpoints):
+            w.writerow([s, c] + [_cell(v) for v in m[a]])
+    return buf.getvalue()
+
+
+def by_count_plot(bc: ByCount, path: io.PathLike) -> None:
+    """AUROC vs count (log2 axis), one line per checkpoint, one panel per score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(bc.auroc))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, sharey=True)
+    for ax, (s, m) in zip(axes[0], bc.auroc.items(), strict=False):
+        for a, c in enumerate(bc.checkpoints):
+            ax.plot(bc.counts, 100 * m[a], "o-", label=checkpoint_label(c))
+        ax.axhline(50, color="grey", lw=0.8, ls="--")
+        if bc.counts and max(bc.counts) > 2:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(bc.counts, [str(k) for k in bc.counts])
+        ax.minorticks_off()
+        ax.set_xlabel(f"{bc.field} (copies seen)")
+        ax.set_title(method_label(s))
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("AUROC x100")
+    axes[0][0].legend(fontsize=7, title="checkpoint", title_fontsize=7)
+    fig.suptitle(bc.dataset, fontsize=9)
+    _save_png(fig, path)
+
+
+# ---------------------------------------------------------------------------------------
+# the script's entry point
+
+
+def make_tables(results_dir: io.PathLike, datasets: Sequence[str], metric: str = "auroc",
+                out: io.PathLike | None = None, methods: Sequence[str] | None = None,
+                count_field: str = "planted") -> str:
+    """Write ``OUT.md``, ``OUT.csv``, ``OUT.png`` (default OUT: RESULTS/table, or
+    RESULTS/table_{metric} for other metrics) and, for every dataset whose records carry
+    ``count_field``, ``RESULTS/DATASET/by_{field}.{md,csv,png}``; returns all Markdown."""
+    results_dir = Path(results_dir)
+    if out is None:
+        slug = "" if metric == "auroc" else "_" + re.sub(r"[^0-9a-z]+", "", metric)
+        out = results_dir / f"table{slug}"
+    t = build_table(results_dir, datasets, metric, methods)
+    md = table_markdown(t)
+    io.write_text(f"{out}.md", md + "\n")
+    io.write_text(f"{out}.csv", table_csv(t))
+    table_heatmap(t, f"{out}.png")
+    parts = [md]
+    for d in datasets:
+        bc = auroc_by_count(results_dir, d, count_field)
+        if bc is None or not bc.counts or not bc.auroc:
+            continue
+        base = results_dir / d / f"by_{count_field}"
+        text = by_count_markdown(bc)
+        io.write_text(f"{base}.md", text + "\n")
+        io.write_text(f"{base}.csv", by_count_csv(bc))
+        by_count_plot(bc, f"{base}.png")
+        parts.append(f"AUROC x100 by {count_field} count, {d}:\n\n{text}")
+    return "\n\n".join(parts)

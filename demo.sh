@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# make demo: every pipeline end to end on the miniworld, the way a user runs them from a shell.
+# Expects the world at $WORLD (make demo builds it) and the venv's python at $PY.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+WORLD=${WORLD:-data/world}
+OUT=${OUT:-data/demo}
+export TQDM_DISABLE=${TQDM_DISABLE:-1} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+mkdir -p "$OUT"
+q="--quiet"
+SECONDS=0
+
+# facts of the world (steps, checkpoints, name) from its config
+read -r NAME T1 T2 T3 CKPTS < <($PY - "$WORLD" <<'EOF'
+import sys
+from anatomy.olmo_data import load_olmo_config
+c = load_olmo_config(sys.argv[1] + "/config.yaml")
+m, n = c.extra["member_steps"], c.extra["nonmember_steps"]
+steps = sorted(c.checkpoints)[:4]   # the four targets: T1, 2T1, 3T1, T2
+print(c.model_name, m[1], n[0], n[1], ",".join(map(str, steps)))
+EOF
+)
+echo "== miniworld $NAME: members = steps [0, $T1), non-members = [$T2, $T3), targets = $CKPTS"
+cat "$WORLD/evidence.json" >/dev/null 2>&1 && $PY -c "
+from anatomy.world.evidence import format_evidence; import json
+print(format_evidence(json.load(open('$WORLD/evidence.json'))))"
+
+echo
+echo "== A. OLMoMIA: sample (disjoint jobs) -> filter -> vecs -> clustering -> attacks"
+L=64; N=${DEMO_POOL:-240}; M=${DEMO_SPLIT:-60}; K=${DEMO_CLUSTERS:-3}
+for range in "0 $T1" "$T2 $T3"; do
+  set -- $range
+  for s in 0 85 170 255; do
+    $PY sample.py --world "$WORLD" --step_start "$1" --step_end "$2" \
+        --sample_start $s --sample_end $((s + 85)) --out_dir "$OUT" $q
+  done
+done
+$PY filter.py --world "$WORLD" --member_step_start 0 --member_step_end "$T1" \
+    --nonmember_step_start "$T2" --nonmember_step_end "$T3" --num_data "$N" --max_length $L \
+    --data_dir "$OUT" --overwrite
+$PY generate_vecs.py --dataset_name "${NAME}_${L}_${N}" --data_dir "$OUT" --overwrite $q
+$PY clustering.py --model_name "$NAME" --max_length $L --num_data "$N" --num_sample "$M" \
+    --num_cluster "$K" --min_inter_dist 0.6 --data_dir "$OUT" --overwrite $q
+$PY control_split.py --world "$WORLD" --data_dir "$OUT" --overwrite $q
+SPLITS="random mix1 mix2 easy medium hard"
+DATASETS=""
+for s in $SPLITS; do DATASETS="$DATASETS ${NAME}_${L}_${M}_$s"; done
+DATASETS="$DATASETS ${NAME}_control ${NAME}_planted"
+for step in ${CKPTS//,/ }; do
+  for d in $DATASETS; do
+    $PY run_mia.py --world "$WORLD" --dataset "$d" --data_dir "$OUT" --step "$step" \
+        --ref_model "$WORLD/model" --ref_step "$T1" --output_dir "$OUT/results" --overwrite $q \
+        > /dev/null
+  done
+done
+$PY make_table.py --results_dir "$OUT/results" --datasets $DATASETS --methods loss zlib mink_20 minkpp_20 ref emmia --quiet
+echo "(A finished at ${SECONDS}s)"
+
+echo
+echo "== B. Training-mixture estimation on the final checkpoint"
+$PY fetch_category_samples.py --world "$WORLD" --n_per_category 200 --out_dir "$OUT/samples" $q
+$PY run_labelshift.py --world "$WORLD" --local_samples_dir "$OUT/samples" --classifier tfidf \
+    --num_prompts 500 --max_new_tokens 128 --output_dir "$OUT/mixture" --run_name labelshift $q
+$PY run_minkpp_mix.py --world "$WORLD" --local_samples_dir "$OUT/samples" --mink_ratio 0.1 \
+    --max_tokens 128 --output_dir "$OUT/mixture" --run_name minkpp $q
+$PY benchmark_evaluation.py --compare "$OUT/mixture/labelshift" "$OUT/mixture/minkpp" \
+    --ground_truth "$WORLD/truth.json" --output_dir "$OUT/benchmark_output"
+echo "(demo finished in ${SECONDS}s)"

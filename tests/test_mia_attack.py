@@ -1,0 +1,273 @@
+"""anatomy.mia.attack, anatomy.mia.table and the run_mia.py / make_table.py scripts.
+
+Independent computations: every one-pass score against ``scores.all_scores`` on a
+single-example, unbatched ``token_stats`` call per text (``ref`` = the two models' mean
+log-probs subtracted by hand); metrics against sklearn's ``roc_auc_score``; EM-MIA against
+``emmia.em_mia`` on a ReCaLL matrix computed directly; torchrun sharding against the
+one-process result (two simulated ranks, bit-identical); table cells against numbers
+written into fake results folders; AUROC by count against sklearn on the hand-picked subset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import make_table
+import run_mia
+from anatomy import io, lm, scores
+from anatomy.io import InputError
+from anatomy.mia import attack, emmia, table
+from tests.test_lm import tiny_olmo
+
+WORDS = ["the", "model", "saw", "this", "text", "during", "training", "while", "that", "one",
+         "stayed", "out", "of", "data", "membership", "inference", "asks", "which",
+         "documents", "were", "seen", "and", "not"]
+
+
+def make_texts(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(4, 14)))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>", "<pad>"],
+                                  show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(make_texts(200, seed=9) + [" ".join(WORDS)] * 3, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+
+
+@pytest.fixture(scope="module")
+def models(tokenizer):
+    torch.set_num_threads(1)
+    v = len(tokenizer)
+    return tiny_olmo(seed=0, vocab=v), tiny_olmo(seed=1, vocab=v)
+
+
+def make_records(n: int = 12, seed: int = 0) -> list[dict]:
+    texts = make_texts(n, seed)
+    return [{"input": t, "label": i % 2, "doc": 100 + i} for i, t in enumerate(texts)]
+
+
+def test_score_records_match_per_example_scores(models, tokenizer):
+    model, ref = models
+    records = make_records()
+    rows, metrics = attack.score_records(records, model, tokenizer, ref_model=ref,
+                                         batch_size=5, progress=False)
+    names = attack.score_names(attack.METHODS)
+    assert list(metrics) == names and names[:3] == ["loss", "zlib", "mink_10"]
+    labels = [r["label"] for r in records]
+    for i, (rec, row) in enumerate(zip(records, rows, strict=True)):
+        assert list(row) == ["index", "label", "doc", "scores"]
+        assert (row["index"], row["label"], row["doc"]) == (i, rec["label"], rec["doc"])
+        ids = lm.tokenize_texts(tokenizer, [rec["input"]])
+        one = lm.token_stats(model, ids, batch_size=1, progress=False)[0]
+        want = scores.all_scores(one, rec["input"])
+        ref_one = lm.token_stats(ref, ids, batch_size=1, progress=False)[0]
+        want["ref"] = float(np.mean(one.logprob, dtype=np.float64)
+                            - np.mean(ref_one.logprob, dtype=np.float64))
+        for k, v in want.items():  # batching changes fp32 rounding; z-scores amplify it
+            assert row["scores"][k] == pytest.approx(v, abs=1e-5, rel=1e-4), k
+    for name in names:
+        s = [r["scores"][name] for r in rows]
+        assert metrics[name]["auroc"] == pytest.approx(roc_auc_score(labels, s), abs=1e-12)
+        assert set(metrics[name]) == {"auroc", "tpr@0.1%", "tpr@1%", "tpr@5%", "bal_acc"}
+    # EM-MIA: em_mia on the ReCaLL matrix of the texts themselves, started from Min-K%++ 20%
+    ids = lm.tokenize_texts(tokenizer, [r["input"] for r in records])
+    init = np.array([r["scores"]["minkpp_20"] for r in rows])
+    want = emmia.em_mia(emmia.recall_matrix(model, ids, ids, batch_size=5, progress=False),
+                        init)
+    np.testing.assert_allclose([r["scores"]["emmia"] for r in rows], want, atol=1e-12)
+
+
+def test_methods_subset_truncation_and_errors(models, tokenizer):
+    model, _ = models
+    records = make_records(8, seed=1)
+    rows, metrics = attack.score_records(records, model, tokenizer, methods=["loss", "zlib"],
+                                         max_tokens=5, progress=False)
+    assert list(metrics) == ["loss", "zlib"]
+    for rec, row in zip(records, rows, strict=True):
+        ids = lm.tokenize_texts(tokenizer, [rec["input"]], max_tokens=5)
+        one = lm.token_stats(model, ids, progress=False)[0]
+        text = tokenizer.decode(ids[0])  # zlib sees the truncated text
+        assert row["scores"]["zlib"] == pytest.approx(
+            scores.zlib_ratio(scores.loss(one.logprob), text), abs=1e-6)
+    with pytest.raises(InputError, match="needs a reference model"):
+        attack.score_records(records, model, tokenizer, methods=["ref"], progress=False)
+    with pytest.raises(InputError, match='"label" must be 0 or 1'):
+        attack.score_records([{"input": "a b", "label": 2}], model, tokenizer, progress=False)
+    with pytest.raises(InputError, match="needs members"):
+        attack.score_records([{"input": "a b c", "label": 1}] * 3, model, tokenizer,
+                             progress=False)
+    with pytest.raises(InputError, match="fewer than 2"):
+        attack.score_records(records + [{"input": "", "label": 0}], model, tokenizer,
+                             progress=False)
+
+
+def test_emmia_prefix_subset(models, tokenizer):
+    model, _ = models
+    records = make_records(10, seed=2)
+    rows, _ = attack.score_records(records, model, tokenizer, methods=["minkpp", "emmia"],
+                                   n_prefix=4, seed=7, progress=False)
+    ids = lm.tokenize_texts(tokenizer, [r["input"] for r in records])
+    pick = np.sort(np.random.default_rng(7).choice(10, 4, replace=False))
+    recall = emmia.recall_matrix(model, [ids[i] for i in pick], ids, progress=False)
+    init = np.array([r["scores"]["minkpp_20"] for r in rows])
+    np.testing.assert_allclose([r["scores"]["emmia"] for r in rows],
+                               attack.em_mia_subset(recall, init), atol=1e-9)
+
+
+def test_em_mia_subset_recovers_labels():
+    """Synthetic ReCaLL rows (tests/test_emmia.py's construction) with 40 of 200 prefixes."""
+    from anatomy.metrics import auroc
+    from tests.test_emmia import synthetic
+
+    recall, weak, labels = synthetic(seed=1)
+    pick = np.sort(np.random.default_rng(0).choice(200, 40, replace=False))
+    assert auroc(weak, labels) < 0.7
+    assert auroc(attack.em_mia_subset(recall[pick], weak), labels) > 0.99
+
+
+def test_two_simulated_ranks_equal_one(models, tokenizer, monkeypatch):
+    model, _ = models
+    ids = lm.tokenize_texts(tokenizer, make_texts(11, seed=3))
+    one = attack.sharded_token_stats(model, ids, batch_size=3, progress=False)
+    ll = np.array([s.logprob.astype(np.float64).mean() for s in one])
+    recall_one = attack.sharded_recall_matrix(model, ids[:5], ids, ll, batch_size=3,
+                                              progress=False)
+    parts, rparts = [], []
+    for rank in (0, 1):
+        monkeypatch.setattr(lm, "dist_info", lambda r=rank: (r, 2))
+        monkeypatch.setattr(lm, "gather_ordered",
+                            lambda res, idx, n, out=parts: out.append((idx, res)) or res)
+        attack.sharded_token_stats(model, ids, batch_size=3, progress=False)
+        monkeypatch.setattr(lm, "gather_ordered",
+                            lambda res, idx, n, out=rparts: out.append((idx, res)) or res)
+        attack.sharded_recall_matrix(model, ids[:5], ids, ll, batch_size=3, progress=False)
+    assert all(len(ix) for ix, _ in parts)  # both ranks had work
+    for a, b in zip(lm.reassemble(parts, 11), one, strict=True):
+        assert np.array_equal(a.logprob, b.logprob) and np.array_equal(a.var, b.var)
+    np.testing.assert_array_equal(np.stack(lm.reassemble(rparts, 5)), recall_one)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory, models, tokenizer):
+    """A folder shaped like a miniworld's model/ (two checkpoints) and a toy dataset."""
+    root = tmp_path_factory.mktemp("mia")
+    for i, rev in enumerate(["step10-tokens5K", "step20-tokens10K"]):
+        models[i].save_pretrained(root / "world" / "model" / rev)
+    tokenizer.save_pretrained(root / "world" / "model")
+    io.write_jsonl(root / "data" / "toy.jsonl", make_records(10, seed=4))
+    return root
+
+
+def test_run_mia_end_to_end(tiny_world, capsys):
+    out = tiny_world / "results"
+    argv = ["--dataset", "toy", "--data_dir", str(tiny_world / "data"), "--world",
+            str(tiny_world / "world"), "--step", "20", "--ref_model",
+            str(tiny_world / "world" / "model"), "--ref_step", "10", "--output_dir", str(out),
+            "--batch_size", "4", "--quiet"]
+    assert run_mia.main(argv) == 0
+    run = out / "toy" / "step20-tokens10K"
+    doc = io.read_json(run / "metrics.json")
+    rows = io.read_jsonl(run / "scores.jsonl")
+    assert doc["config"]["revision"] == "step20-tokens10K"
+    assert doc["config"]["ref_revision"] == "step10-tokens5K"
+    assert set(doc["metrics"]) == set(attack.score_names(attack.METHODS))
+    assert [r["index"] for r in rows] == list(range(10)) and "input" not in rows[0]
+    auc = roc_auc_score([r["label"] for r in rows], [r["scores"]["loss"] for r in rows])
+    assert doc["metrics"]["loss"]["auroc"] == pytest.approx(auc, abs=1e-12)
+    printed = capsys.readouterr().out
+    assert f"| loss | {100 * auc:.1f} |" in printed
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
+    assert run_mia.main(argv) == 0  # exists: skipped, files untouched
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()} == before
+    assert run_mia.main(argv + ["--overwrite"]) == 0  # recomputed, byte-identical
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == \
+        {k: v[0] for k, v in before.items()}
+    with pytest.raises(InputError, match="dataset not found"):
+        run_mia.main(argv[:1] + ["nope"] + argv[2:])
+
+
+def test_run_mia_bad_label_is_input_error(tiny_world):
+    io.write_jsonl(tiny_world / "data" / "bad.jsonl",
+                   [{"input": "a b c", "label": 1}, {"input": "d e f", "label": "x"}])
+    with pytest.raises(InputError, match=r"bad\.jsonl: record 2: \"label\""):
+        run_mia.main(["--dataset", "bad", "--data_dir", str(tiny_world / "data"),
+                      "--world", str(tiny_world / "world"), "--step", "10", "--output_dir",
+                      str(tiny_world / "r2"), "--quiet"])
+
+
+def _fake_run(root, dataset, ckpt, aucs, rows=None):
+    metrics = {m: {"auroc": a, "tpr@0.1%": 0.0, "tpr@1%": a / 10, "tpr@5%": 0.2,
+                   "bal_acc": 0.5} for m, a in aucs.items()}
+    io.write_json(root / dataset / ckpt / "metrics.json", {"config": {}, "metrics": metrics})
+    io.write_jsonl(root / dataset / ckpt / "scores.jsonl", rows or [])
+
+
+def test_make_table_cells(tmp_path, capsys):
+    r = tmp_path / "results"
+    # written out of step order: columns must come out 40 before 120
+    _fake_run(r, "w_64_100_easy", "step120-tokens9K", {"loss": 0.612, "minkpp_20": 0.7})
+    _fake_run(r, "w_64_100_easy", "step40-tokens3K", {"loss": 0.75, "minkpp_20": 0.5004})
+    _fake_run(r, "w_64_100_hard", "step40-tokens3K", {"loss": 0.55, "minkpp_20": 0.549})
+    assert make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_easy",
+                            "w_64_100_hard"]) == 0
+    md = capsys.readouterr().out
+    lines = md.strip().splitlines()
+    assert lines[0] == "| AUROC x100 | step40 easy | step40 hard | step120 easy |"
+    assert lines[2] == "| Loss | **75.0** | **55.0** | 61.2 |"
+    assert lines[3] == "| Min-K%++ 20% | 50.0 | 54.9 | **70.0** |"
+    assert (r / "table.md").read_text() == md.strip() + "\n"
+    assert (r / "table.csv").read_text().splitlines()[1] == "loss,75.0,55.0,61.2"
+    assert (r / "table.png").read_bytes()[:4] == b"\x89PNG"
+    make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_easy", "--metric",
+                     "tpr@1%", "--methods", "minkpp"])
+    assert capsys.readouterr().out.strip().splitlines()[2] == "| Min-K%++ 20% | **5.0** | **7.0** |"
+    assert (r / "table_tpr1.md").is_file()
+    with pytest.raises(InputError, match="no results for this dataset"):
+        make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_nope"])
+
+
+def test_auroc_by_count(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    r = tmp_path / "results"
+    planted = [0] * 20 + [1] * 6 + [2] * 6 + [8] * 6
+    for ckpt in ("step40-tokens3K", "step80-tokens6K"):
+        rows = [{"index": i, "label": int(k > 0), "planted": k,
+                 "scores": {"loss": float(k + rng.normal(scale=3)),
+                            "minkpp_20": float(rng.normal())}}
+                for i, k in enumerate(planted)]
+        _fake_run(r, "w_planted", ckpt, {"loss": 0.6, "minkpp_20": 0.5}, rows)
+    bc = table.auroc_by_count(r, "w_planted")
+    assert bc.counts == [1, 2, 8] and bc.checkpoints == ["step40-tokens3K", "step80-tokens6K"]
+    rows = io.read_jsonl(r / "w_planted" / "step80-tokens6K" / "scores.jsonl")
+    pick = [x for x in rows if x["planted"] in (0, 8)]
+    want = roc_auc_score([x["label"] for x in pick], [x["scores"]["loss"] for x in pick])
+    assert bc.auroc["loss"][1, 2] == pytest.approx(want, abs=1e-12)
+    make_table.main(["--results_dir", str(r), "--datasets", "w_planted"])
+    out = capsys.readouterr().out
+    assert "| score | checkpoint | planted=1 | planted=2 | planted=8 |" in out
+    line = next(x for x in out.splitlines() if x.startswith("| Loss | step80-tokens6K |"))
+    assert line.endswith(f" | {100 * want:.1f} |")
+    assert (r / "w_planted" / "by_planted.png").read_bytes()[:4] == b"\x89PNG"
+    _fake_run(r, "w_plain", "step40-tokens3K", {"loss": 0.6}, [{"index": 0, "scores": {}}])
+    assert table.auroc_by_count(r, "w_plain") is None
+
+
+@pytest.mark.parametrize("script", [run_mia, make_table])
+def test_help(script, capsys):
+    with pytest.raises(SystemExit) as e:
+        script.main(["--help"])
+    assert e.value.code == 0
+    assert "examples:" in capsys.readouterr().out
