@@ -88,7 +88,7 @@ def test_planted_counts_by_brute_force(tiny_world, tiny_truth):
         key = hashlib.sha1(stream[a + 1:b].astype("<u2").tobytes()).hexdigest()
         spans[key] = spans.get(key, 0) + 1
     planted = tiny_truth["planted"]
-    for kind in ("mia", "mem_dense", "mem_spread"):
+    for kind in ("mia", "mia_control", "mem_dense", "mem_spread", "mem_late"):
         for row in planted[kind]:
             assert row["count"] == row["trained_count"]
             # copies split across an instance boundary are trained but not EOS-delimited
@@ -179,7 +179,8 @@ def test_http_range_reads_agree_with_local(tiny_world, tiny_truth):
 def test_missing_token_file_is_one_clear_error(tiny_world, tmp_path):
     cfg = load_olmo_config(tiny_world / "config.yaml")
     with pytest.raises(InputError, match="part-00"):
-        TokenFiles([*cfg.paths[:-1], str(tmp_path / "part-009-00000.npy")], cfg.seq_len).counts
+        _ = TokenFiles([*cfg.paths[:-1], str(tmp_path / "part-009-00000.npy")],
+                       cfg.seq_len).counts
 
 
 def test_build_world_cli_bad_preset_exits_2(tmp_path):

@@ -137,8 +137,8 @@ def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, nu
     for s in clustering.SPLITS:
         io.write_jsonl(outs[s], clustering.split_records(recs, splits[s]))
         stats.append(splits[s].stats())
-    clustering.plot_distance_histogram(vecs, labels,
-                                       Path(data_dir) / f"{model_name}_{max_length}_{num_sample}.png")
+    stem = Path(data_dir) / f"{model_name}_{max_length}_{num_sample}"
+    clustering.plot_distance_histogram(vecs, labels, f"{stem}.png")
     io.write_json(Path(data_dir) / f"{model_name}_{max_length}_{num_sample}_stats.json", stats)
     return stats
 

@@ -36,7 +36,8 @@ log = logging.getLogger("anatomy.world")
 
 FORMAT = "data-anatomy-miniworld/1"
 CHARS_PER_TOKEN = 5.0  # generous: collect more text than needed (measured ~3.3 on small)
-SET_PREFIX = "World"  # pool set names: WorldCode, WorldDocs, ...
+SET_PREFIX = "World"
+MIA_CATEGORIES = ("docs", "reference")  # pool set names: WorldCode, WorldDocs, ...
 
 
 def set_name(category: str) -> str:
@@ -140,11 +141,14 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     # and as many once-seen non-member controls from the same candidates, planted once in
     # [T2, T3): same length and category distribution as the planted members
     n_mia = P.mia_per_count * len(P.mia_counts)
-    mia_docs = take(lambda i: 40 <= lengths[i] <= 60, 2 * n_mia)
+    # Prose only (docstrings, reference text): their intrinsic difficulty varies far less
+    # than code or data rows, whose loss spread would swamp the effect of exposure.
+    mia_docs = take(lambda i: 40 <= lengths[i] <= 60 and docs[i]["category"] in MIA_CATEGORIES,
+                    2 * n_mia)
     mia_docs, mia_controls = mia_docs[:n_mia], mia_docs[n_mia:]
     # memorization passages: a 32-token prefix + 32-token suffix fits in one instance, and
     # at > 64 tokens they never enter an L=64 membership pool
-    n_mem = P.mem_dense[0] + P.mem_spread[0]
+    n_mem = P.mem_dense[0] + P.mem_spread[0] + P.mem_late[0]
     mem_docs = take(lambda i: 72 <= lengths[i] <= L - 16, n_mem)
     heldout: dict[str, list[int]] = {}
     for c in CATEGORIES:
@@ -171,9 +175,16 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     for d in mem_docs[:n_dense]:
         plants += [(d, "mem_dense", int(o)) for o in rng.integers(lo, nonmember_lo - margin,
                                                                    copies_dense)]
-    for d in mem_docs[n_dense:]:
+    n_spread = P.mem_spread[0]
+    for d in mem_docs[n_dense:n_dense + n_spread]:
         plants += [(d, "mem_spread", int(o)) for o in rng.integers(0, train_tokens - margin,
                                                                     P.mem_spread[1])]
+    # a few dense passages in the last steps: exact recall at the final checkpoint (longer
+    # than 64 tokens, so never in an L=64 membership pool of the non-member window)
+    n_late, copies_late, window_late = P.mem_late
+    for d in mem_docs[n_dense + n_spread:]:
+        plants += [(d, "mem_late", int(o)) for o in rng.integers(
+            (P.steps - window_late) * B * L, train_tokens - margin, copies_late)]
     for d in template_docs:
         plants.append((d, "template", int(rng.integers(0, train_tokens - margin))))
 
@@ -294,7 +305,8 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
         "mia": plant_rows("mia", mia_docs, lambda d: {"planted": mia_count[d]}),
         "mia_control": plant_rows("mia_control", mia_controls),
         "mem_dense": plant_rows("mem_dense", mem_docs[:n_dense]),
-        "mem_spread": plant_rows("mem_spread", mem_docs[n_dense:]),
+        "mem_spread": plant_rows("mem_spread", mem_docs[n_dense:n_dense + n_spread]),
+        "mem_late": plant_rows("mem_late", mem_docs[n_dense + n_spread:]),
         "templates": plant_rows("template", template_docs,
                                 lambda d: {"template": docs[d]["template"]}),
     }
@@ -371,8 +383,7 @@ def _write_pools(root: Path, P: Preset, docs, doc_tokens, occ_by_doc, heldout, t
         cats[c] = {"set_name": set_name(c), "n": n_tr + len(heldout[c]), "n_trained": n_tr,
                    "rate": n_tr / (n_tr + len(heldout[c]))}
     perm = rng.permutation(len(rows))
-    shards = [("train/chunk1/example_train_0.jsonl.zst"), ("train/chunk1/example_train_1.jsonl.zst"),
-              ("train/chunk2/example_train_0.jsonl.zst"), ("train/chunk2/example_train_1.jsonl.zst")]
+    shards = [f"train/chunk{c}/example_train_{m}.jsonl.zst" for c in (1, 2) for m in (0, 1)]
     per = np.array_split(perm, len(shards))
     membership = []
     for shard, part in zip(shards, per, strict=True):

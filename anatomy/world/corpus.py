@@ -60,7 +60,7 @@ def _rel(path: Path, roots: dict[str, Path]) -> str:
 
 
 def _seeded_order(paths: list[Path], seed: int, roots: dict[str, Path]) -> list[Path]:
-    """Shuffle deterministically by a hash of (seed, relative path): independent of listing order."""
+    """Shuffle by a hash of (seed, relative path): independent of the listing order."""
     def key(p: Path) -> str:
         return hashlib.sha1(f"{seed}:{_rel(p, roots)}".encode()).hexdigest()
     return sorted(paths, key=key)

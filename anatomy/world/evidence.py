@@ -3,8 +3,8 @@
 - Membership: AUROC of the loss attack (mean token log-likelihood) for passages planted k
   times in the member window against documents seen once in the non-member window, at every
   checkpoint; the controls are drawn from the same candidate passages as the planted
-  ones and planted once in [T2, T3). Expected (measured on the prototype, see the foundation issue): near 0.5 for
-  k=1, rising with k at the first checkpoint, fading at later ones.
+  ones and planted once in [T2, T3). Expected (measured on the prototype, see the foundation
+  issue): near 0.5 for k=1, rising with k at the first checkpoint, fading at later ones.
 - Memorization: fraction of planted passages whose 32-token suffix is reproduced exactly by
   greedy decoding from their 32-token prefix (memorization score 1.0, Biderman et al. 2023),
   at T2 (the dense plants end there) and at the final checkpoint, for dense and spread plants.
@@ -52,7 +52,7 @@ def memorization_evidence(world: World) -> dict:
     for c in (ckpts[-2], ckpts[-1]):
         model = load_causal_lm(world.root / c["path"])
         row = {}
-        for kind in ("mem_dense", "mem_spread"):
+        for kind in ("mem_dense", "mem_spread", "mem_late"):
             rows = world.planted(kind)
             toks = [world.doc_tokens(r["doc"]) for r in rows]
             gen = greedy_continuations(model, [x[:PREFIX].tolist() for x in toks], SUFFIX)

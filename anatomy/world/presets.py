@@ -34,6 +34,8 @@ class Preset:
     mem_dense: tuple[int, int, int]
     # (passages, copies) spread uniformly over the whole run
     mem_spread: tuple[int, int]
+    # (passages, copies, window of the last steps of the run)
+    mem_late: tuple[int, int, int]
     n_templates: int  # of each kind (incrementing, repeating), spread over the run
     pool_size: int  # documents per category in the SlimPajama-layout pools
     pool_rates: dict[str, float] = field(default_factory=dict)  # fraction of trained docs
@@ -68,11 +70,13 @@ PRESETS = {
     "tiny": Preset(name="tiny", vocab_size=4096, seq_len=128, batch_size=16, member_end=40,
                    steps=180, d_model=256, n_layers=4, n_heads=4, lr=2e-3, mixture=_MIXTURE,
                    mia_counts=(1, 2, 16, 48), mia_per_count=10, mem_dense=(4, 64, 20),
-                   mem_spread=(4, 16), n_templates=8, pool_size=60, pool_rates=_RATES),
+                   mem_spread=(4, 16), mem_late=(2, 48, 10), n_templates=8, pool_size=60,
+                   pool_rates=_RATES),
     "small": Preset(name="small", vocab_size=4096, seq_len=128, batch_size=16, member_end=200,
                     steps=900, d_model=256, n_layers=4, n_heads=4, lr=2e-3, mixture=_MIXTURE,
                     mia_counts=(1, 2, 4, 8, 16, 32), mia_per_count=16, mem_dense=(8, 128, 100),
-                    mem_spread=(8, 32), n_templates=24, pool_size=300, pool_rates=_RATES),
+                    mem_spread=(8, 32), mem_late=(4, 96, 50), n_templates=24, pool_size=300,
+                    pool_rates=_RATES),
 }
 
 

@@ -101,7 +101,7 @@ def train(storage: np.ndarray, order: np.ndarray, *, steps: int, batch_size: int
         losses.append(round(float(out.loss.detach()), 4))
         if s + 1 in checkpoints:
             path = checkpoints[s + 1]
-            model.save_pretrained(str(path))  # noqa: the shard bar is transformers' own
+            model.save_pretrained(str(path))
             tok.save_pretrained(str(path))
             log.info("step %d: loss %.3f, saved %s (%.0fs)", s + 1, losses[-1], path.name,
                      time.time() - t0)
