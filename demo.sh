@@ -27,13 +27,14 @@ print(format_evidence(json.load(open('$WORLD/evidence.json'))))"
 
 echo
 echo "== A. OLMoMIA: sample (disjoint jobs) -> filter -> vecs -> clustering -> attacks"
-L=64; N=${DEMO_POOL:-240}; M=${DEMO_SPLIT:-60}; K=${DEMO_CLUSTERS:-3}
-for range in "0 $T1" "$T2 $T3"; do
-  set -- $range
-  for s in 0 85 170 255; do
-    $PY sample.py --world "$WORLD" --step_start "$1" --step_end "$2" \
-        --sample_start $s --sample_end $((s + 85)) --out_dir "$OUT" $q
-  done
+L=64; N=${DEMO_POOL:-400}; M=${DEMO_SPLIT:-100}; K=${DEMO_CLUSTERS:-3}
+for s in 0 400; do          # members: a loop of disjoint jobs, as users run them
+  $PY sample.py --world "$WORLD" --step_start 0 --step_end "$T1" \
+      --sample_start $s --sample_end $((s + 400)) --out_dir "$OUT" $q
+done
+for s in 0 400 800; do      # non-members: their documents are sparser (fewer short plants)
+  $PY sample.py --world "$WORLD" --step_start "$T2" --step_end "$T3" \
+      --sample_start $s --sample_end $((s + 400)) --out_dir "$OUT" $q
 done
 $PY filter.py --world "$WORLD" --member_step_start 0 --member_step_end "$T1" \
     --nonmember_step_start "$T2" --nonmember_step_end "$T3" --num_data "$N" --max_length $L \
@@ -49,20 +50,25 @@ DATASETS="$DATASETS ${NAME}_control ${NAME}_planted"
 for step in ${CKPTS//,/ }; do
   for d in $DATASETS; do
     $PY run_mia.py --world "$WORLD" --dataset "$d" --data_dir "$OUT" --step "$step" \
-        --ref_model "$WORLD/model" --ref_step "$T1" --output_dir "$OUT/results" --overwrite $q \
-        > /dev/null
+        --methods loss zlib mink minkpp emmia --n_prefix 48 --output_dir "$OUT/results" \
+        --overwrite $q > /dev/null
   done
 done
-$PY make_table.py --results_dir "$OUT/results" --datasets $DATASETS --methods loss zlib mink_20 minkpp_20 ref emmia --quiet
+$PY make_table.py --results_dir "$OUT/results" --datasets $DATASETS --methods loss zlib mink_20 minkpp_20 emmia --quiet
 echo "(A finished at ${SECONDS}s)"
 
 echo
 echo "== B. Training-mixture estimation on the final checkpoint"
-$PY fetch_category_samples.py --world "$WORLD" --n_per_category 200 --out_dir "$OUT/samples" $q
+test -f "$WORLD/truth/mixture_spec.yaml" || $PY -c "
+from anatomy.world.truth import write_mixture_spec; write_mixture_spec('$WORLD')"
+$PY fetch_category_samples.py --world "$WORLD" --n_per_category 200 --min_chars 0 \
+    --out_dir "$OUT/samples" --overwrite $q
 $PY run_labelshift.py --world "$WORLD" --local_samples_dir "$OUT/samples" --classifier tfidf \
-    --num_prompts 500 --max_new_tokens 128 --output_dir "$OUT/mixture" --run_name labelshift $q
+    --num_prompts 500 --max_new_tokens 128 --output_dir "$OUT/mixture" --run_name labelshift \
+    --overwrite $q > /dev/null
 $PY run_minkpp_mix.py --world "$WORLD" --local_samples_dir "$OUT/samples" --mink_ratio 0.1 \
-    --max_tokens 128 --output_dir "$OUT/mixture" --run_name minkpp $q
-$PY benchmark_evaluation.py --compare "$OUT/mixture/labelshift" "$OUT/mixture/minkpp" \
-    --ground_truth "$WORLD/truth.json" --output_dir "$OUT/benchmark_output"
+    --max_tokens 128 --reference_nonmembers world --output_dir "$OUT/mixture" --run_name minkpp \
+    --overwrite $q > /dev/null
+$PY benchmark_evaluation.py --compare "$OUT"/mixture/labelshift/estimators/* "$OUT/mixture/minkpp" \
+    --ground_truth "$WORLD/truth/mixture_spec.yaml" --output_dir "$OUT/benchmark_output"
 echo "(demo finished in ${SECONDS}s)"

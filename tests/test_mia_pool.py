@@ -120,6 +120,5 @@ def test_build_pool_short_message(tmp_path):
     assert "insufficient samples for the pool of 2000" in msg
     assert "members: found" in msg and "of 1000 needed" in msg
     assert "intervals 0:40 (2 files), 60:80" in msg
-    # the next interval is capped where sample.py would refuse (random.sample branch switch)
-    assert "sample.py --step_start 0 --step_end 100 --sample_start 80 --sample_end 85" in msg
+    assert "sample.py --step_start 0 --step_end 100 --sample_start 80 --sample_end 100" in msg
     assert "non-members:" not in msg  # 3000 draws give enough non-members

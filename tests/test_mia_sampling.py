@@ -47,6 +47,13 @@ def test_disjoint_jobs_concatenate_to_one_job():
     assert len(set(big)) == 3000 and all(0 <= p < 1000 * 2160 for p in big)
 
 
+def test_pool_branch_jobs_agree_with_each_other():
+    # every job ends past the limit (21 for n=200): all on the pool branch, so a loop
+    # [0, 60), [60, 120), [120, 200) concatenates to one job, checked against CPython
+    parts = [draw_positions(0, 2, 100, a, b) for a, b in ((0, 60), (60, 120), (120, 200))]
+    assert sum(parts, []) == random.Random(42).sample(range(200), 200)
+
+
 def test_branch_switch_breaks_prefixes_in_cpython():
     # Independent check against CPython itself: for n=200 the set branch ends at k=21, and
     # sample(k=22) (pool branch) is not an extension of sample(k=21), while k=20 -> 21 is.
@@ -65,8 +72,9 @@ def test_branch_switch_breaks_prefixes_in_cpython():
 
 
 def test_bad_requests_are_refused():
+    # [0, 21) used the set branch; [21, 40) would be drawn on the pool branch
     with pytest.raises(InputError, match="pool branch.*sample_end <= 21"):
-        draw_positions(0, 2, 100, 0, 22)
+        draw_positions(0, 2, 100, 21, 40)
     assert len(draw_positions(0, 2, 100, 0, 21)) == 21
     with pytest.raises(InputError, match="sample_start <= sample_end"):
         draw_positions(0, 10, 100, 5, 3)

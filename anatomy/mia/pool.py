@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from anatomy.io import InputError, PathLike, iter_jsonl
-from anatomy.mia.sampling import max_consistent_sample_end
 
 SampleFile = tuple[int, int, Path]
 
@@ -129,8 +128,8 @@ def _intervals_text(files: list[SampleFile]) -> str:
 
 def _next_interval(files: list[SampleFile], default_width: int = 1000,
                    limit: int | None = None) -> tuple[int, int] | None:
-    """The interval after the last file, as wide as it, capped at ``limit`` (the largest
-    sample_end that keeps the published draw consistent); None when nothing is left."""
+    """The interval after the last file, as wide as it, capped at ``limit`` (the number of
+    positions in the step range); None when nothing is left."""
     start, width = (0, default_width) if not files else (files[-1][1], files[-1][1] - files[-1][0])
     end = start + width if limit is None else min(start + width, limit)
     return (start, end) if end > start else None
@@ -158,12 +157,10 @@ def build_pool(member_dir: PathLike, nonmember_dir: PathLike, num_data: int, max
         recs = take_class(files, quota, max_length, label, batch_size, steps)
         taken.append(recs)
         if len(recs) < quota:
-            limit = (max_consistent_sample_end((steps[1] - steps[0]) * batch_size)
-                     if steps else None)
-            nxt = _next_interval(files, limit=limit)
+            n_pos = (steps[1] - steps[0]) * batch_size if steps else None
+            nxt = _next_interval(files, limit=n_pos)
             if nxt is None:
-                cmd = (f"none left: sample_end {limit} is the largest that keeps the draw "
-                       "consistent; widen the step range or lower num_data")
+                cmd = "none left: every position of the step range is sampled; widen it"
             else:
                 cmd = "sample.py" + (f" --step_start {steps[0]} --step_end {steps[1]}"
                                      if steps else "")

@@ -16,6 +16,7 @@ them as callables so it stays pure and testable.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ import numpy as np
 from anatomy.cli import progress
 from anatomy.io import InputError
 
+log = logging.getLogger("anatomy")
 Fetched = np.ndarray | Exception
 FetchMany = Callable[[list[int]], Sequence[Fetched]]
 Decode = Callable[[list[int]], str]
@@ -80,10 +82,11 @@ def draw_positions(step_start: int, step_end: int, batch_size: int, sample_start
     slot 425.
 
     Disjoint jobs ``[S0, S1]`` concatenate to the single job ``[min S0, max S1]`` because
-    CPython draws with its rejection-set branch here (see :func:`_sample_uses_set_branch`):
-    for steps [0, 100000) and B=2160 that holds while ``sample_end`` <= 22,369,621. A request
-    that would switch to the other branch is refused (see :func:`max_consistent_sample_end`)
-    rather than silently reordered.
+    each of CPython's two branches is prefix-consistent (see :func:`_sample_uses_set_branch`):
+    the rejection-set branch up to ``max_consistent_sample_end(n)`` (22,369,621 for steps
+    [0, 100000) at B=2160), the pool branch beyond it. A job that would mix the two (its
+    ``sample_start`` on the set side, its ``sample_end`` past the limit) is refused rather
+    than silently reordered.
 
     Memory: the draw keeps ``sample_end`` Python ints plus a set of them (about 100 bytes
     each), so a few million positions cost a few hundred MB; the first ``sample_start``
@@ -101,11 +104,16 @@ def draw_positions(step_start: int, step_end: int, batch_size: int, sample_start
     if not 0 <= sample_start <= sample_end <= n:
         raise InputError(None, f"need 0 <= sample_start <= sample_end <= {n} positions in steps "
                                f"[{step_start}, {step_end}), got [{sample_start}, {sample_end})")
-    if _sample_uses_set_branch(n, sample_end) != _sample_uses_set_branch(n, 1):
-        raise InputError(None, f"sample_end {sample_end} is too large for {n} positions: CPython's "
-                               "random.sample would switch to its pool branch and the draws would "
-                               "no longer extend the smaller jobs' draws; use sample_end <= "
-                               f"{max_consistent_sample_end(n)} or a wider step range")
+    limit = max_consistent_sample_end(n)
+    if 0 < sample_start <= limit < sample_end:
+        raise InputError(None, f"sample_end {sample_end} > {limit} puts this job on CPython's "
+                               "random.sample pool branch, while a job ending at sample_start "
+                               f"{sample_start} used the set branch: their draws disagree. Keep "
+                               f"every job's sample_end <= {limit}, or start the loop with a first "
+                               f"job [0, S1) where S1 > {limit}")
+    if sample_end > limit:
+        log.info("sample_end %d > %d: random.sample's pool branch for %d positions; jobs agree "
+                 "only with jobs whose sample_end is also > %d", sample_end, limit, n, limit)
     rng = random.Random(seed)
     return rng.sample(range(step_start * batch_size, step_end * batch_size), sample_end)[
         sample_start:]

@@ -353,6 +353,9 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
         "train": {"loss": stats["loss"], "batch_sha1": stats["batch_sha1"]},
     }
     io.write_json(tmp / "truth.json", truth, indent=1)
+    from anatomy.world.truth import write_mixture_spec
+
+    write_mixture_spec(tmp)
     timing["total_before_evidence"] = time.time() - t0
     os.replace(tmp, out)
     log.info("built %s in %.0fs (%s)", out, time.time() - t0,

@@ -75,7 +75,7 @@ PRESETS = {
     "small": Preset(name="small", vocab_size=4096, seq_len=128, batch_size=16, member_end=200,
                     steps=900, d_model=256, n_layers=4, n_heads=4, lr=2e-3, mixture=_MIXTURE,
                     mia_counts=(1, 2, 4, 8, 16, 32), mia_per_count=16, mem_dense=(8, 128, 100),
-                    mem_spread=(8, 32), mem_late=(4, 96, 50), n_templates=24, pool_size=300,
+                    mem_spread=(8, 32), mem_late=(3, 128, 60), n_templates=24, pool_size=300,
                     pool_rates=_RATES),
 }
 

@@ -2,7 +2,8 @@
 
 Step ``s`` trains the instances ``storage[global_indices[s*B:(s+1)*B]]`` — what OLMo's
 trainer reads for that step — full 128-token causal-LM loss, no masking (OLMo trains on
-whole instances, separators included). AdamW with linear warm-up and cosine decay to 10%.
+whole instances, separators included). AdamW with linear warm-up and cosine decay to
+``MIN_LR`` of the peak.
 bf16 autocast where the CPU supports it (2.8-3x faster than fp32 on this machine's AMX
 cores), fp32 master weights. Checkpoints are HF model folders named like OLMo's hub
 branches, ``step{S}-tokens{T}K`` (OLMo-7B: ``step100000-tokens442B``).
@@ -19,6 +20,11 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger("anatomy.world")
+
+# Cosine decay to this fraction of the peak. At 0.1 (OLMo-7B decays linearly to 0.1x) the
+# small world's 96 copies in the last 50 steps reached a mean memorization score of only
+# 0.29 at the final checkpoint (0 exact); a higher floor keeps the end of the run learning.
+MIN_LR = 0.3
 
 
 def revision_name(step: int, batch_size: int, seq_len: int) -> str:
@@ -79,7 +85,7 @@ def train(storage: np.ndarray, order: np.ndarray, *, steps: int, batch_size: int
         if s < warm:
             return lr * (s + 1) / warm
         frac = (s - warm) / max(1, steps - warm)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        return lr * (MIN_LR + (1 - MIN_LR) * 0.5 * (1 + math.cos(math.pi * frac)))
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     losses, hashes = [], []

@@ -73,3 +73,21 @@ class World:
             if c["step"] == step:
                 return self.root / c["path"]
         raise io.InputError(self.root, f"no checkpoint at step {step}")
+
+
+def write_mixture_spec(root: str | Path) -> Path:
+    """``truth/mixture_spec.yaml``: the world's training-token mixture in the published
+    ``category_weights`` spec format (pipeline B's ground truth for this world)."""
+    w = World.open(root)
+    t = w.truth
+    spec = {
+        "schema": "category-mixture-v1",
+        "name": f"miniworld-{t['preset']['name']} (seed {t['seed']})",
+        "source": "truth.json mixture: tokens of training steps [0, T3) by category, "
+                  "separators counted with the document they end",
+        "categories": list(t["categories"]),
+        "category_weights": {c: round(v, 6) for c, v in t["mixture"].items()},
+    }
+    path = w.root / "truth" / "mixture_spec.yaml"
+    io.write_yaml(path, spec)
+    return path
