@@ -27,7 +27,7 @@ print(format_evidence(json.load(open('$WORLD/evidence.json'))))"
 
 echo
 echo "== A. OLMoMIA: sample (disjoint jobs) -> filter -> vecs -> clustering -> attacks"
-L=64; N=${DEMO_POOL:-400}; M=${DEMO_SPLIT:-100}; K=${DEMO_CLUSTERS:-3}
+L=64; N=${DEMO_POOL:-400}; M=${DEMO_SPLIT:-100}; K=${DEMO_CLUSTERS:-2}
 for s in 0 400; do          # members: a loop of disjoint jobs, as users run them
   $PY sample.py --world "$WORLD" --step_start 0 --step_end "$T1" \
       --sample_start $s --sample_end $((s + 400)) --out_dir "$OUT" $q
