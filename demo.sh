@@ -50,7 +50,7 @@ DATASETS="$DATASETS ${NAME}_control ${NAME}_planted"
 for step in ${CKPTS//,/ }; do
   for d in $DATASETS; do
     $PY run_mia.py --world "$WORLD" --dataset "$d" --data_dir "$OUT" --step "$step" \
-        --methods loss zlib mink minkpp emmia --n_prefix 48 --output_dir "$OUT/results" \
+        --methods loss zlib mink minkpp emmia --n_prefix 16 --output_dir "$OUT/results" \
         --overwrite $q > /dev/null
   done
 done
