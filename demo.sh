@@ -69,6 +69,6 @@ $PY run_labelshift.py --world "$WORLD" --local_samples_dir "$OUT/samples" --clas
 $PY run_minkpp_mix.py --world "$WORLD" --local_samples_dir "$OUT/samples" --mink_ratio 0.1 \
     --max_tokens 128 --reference_nonmembers world --output_dir "$OUT/mixture" --run_name minkpp \
     --overwrite $q > /dev/null
-$PY benchmark_evaluation.py --compare "$OUT"/mixture/labelshift/estimators/* "$OUT/mixture/minkpp" \
+$PY benchmark_evaluation.py --compare "$OUT/mixture/labelshift" "$OUT"/mixture/labelshift/estimators/* "$OUT/mixture/minkpp" \
     --ground_truth "$WORLD/truth/mixture_spec.yaml" --output_dir "$OUT/benchmark_output"
 echo "(demo finished in ${SECONDS}s)"
