@@ -26,15 +26,20 @@ from anatomy.olmo_data import OlmoData, TokenFiles, load_olmo_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _stream(world: Path, truth: dict) -> np.ndarray:
-    """The trained token stream, rebuilt with plain numpy from the files on disk."""
+def _trained_rows(world: Path, truth: dict, files: list[str], dtype: str) -> np.ndarray:
+    """Rows of raw per-instance files in training order, rebuilt with plain numpy."""
     L = truth["seq_len"]
     parts = []
-    for p in truth["token_files"]:
-        a = np.fromfile(world / p, dtype="<u2")
+    for p in files:
+        a = np.fromfile(world / p, dtype=dtype)
         parts.append(a[: len(a) // L * L].reshape(-1, L))
     order = np.fromfile(world / "global_indices.npy", dtype="<u4")
-    return np.concatenate(parts)[order[: truth["n_trained_instances"]]].ravel()
+    return np.concatenate(parts)[order[: truth["n_trained_instances"]]]
+
+
+def _stream(world: Path, truth: dict) -> np.ndarray:
+    """The trained token stream."""
+    return _trained_rows(world, truth, truth["token_files"], "<u2").ravel()
 
 
 def test_layout_and_config(tiny_world, tiny_truth):
@@ -60,13 +65,7 @@ def test_reader_returns_what_the_trainer_consumed(tiny_world, tiny_truth):
 
 
 def test_mixture_matches_recount(tiny_world, tiny_truth):
-    L = tiny_truth["seq_len"]
-    cats = []
-    for p in tiny_truth["category_files"]:
-        a = np.fromfile(tiny_world / p, dtype="u1")
-        cats.append(a[: len(a) // L * L].reshape(-1, L))
-    order = np.fromfile(tiny_world / "global_indices.npy", dtype="<u4")
-    trained = np.concatenate(cats)[order[: tiny_truth["n_trained_instances"]]]
+    trained = _trained_rows(tiny_world, tiny_truth, tiny_truth["category_files"], "u1")
     counts = np.bincount(trained.ravel(), minlength=len(tiny_truth["categories"]))
     mix = tiny_truth["mixture"]
     assert sum(mix.values()) == pytest.approx(1.0, abs=1e-9)
