@@ -163,6 +163,14 @@ def iter_jsonl(path: PathLike, required: Iterable[str] = ()) -> Iterator[dict[st
     Raises InputError naming the line for invalid JSON, a non-object line, a missing
     required field, or a corrupt compressed stream.
     """
+    for _, rec in iter_jsonl_numbered(path, required):
+        yield rec
+
+
+def iter_jsonl_numbered(path: PathLike, required: Iterable[str] = ()
+                        ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Like :func:`iter_jsonl`, yielding ``(line number, record)`` (numbers count blank
+    lines, so they point into the file)."""
     required = tuple(required)
     lineno = 0
     try:
@@ -179,7 +187,7 @@ def iter_jsonl(path: PathLike, required: Iterable[str] = ()) -> Iterator[dict[st
                 for key in required:
                     if key not in rec:
                         raise InputError(path, f'missing field "{key}"', lineno)
-                yield rec
+                yield lineno, rec
     except (OSError, EOFError, UnicodeDecodeError) as e:
         if isinstance(e, FileNotFoundError):
             raise InputError(path, "file not found") from None

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anatomy.io import InputError, PathLike, open_text, read_yaml, write_json, write_jsonl
+from anatomy.io import InputError, PathLike, iter_jsonl_numbered, read_yaml, write_json, write_jsonl
 
 log = logging.getLogger("anatomy")
 
@@ -182,65 +182,48 @@ def _sample_shard(task: tuple) -> _ShardResult:
     root, shard, mapping, n, seed, min_chars, max_chars, dedup = task
     res = _ShardResult(shard.relpath)
     tops: dict[str, _BottomK] = {}
-    lineno = 0
     try:
-        with open_text(Path(root) / shard.relpath) as f:
-            for lineno, line in enumerate(f, 1):  # noqa: B007 - used in the except
-                if not line.strip():
-                    continue
+        for lineno, rec in iter_jsonl_numbered(Path(root) / shard.relpath):
+            if not isinstance(rec.get("text"), str):
+                res.error = ('expected a JSON object with a string "text"', lineno)
+                return res
+            meta = rec.get("meta", {})
+            if isinstance(meta, str):  # Parquet mirrors store meta as a JSON string
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    res.error = (f"invalid JSON ({e.msg})", lineno)
+                    meta = json.loads(meta)
+                except json.JSONDecodeError:
+                    res.error = ('"meta" is a string but not valid JSON', lineno)
                     return res
-                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                    res.error = ('expected a JSON object with a string "text"', lineno)
+            res.records += 1
+            if shard.category is not None:
+                cat = shard.category
+            else:
+                try:
+                    name = _set_name(meta)
+                except ValueError as e:
+                    res.error = (str(e), lineno)
                     return res
-                meta = rec.get("meta", {})
-                if isinstance(meta, str):  # Parquet mirrors store meta as a JSON string
-                    try:
-                        meta = json.loads(meta)
-                    except json.JSONDecodeError:
-                        res.error = ('"meta" is a string but not valid JSON', lineno)
-                        return res
-                res.records += 1
-                if shard.category is not None:
-                    cat = shard.category
-                else:
-                    try:
-                        name = _set_name(meta)
-                    except ValueError as e:
-                        res.error = (str(e), lineno)
-                        return res
-                    cat = mapping.get(name)
-                    if cat is None:
-                        res.unmapped[name] = res.unmapped.get(name, 0) + 1
-                        continue
-                text = rec["text"]
-                if len(text.strip()) < min_chars:
-                    res.too_short += 1
+                cat = mapping.get(name)
+                if cat is None:
+                    res.unmapped[name] = res.unmapped.get(name, 0) + 1
                     continue
-                res.eligible[cat] = res.eligible.get(cat, 0) + 1
-                key = record_key(seed, shard.relpath, lineno)
-                if cat not in tops:
-                    tops[cat] = _BottomK(n, dedup)
-                th = _text_hash(text) if dedup else key
-                out = {"id": f"{shard.relpath}:{lineno}",
-                       "text": text if max_chars is None else text[:max_chars],
-                       "meta": meta if isinstance(meta, dict) else {"value": meta},
-                       "source": {"shard": shard.relpath, "line": lineno}}
-                tops[cat].offer(key, th, out)
-    except InputError as e:
+            text = rec["text"]
+            if len(text.strip()) < min_chars:
+                res.too_short += 1
+                continue
+            res.eligible[cat] = res.eligible.get(cat, 0) + 1
+            key = record_key(seed, shard.relpath, lineno)
+            if cat not in tops:
+                tops[cat] = _BottomK(n, dedup)
+            th = _text_hash(text) if dedup else key
+            out = {"id": f"{shard.relpath}:{lineno}",
+                   "text": text if max_chars is None else text[:max_chars],
+                   "meta": meta if isinstance(meta, dict) else {"value": meta},
+                   "source": {"shard": shard.relpath, "line": lineno}}
+            tops[cat].offer(key, th, out)
+    except InputError as e:  # bad JSON, unreadable file or corrupt zstd stream
         res.error = (e.problem, e.line)
         return res
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        res.error = (f"cannot read ({type(e).__name__}: {e})", lineno + 1)
-        return res
-    except Exception as e:  # zstandard.ZstdError: a corrupt stream
-        if type(e).__module__.startswith("zstandard"):
-            res.error = (f"corrupt zstd stream ({e})", lineno + 1)
-            return res
-        raise
     res.kept = {c: t.sorted() for c, t in tops.items()}
     return res
 
