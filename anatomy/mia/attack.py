@@ -8,10 +8,10 @@ texts as prefixes (:func:`anatomy.mia.emmia.recall_matrix`, prefix KV cache reus
 from a baseline score (default Min-K%++ 20%, as in the paper's headline runs). Metrics are
 em-mia's ``eval.py`` (:func:`anatomy.metrics.summarize`). Every score: higher = member.
 
-Under ``torchrun`` the one-pass scores are sharded by whole length-sorted batches of the
-single-process plan (so every batch, its padding included, is the one a single process would
-run) and the ReCaLL matrix by prefixes; :func:`anatomy.lm.gather_ordered` reassembles both,
-so every rank gets exactly the single-process result.
+Ranks (``--rank/--world_size``, torchrun, a Slurm array) share the work as units
+(:class:`MiaWork`): whole batches of the single-process length-sorted plan (so every batch,
+its padding included, is the one a single process runs) and blocks of ReCaLL prefixes; the
+last rank to finish merges, so any number of ranks writes the bytes of one.
 
 Outputs (:func:`run_mia`): ``OUTPUT_DIR/DATASET/REVISION/scores.jsonl`` (per example: the
 record's fields with ``input`` replaced by its index, plus ``scores``) and ``metrics.json``
@@ -87,44 +87,6 @@ def _resolve_methods(methods: Iterable[str] | None, has_ref: bool) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------
-# sharded passes
-
-
-def sharded_token_stats(model, token_ids: Sequence[Sequence[int]], batch_size: int = 16,
-                        progress: bool = True) -> list:
-    """:func:`anatomy.lm.token_stats` of every text, each rank running whole batches.
-
-    The single-process plan (length-sorted batches) is split batch-wise with
-    :func:`anatomy.lm.shard_indices`; a rank's texts in ascending input order re-sort into
-    exactly its batches, so results are bit-identical to one process.
-    """
-    from anatomy.lm import _length_batches, dist_info, gather_ordered, shard_indices, token_stats
-
-    rank, world_size = dist_info()
-    if world_size == 1:
-        return token_stats(model, token_ids, batch_size=batch_size, progress=progress)
-    batches = _length_batches([len(t) for t in token_ids], batch_size)
-    mine = sorted(i for b in shard_indices(len(batches), rank, world_size) for i in batches[b])
-    stats = token_stats(model, [token_ids[i] for i in mine], batch_size=batch_size,
-                        progress=progress)
-    return gather_ordered(stats, mine, len(token_ids))
-
-
-def sharded_recall_matrix(model, prefix_ids: Sequence[Sequence[int]],
-                          target_ids: Sequence[Sequence[int]], target_ll: np.ndarray,
-                          batch_size: int = 16, progress: bool = True) -> np.ndarray:
-    """:func:`anatomy.mia.emmia.recall_matrix`, rows (prefixes) sharded over ranks."""
-    from anatomy.lm import dist_info, gather_ordered, shard_indices
-    from anatomy.mia.emmia import recall_matrix
-
-    rank, world_size = dist_info()
-    mine = shard_indices(len(prefix_ids), rank, world_size)
-    rows = recall_matrix(model, [prefix_ids[i] for i in mine], target_ids, batch_size=batch_size,
-                         progress=progress, target_ll=target_ll)
-    return np.stack(gather_ordered(list(rows), mine, len(prefix_ids)))
-
-
-# ---------------------------------------------------------------------------------------
 # EM-MIA
 
 
@@ -158,32 +120,144 @@ def em_mia_subset(recall: np.ndarray, init_scores: np.ndarray, n_iter: int = 10)
     return f
 
 
-def emmia_scores(model, token_ids: Sequence[Sequence[int]], init_scores: np.ndarray,
-                 target_ll: np.ndarray, n_prefix: int | None = None, n_iter: int = 10,
-                 seed: int = 42, batch_size: int = 16, progress: bool = True) -> np.ndarray:
-    """EM-MIA scores of every text, the prefixes being the texts themselves.
-
-    All texts (em-mia's ReCaLL-all + NegPref, :func:`anatomy.mia.emmia.em_mia`), or a
-    subset of ``n_prefix`` drawn with ``np.random.default_rng(seed)`` (:func:`em_mia_subset`).
-    """
-    from anatomy.mia.emmia import em_mia
-
-    n = len(token_ids)
+def prefix_indices(n: int, n_prefix: int | None, seed: int) -> np.ndarray:
+    """EM-MIA's prefixes: all ``n`` texts (None), or a subset of ``n_prefix`` drawn with
+    ``np.random.default_rng(seed)``, sorted."""
     if n_prefix is None or n_prefix >= n:
-        prefix_idx = np.arange(n)
-    elif n_prefix < 2:
+        return np.arange(n)
+    if n_prefix < 2:
         raise InputError(None, f"n_prefix must be at least 2, got {n_prefix}")
-    else:
-        prefix_idx = np.sort(np.random.default_rng(seed).choice(n, n_prefix, replace=False))
-    recall = sharded_recall_matrix(model, [token_ids[i] for i in prefix_idx], token_ids,
-                                   target_ll, batch_size=batch_size, progress=progress)
-    if len(prefix_idx) == n:
-        return em_mia(recall, init_scores, n_iter=n_iter)
-    return em_mia_subset(recall, init_scores, n_iter=n_iter)
+    return np.sort(np.random.default_rng(seed).choice(n, n_prefix, replace=False))
 
 
 # ---------------------------------------------------------------------------------------
-# scoring
+# scoring, as units
+
+
+class MiaWork:
+    """One dataset scored by one target model, as W-independent units.
+
+    Units, numbered kind after kind (:class:`anatomy.execution.UnitPlan`):
+
+    - ``score``: one batch of the target's length-sorted plan
+      (:func:`anatomy.lm.length_batches`): :func:`anatomy.lm.token_stats` of those texts;
+    - ``ref``: the same for the reference model (when ``ref`` or a ``ref`` init is asked);
+    - ``recall``: a block of ``prefix_block`` EM-MIA prefixes: their rows of LL(x | p)
+      (:func:`anatomy.mia.emmia.conditional_lls`), so the ReCaLL matrix resumes by block.
+
+    :meth:`finish` turns the units' results into per-record scores and metrics; dividing by
+    LL(x) and EM-MIA happen there, so no unit depends on another.
+    """
+
+    def __init__(self, records: Sequence[dict[str, Any]], tokenizer, ref_tokenizer=None, *,
+                 has_ref: bool = False, methods: Iterable[str] | None = None,
+                 max_tokens: int | None = None, batch_size: int = 16,
+                 emmia_init: str = DEFAULT_EMMIA_INIT, emmia_iters: int = 10,
+                 n_prefix: int | None = None, seed: int = 42, prefix_block: int = 8,
+                 ks: Sequence[float] = DEFAULT_KS):
+        from anatomy.execution import UnitPlan
+        from anatomy.lm import length_batches, tokenize_texts
+
+        self.records = list(records)
+        self.labels = check_records(self.records)
+        self.methods = _resolve_methods(methods, has_ref)
+        self.ks = tuple(ks)
+        self.names = score_names(self.methods, self.ks)
+        self.emmia_init, self.emmia_iters = emmia_init, emmia_iters
+        self.batch_size = batch_size
+        texts = [r["input"] for r in self.records]
+        self.ids = tokenize_texts(tokenizer, texts, max_tokens)
+        _require_tokens(self.ids, "target")
+        if max_tokens is not None:  # zlib sees the text the model actually scores
+            full = tokenize_texts(tokenizer, texts)
+            texts = [tokenizer.decode(t) if len(t) < len(f) else x
+                     for t, f, x in zip(self.ids, full, texts, strict=True)]
+        self.texts = texts
+        self.needs_ref = has_ref and ("ref" in self.methods or emmia_init == "ref")
+        self.ref_ids: list[list[int]] = []
+        if self.needs_ref:
+            self.ref_ids = tokenize_texts(ref_tokenizer or tokenizer, texts, max_tokens)
+            _require_tokens(self.ref_ids, "reference")
+        if "emmia" in self.methods:
+            known = {"loss", "zlib", *(f"{m}_{k:g}" for m in ("mink", "minkpp")
+                                       for k in self.ks)} | ({"ref"} if self.needs_ref else set())
+            if emmia_init not in known:
+                raise InputError(None, f'EM-MIA init "{emmia_init}" is not a score here '
+                                       f'(choose from {", ".join(sorted(known))})')
+        if prefix_block < 1:
+            raise InputError(None, f"prefix_block must be >= 1, got {prefix_block}")
+        self.score_batches = length_batches([len(t) for t in self.ids], batch_size)
+        self.ref_batches = (length_batches([len(t) for t in self.ref_ids], batch_size)
+                            if self.needs_ref else [])
+        self.prefixes = (prefix_indices(len(self.ids), n_prefix, seed)
+                         if "emmia" in self.methods else np.zeros(0, np.int64))
+        self.blocks = [self.prefixes[a:a + prefix_block]
+                       for a in range(0, len(self.prefixes), prefix_block)]
+        self.plan = UnitPlan(score=len(self.score_batches), ref=len(self.ref_batches),
+                             recall=len(self.blocks))
+        self.model = None  # set (by the caller) before units are computed
+        self.ref_model = None
+
+    @property
+    def n_units(self) -> int:
+        return self.plan.n_units
+
+    def compute_unit(self, u: int) -> dict[str, Any]:
+        from anatomy.lm import pack_token_stats, token_stats
+        from anatomy.mia.emmia import conditional_lls
+
+        kind, i = self.plan.locate(u)
+        if kind == "recall":
+            block = [self.ids[j] for j in self.blocks[i]]
+            return {"lls": conditional_lls(self.model, block, self.ids, self.batch_size,
+                                           progress=False)}
+        model, ids, batch = ((self.model, self.ids, self.score_batches[i]) if kind == "score"
+                             else (self.ref_model, self.ref_ids, self.ref_batches[i]))
+        stats = token_stats(model, [ids[j] for j in batch], batch_size=len(batch),
+                            progress=False)
+        return pack_token_stats(stats)
+
+    def _stats(self, kind: str, load) -> list:
+        from anatomy.lm import unpack_token_stats
+
+        batches = self.score_batches if kind == "score" else self.ref_batches
+        out: list = [None] * len(self.ids)
+        for i, batch in enumerate(batches):
+            for j, st in zip(batch, unpack_token_stats(load(self.plan.unit(kind, i))),
+                             strict=True):
+                out[j] = st
+        return out
+
+    def finish(self, load) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+        """``(rows, metrics)`` from the units (``load(u)`` -> unit result)."""
+        from anatomy.metrics import summarize
+        from anatomy.mia.emmia import em_mia
+        from anatomy.scores import all_scores, loss, reference
+
+        stats = self._stats("score", load)
+        per = [all_scores(s, t, self.ks) for s, t in zip(stats, self.texts, strict=True)]
+        if self.needs_ref:
+            for p, s in zip(per, self._stats("ref", load), strict=True):
+                p["ref"] = float(reference(p["loss"], loss(s.logprob)))
+        if "emmia" in self.methods:
+            init = np.array([p[self.emmia_init] for p in per])
+            target_ll = np.array([p["loss"] for p in per])
+            lls = np.concatenate([load(self.plan.unit("recall", i))["lls"]
+                                  for i in range(len(self.blocks))])
+            recall = lls / target_ll[None, :]
+            em = (em_mia(recall, init, n_iter=self.emmia_iters)
+                  if len(self.prefixes) == len(self.ids)
+                  else em_mia_subset(recall, init, n_iter=self.emmia_iters))
+            for p, v in zip(per, em, strict=True):
+                p["emmia"] = float(v)
+        rows = []
+        for i, (rec, p) in enumerate(zip(self.records, per, strict=True)):
+            row = {("index" if k == "input" else k): (i if k == "input" else v)
+                   for k, v in rec.items()}
+            row["scores"] = {n: p[n] for n in self.names}
+            rows.append(row)
+        metrics = {n: summarize([p[n] for p in per], self.labels) for n in self.names}
+        return rows, metrics
 
 
 def score_records(records: Sequence[dict[str, Any]], model, tokenizer, ref_model=None,
@@ -191,9 +265,12 @@ def score_records(records: Sequence[dict[str, Any]], model, tokenizer, ref_model
                   max_tokens: int | None = None, batch_size: int = 16,
                   emmia_init: str = DEFAULT_EMMIA_INIT, emmia_iters: int = 10,
                   n_prefix: int | None = None, seed: int = 42, progress: bool = True,
-                  ks: Sequence[float] = DEFAULT_KS
+                  ks: Sequence[float] = DEFAULT_KS, prefix_block: int = 8
                   ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
-    """Score labelled records with every requested attack; ``(rows, metrics)``.
+    """Score labelled records with every requested attack, in this process; ``(rows, metrics)``.
+
+    The same units and :meth:`MiaWork.finish` as a sharded ``run_mia.py``, so the numbers
+    are the ones any number of ranks writes.
 
     Args:
         records: dicts with ``input`` (text) and ``label`` (1 member, 0 non-member); other
@@ -210,48 +287,16 @@ def score_records(records: Sequence[dict[str, Any]], model, tokenizer, ref_model
             ``scores`` {name: float} for :func:`score_names` of the methods;
         metrics: {score name: :func:`anatomy.metrics.summarize`}.
     """
-    from anatomy.lm import tokenize_texts
-    from anatomy.metrics import summarize
-    from anatomy.scores import all_scores, loss, reference
+    from anatomy.progress import progress as bar
 
-    records = list(records)
-    labels = check_records(records)
-    methods = _resolve_methods(methods, ref_model is not None)
-    names = score_names(methods, ks)
-    texts = [r["input"] for r in records]
-    ids = tokenize_texts(tokenizer, texts, max_tokens)
-    _require_tokens(ids, "target")
-    if max_tokens is not None:  # the text the model actually scores
-        full = tokenize_texts(tokenizer, texts)
-        texts = [tokenizer.decode(t) if len(t) < len(f) else x
-                 for t, f, x in zip(ids, full, texts, strict=True)]
-    stats = sharded_token_stats(model, ids, batch_size=batch_size, progress=progress)
-    per = [all_scores(s, t, ks) for s, t in zip(stats, texts, strict=True)]
-    if ref_model is not None and ("ref" in methods or emmia_init == "ref"):
-        ref_ids = tokenize_texts(ref_tokenizer or tokenizer, texts, max_tokens)
-        _require_tokens(ref_ids, "reference")
-        ref_stats = sharded_token_stats(ref_model, ref_ids, batch_size=batch_size,
-                                        progress=progress)
-        for p, s in zip(per, ref_stats, strict=True):
-            p["ref"] = float(reference(p["loss"], loss(s.logprob)))
-    if "emmia" in methods:
-        if emmia_init not in per[0]:
-            raise InputError(None, f'EM-MIA init "{emmia_init}" is not a score here '
-                                   f'(choose from {", ".join(per[0])})')
-        init = np.array([p[emmia_init] for p in per])
-        target_ll = np.array([p["loss"] for p in per])
-        em = emmia_scores(model, ids, init, target_ll, n_prefix=n_prefix, n_iter=emmia_iters,
-                          seed=seed, batch_size=batch_size, progress=progress)
-        for p, v in zip(per, em, strict=True):
-            p["emmia"] = float(v)
-    rows = []
-    for i, (rec, p) in enumerate(zip(records, per, strict=True)):
-        row = {("index" if k == "input" else k): (i if k == "input" else v)
-               for k, v in rec.items()}
-        row["scores"] = {n: p[n] for n in names}
-        rows.append(row)
-    metrics = {n: summarize([p[n] for p in per], labels) for n in names}
-    return rows, metrics
+    work = MiaWork(records, tokenizer, ref_tokenizer, has_ref=ref_model is not None,
+                   methods=methods, max_tokens=max_tokens, batch_size=batch_size,
+                   emmia_init=emmia_init, emmia_iters=emmia_iters, n_prefix=n_prefix,
+                   seed=seed, prefix_block=prefix_block, ks=ks)
+    work.model, work.ref_model = model, ref_model
+    done = {u: work.compute_unit(u) for u in bar(range(work.n_units), "score", "unit",
+                                                work.n_units, None if progress else True)}
+    return work.finish(done.__getitem__)
 
 
 def _require_tokens(ids: Sequence[Sequence[int]], which: str) -> None:
@@ -267,18 +312,22 @@ def _require_tokens(ids: Sequence[Sequence[int]], which: str) -> None:
 
 @dataclass
 class MiaRun:
+    """One (dataset, checkpoint) result of :func:`run_mia` in this process."""
+
+    dataset: str
     out_dir: Path
-    metrics: dict[str, Any]  # the metrics.json document: {"config": ..., "metrics": ...}
-    skipped: bool = False
-    rank: int = 0  # under torchrun only rank 0 writes and reports
+    status: str  # skipped (up to date) | merged | part (other ranks still running)
+    metrics: dict[str, Any] | None = None  # the metrics.json document when final
 
 
 def versions() -> dict[str, str]:
     """Package versions recorded with results (they can change the last digits)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
-    for pkg in ("data-anatomy", "torch", "transformers", "numpy"):
+    from anatomy import __version__
+
+    out = {"python": platform.python_version(), "data-anatomy": __version__}
+    for pkg in ("torch", "transformers", "numpy"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -292,61 +341,122 @@ def run_dir(output_dir: io.PathLike, dataset: str, model: io.PathLike,
     return Path(output_dir) / dataset / (revision or Path(str(model).rstrip("/")).name)
 
 
-def run_mia(dataset: str, *, data_dir: io.PathLike = "data", target_model: str | None = None,
-            revision: str | None = None, step: int | None = None, ref_model: str | None = None,
-            ref_revision: str | None = None, ref_step: int | None = None,
-            methods: Iterable[str] | None = None, output_dir: io.PathLike = "results",
-            batch_size: int = 16, max_tokens: int | None = None, dtype: str = "float32",
-            device: str = "auto", n_prefix: int | None = None, world: io.PathLike = "data/world",
-            emmia_init: str = DEFAULT_EMMIA_INIT, seed: int = 42, progress: bool = True,
-            overwrite: bool = False) -> MiaRun:
-    """Score ``data_dir/DATASET.jsonl`` and write ``scores.jsonl`` and ``metrics.json``.
+def _model_source(name: str, revision: str | None) -> str:
+    """What identifies a checkpoint: its local folder (hashed), else the hub name."""
+    p = Path(name)
+    if p.is_dir():
+        return str(p / revision) if revision and (p / revision).is_dir() else str(p)
+    return name
 
-    ``target_model`` defaults to the miniworld's ``WORLD/model`` (checkpoint subfolders
-    picked by ``revision``/``step``). An existing ``metrics.json`` (written last) means the
-    run is done: it is returned, not redone, unless ``overwrite``. Only rank 0 writes.
+
+class _MiaStep:
+    """:class:`MiaWork` as an execution step writing ``scores.jsonl`` and ``metrics.json``."""
+
+    name = "run_mia"
+
+    def __init__(self, work: MiaWork, out: Path, fp, config: dict[str, Any]):
+        from anatomy.execution import Output
+
+        self.work, self.config, self.fingerprint = work, config, fp
+        self.output = Output.folder(out, ["scores.jsonl", "metrics.json"])
+        self.n_units = work.n_units
+        self.compute_unit = work.compute_unit
+
+    def merge(self, load) -> dict[str, Any]:
+        rows, metrics = self.work.finish(load)
+        out = self.output.marker.parent
+        io.write_jsonl(out / "scores.jsonl", rows)
+        io.write_json(out / "metrics.json", {"config": self.config, "metrics": metrics})
+        return {"n_examples": len(rows)}
+
+
+def run_mia(datasets: str | Sequence[str], *, data_dir: io.PathLike = "data",
+            target_model: str | None = None,
+            revisions: Sequence[str | int | None] = (None,), ref_model: str | None = None,
+            ref_revision: str | int | None = None, methods: Iterable[str] | None = None,
+            output_dir: io.PathLike = "results", batch_size: int = 16,
+            max_tokens: int | None = None, dtype: str = "float32", device: str = "auto",
+            n_prefix: int | None = None, world: io.PathLike = "data/world",
+            emmia_init: str = DEFAULT_EMMIA_INIT, seed: int = 42, prefix_block: int = 8,
+            ranks=None, overwrite: bool = False, merge: bool = False,
+            progress: bool = True) -> list[MiaRun]:
+    """Score every ``data_dir/DATASET.jsonl`` with every checkpoint; write the results.
+
+    For each (dataset, checkpoint): ``OUTPUT_DIR/DATASET/REVISION/scores.jsonl`` and
+    ``metrics.json`` (and the ``done.json`` marker), computed as units by this process's
+    ``ranks`` (:func:`anatomy.execution.run_step`): the last rank to finish a pair merges it.
+    Each model is loaded once per process, and only when a unit needs it. ``revisions``
+    are full revision names or bare steps (:func:`anatomy.lm.resolve_revision`);
+    ``target_model`` defaults to the miniworld's ``WORLD/model``.
     """
-    from anatomy.lm import dist_info, load_causal_lm, load_tokenizer, resolve_revision
+    from anatomy.execution import Ranks, fingerprint, run_step
+    from anatomy.lm import load_causal_lm, load_tokenizer, resolve_device, resolve_revision
 
-    data_path = io.require_file(Path(data_dir) / f"{dataset}.jsonl", "dataset")
+    ranks = ranks or Ranks()
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
     if target_model is None:
         target_model = str(Path(world) / "model")
         if not Path(target_model).is_dir():
             raise InputError(world, "no miniworld model here: pass --target_model (or --world)")
-    rev = resolve_revision(target_model, revision, step)
-    ref_rev = resolve_revision(ref_model, ref_revision, ref_step) if ref_model else None
-    out = run_dir(output_dir, dataset, target_model, rev)
-    if (out / "metrics.json").is_file() and not overwrite:
-        log.info("%s exists, skipping (pass --overwrite to redo)", out / "metrics.json")
-        return MiaRun(out, io.read_json(out / "metrics.json"), skipped=True)
-    records = io.read_jsonl(data_path, required=("input", "label"))
-    labels = check_records(records, data_path)
-    model = load_causal_lm(target_model, revision=rev, dtype=dtype, device=device)
-    tok = load_tokenizer(target_model, revision=rev)
-    ref = ref_tok = None
-    if ref_model:
-        ref = load_causal_lm(ref_model, revision=ref_rev, dtype=dtype, device=device)
-        ref_tok = load_tokenizer(ref_model, revision=ref_rev)
-    methods = _resolve_methods(methods, ref is not None)
-    try:
-        rows, metrics = score_records(records, model, tok, ref, ref_tok, methods=methods,
-                                      max_tokens=max_tokens, batch_size=batch_size,
-                                      emmia_init=emmia_init, n_prefix=n_prefix, seed=seed,
-                                      progress=progress)
-    except InputError as e:
-        raise InputError(data_path, e.problem) from None
-    config = {"dataset": dataset, "data_file": str(data_path), "model": str(target_model),
-              "revision": rev, "ref_model": ref_model, "ref_revision": ref_rev,
-              "methods": methods, "emmia_init": emmia_init if "emmia" in methods else None,
-              "n_prefix": n_prefix, "max_tokens": max_tokens, "batch_size": batch_size,
-              "dtype": dtype, "seed": seed, "n_examples": len(records),
-              "n_members": int(labels.sum()), "versions": versions()}
-    doc = {"config": config, "metrics": metrics}
-    rank = dist_info()[0]
-    if rank == 0:
-        io.write_jsonl(out / "scores.jsonl", rows)
-        io.write_json(out / "metrics.json", doc)
-    return MiaRun(out, doc, rank=rank)
+    revs = [resolve_revision(target_model, r) if r is not None else None for r in revisions]
+    ref_rev = resolve_revision(ref_model, ref_revision) if ref_model else None
+    dev = resolve_device(device, ranks.local_rank)
+    data: dict[str, tuple[Path, list[dict[str, Any]]]] = {}
+    for d in datasets:
+        path = io.require_file(Path(data_dir) / f"{d}.jsonl", "dataset")
+        recs = io.read_jsonl(path, required=("input", "label"))
+        check_records(recs, path)
+        data[d] = (path, recs)
+    ref_tok = load_tokenizer(ref_model, revision=ref_rev) if ref_model else None
+    loaded: dict[str, Any] = {}
+
+    def ref_loader():
+        if "ref" not in loaded:
+            loaded["ref"] = load_causal_lm(ref_model, revision=ref_rev, dtype=dtype,
+                                           device=str(dev))
+        return loaded["ref"]
+
+    results = []
+    for rev in revs:
+        tok = load_tokenizer(target_model, revision=rev)
+        target: dict[str, Any] = {}
+        for d in datasets:
+            path, recs = data[d]
+            try:
+                work = MiaWork(recs, tok, ref_tok, has_ref=ref_model is not None,
+                               methods=methods, max_tokens=max_tokens, batch_size=batch_size,
+                               emmia_init=emmia_init, n_prefix=n_prefix, seed=seed,
+                               prefix_block=prefix_block)
+            except InputError as e:
+                raise InputError(path, e.problem) from None
+            params = {"revision": rev, "ref_revision": ref_rev, "methods": work.methods,
+                      "emmia_init": emmia_init if "emmia" in work.methods else None,
+                      "n_prefix": n_prefix, "max_tokens": max_tokens, "batch_size": batch_size,
+                      "dtype": dtype, "device": dev.type, "seed": seed,
+                      "prefix_block": prefix_block, "ks": list(work.ks)}
+            fp = fingerprint("run_mia", {"dataset": path,
+                                         "model": _model_source(target_model, rev),
+                                         "ref_model": (_model_source(ref_model, ref_rev)
+                                                       if ref_model else None)}, params)
+            config = {"dataset": d, "data_file": str(path), "model": str(target_model),
+                      "ref_model": ref_model, **params, "n_examples": len(recs),
+                      "n_members": int(work.labels.sum()), "versions": versions()}
+
+            def prepare(work=work, target=target, rev=rev):
+                if "model" not in target:
+                    target["model"] = load_causal_lm(target_model, revision=rev, dtype=dtype,
+                                                     device=str(dev))
+                work.model = target["model"]
+                if work.needs_ref:
+                    work.ref_model = ref_loader()
+
+            out = run_dir(output_dir, d, target_model, rev)
+            res = run_step(_MiaStep(work, out, fp, config), ranks, overwrite=overwrite,
+                           merge_only=merge, prepare=prepare, show_progress=progress)
+            doc = io.read_json(out / "metrics.json") if res.final else None
+            results.append(MiaRun(d, out, res.status, doc))
+        target.clear()  # free this checkpoint before loading the next
+    return results
 
 
 def metrics_markdown(metrics: dict[str, dict[str, float]]) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from anatomy.lm import _length_batches, _model_device, _padded, _progress, resolve_device
+from anatomy.lm import _model_device, _padded, _progress, length_batches, resolve_device
 from anatomy.metrics import auroc_rows
 
 
@@ -59,20 +59,34 @@ def recall_matrix(model, prefix_ids: Sequence[Sequence[int]], target_ids: Sequen
                   target_ll: np.ndarray | None = None) -> np.ndarray:
     """ReCaLL scores ``[n_prefix, n_target]``: LL(x | p) / LL(x), float64.
 
+    :func:`conditional_lls` divided by ``target_ll`` (the unconditional mean LLs, e.g. from
+    ``token_stats``), which is computed when not given.
+    """
+    _check_inputs(prefix_ids, target_ids)
+    dev = _model_device(model) if device is None else resolve_device(str(device))
+    if target_ll is None:
+        target_ll = _target_lls(model, target_ids, batch_size, dev, progress=False)
+    lls = conditional_lls(model, prefix_ids, target_ids, batch_size, dev, progress)
+    return lls / np.asarray(target_ll, dtype=np.float64)[None, :]
+
+
+def conditional_lls(model, prefix_ids: Sequence[Sequence[int]],
+                    target_ids: Sequence[Sequence[int]], batch_size: int = 16, device=None,
+                    progress: bool = True) -> np.ndarray:
+    """Mean LL(x | p) ``[n_prefix, n_target]``, float64: ReCaLL's numerator.
+
     Each prefix is run once; its KV cache is copied into every target batch (an expanded
     view, copied on the first concatenation, so the cached prefix is never mutated).
-    Targets are length-sorted once and right-padded with an attention mask.
-    ``target_ll`` (the unconditional mean LLs, e.g. from ``token_stats``) is computed when
-    not given.
+    Targets are length-sorted once and right-padded with an attention mask. A row depends
+    only on its prefix, so any block of prefixes gives the same rows (the unit of a sharded
+    ReCaLL matrix).
     """
     import torch
     from transformers import DynamicCache
 
     _check_inputs(prefix_ids, target_ids)
     dev = _model_device(model) if device is None else resolve_device(str(device))
-    if target_ll is None:
-        target_ll = _target_lls(model, target_ids, batch_size, dev, progress=False)
-    batches = _length_batches([len(t) for t in target_ids], batch_size)
+    batches = length_batches([len(t) for t in target_ids], batch_size)
     padded = [(_padded([target_ids[i] for i in idx], dev), idx) for idx in batches]
     out = np.zeros((len(prefix_ids), len(target_ids)), dtype=np.float64)
     with torch.inference_mode():
@@ -93,7 +107,7 @@ def recall_matrix(model, prefix_ids: Sequence[Sequence[int]], target_ids: Sequen
                                past_key_values=batch_cache, use_cache=True).logits
                 lls = _mean_target_ll(logits, ids, [len(target_ids[i]) for i in idx], 0)
                 out[p_i, idx] = lls
-    return out / np.asarray(target_ll, dtype=np.float64)[None, :]
+    return out
 
 
 def recall_matrix_naive(model, prefix_ids: Sequence[Sequence[int]],

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from anatomy.cli import progress
+from anatomy.progress import progress
 from anatomy.io import InputError
 
 log = logging.getLogger("anatomy")
