@@ -60,7 +60,7 @@ echo "(A finished at ${SECONDS}s)"
 echo
 echo "== B. Training-mixture estimation on the final checkpoint"
 test -f "$WORLD/truth/mixture_spec.yaml" || $PY -c "
-from anatomy.world.truth import write_mixture_spec; write_mixture_spec('$WORLD')"
+from anatomy.world.build import write_mixture_spec; write_mixture_spec('$WORLD')"
 $PY fetch_category_samples.py --world "$WORLD" --n_per_category 200 --min_chars 0 \
     --out_dir "$OUT/samples" --overwrite $q
 $PY run_labelshift.py --world "$WORLD" --local_samples_dir "$OUT/samples" --classifier tfidf \

@@ -5,7 +5,9 @@ a JSON string) or one folder per set (ROOT/train/RedPajamaC4/ ..., SlimPajama-62
 writes OUT/<category>.jsonl, one file per category (commoncrawl, c4, github, books, arxiv,
 wikipedia, stackexchange by default; --set_map for other corpora). The sample is a bottom-k
 sample on a hash of (seed, shard, line): uniform without replacement, and identical for any
---num_proc. Without --slimpajama_root the miniworld's pools are used (--world).
+--num_proc and any number of ranks (--rank/--world_size, torchrun, a Slurm array: rank r
+reads shards r, r+W, ... and the last to finish merges). Without --slimpajama_root the
+miniworld's pools are used (--world).
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def build_parser():
     g.add_argument("--out_dir", default="data_samples", help="one <category>.jsonl per category")
     g.add_argument("--n_per_category", type=int, default=5000, help="texts per category")
     g = p.add_argument_group("parallelism")
-    g.add_argument("--num_proc", type=int, default=2, help="worker processes (shards in parallel)")
+    g.add_argument("--num_proc", type=int, default=2,
+                   help="worker processes per rank (shards in parallel)")
     cli.add_run_args(p, seed=42)
+    cli.add_rank_args(p)
     return p
 
 
@@ -58,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     stats = fetch_category_samples(
         root, args.n_per_category, args.out_dir, seed=args.seed, num_proc=args.num_proc,
         mapping=set_map, skip_bad=args.skip_bad, min_chars=args.min_chars,
-        max_chars=args.max_chars or None, dedup=not args.no_dedup, overwrite=args.overwrite,
+        max_chars=args.max_chars or None, dedup=not args.no_dedup, ranks=args.ranks,
+        overwrite=args.overwrite, merge=args.merge,
         progress=lambda it, n: cli.progress(it, "shards", "shard", total=n))
+    if stats is None:  # this rank wrote its part; the last rank to finish merges
+        return 0
     print(f"{stats['shards']} shards ({stats['layout']} layout), {stats['records']} records; "
           f"{len(stats['bad_shards'])} bad shards skipped")
     for cat, n in stats["kept"].items():

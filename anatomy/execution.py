@@ -59,6 +59,7 @@ log = logging.getLogger("anatomy")
 # Files up to this size are identified by their sha256 (0.1 s for 64 MiB here), larger ones
 # by size and modification time (hashing OLMo's 1.7 TB of token files is not an option).
 HASH_LIMIT = 64 << 20
+FOLDER_HASH_LIMIT = 256 << 20
 _PART_RE = re.compile(r"^(\d{5})-of-(\d{5})\.done\.json$")
 
 
@@ -232,7 +233,9 @@ def identity(source: PathLike | None) -> dict[str, Any] | None:
     """What identifies an input: its content for a file or folder, its name otherwise.
 
     Files: size and sha256 (size and mtime above :data:`HASH_LIMIT`). Folders: one sha256 over
-    their files' relative paths and identities (hidden files and ``*.parts`` skipped). URLs
+    their files' relative paths and identities (contents up to :data:`FOLDER_HASH_LIMIT` in
+    all, sizes and mtimes beyond; hidden files, completion markers and ``*.parts``
+    skipped). URLs
     and hub names: the string itself. ``path`` is recorded but not part of the identity, so a
     moved or relinked input still matches.
     """
@@ -244,15 +247,21 @@ def identity(source: PathLike | None) -> dict[str, Any] | None:
         return {"name": s}
     if p.is_file():
         return {"path": s, **_file_identity(p)}
-    h = hashlib.sha256()
-    n = 0
+    files = []
     for f in sorted(q for q in p.rglob("*") if q.is_file()):
         rel = f.relative_to(p)
-        if any(part.startswith(".") or part.endswith(".parts") for part in rel.parts):
+        if any(part.startswith(".") or part.endswith(".parts") for part in rel.parts) \
+                or f.name.endswith(".done.json"):
             continue
-        h.update(json.dumps([rel.as_posix(), _file_identity(f)], sort_keys=True).encode())
-        n += 1
-    return {"path": s, "files": n, "sha256": h.hexdigest()}
+        files.append((rel.as_posix(), f, f.stat()))
+    # a large folder (a corpus, a 7B checkpoint) is identified by sizes and mtimes only
+    by_content = sum(st.st_size for _, _, st in files) <= FOLDER_HASH_LIMIT
+    h = hashlib.sha256()
+    for rel, f, st in files:
+        ident = ({"size": st.st_size, "sha256": _sha256(f, st)} if by_content
+                 else {"size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        h.update(json.dumps([rel, ident], sort_keys=True).encode())
+    return {"path": s, "files": len(files), "sha256": h.hexdigest()}
 
 
 def _canonical(obj: Any) -> Any:
@@ -352,17 +361,24 @@ class Output:
         d = Path(path)
         return cls([d / n for n in names], d / "done.json")
 
+    def key(self, f: Path) -> str:
+        """How the marker names an output file: its path relative to the marker's folder."""
+        try:
+            return f.relative_to(self.marker.parent).as_posix()
+        except ValueError:
+            return str(f)
+
     @property
     def name(self) -> str:
         return str(self.files[0]) if len(self.files) == 1 else str(self.marker.parent)
 
     @property
     def parts_dir(self) -> Path:
-        """Where this output's parts live while it is computed: ``FILE.parts/`` for one
-        file, ``FOLDER/parts/`` for a run folder."""
+        """Where this output's parts live while it is computed, beside its marker:
+        ``FILE.parts/`` for ``FILE.done.json``, ``FOLDER/parts/`` for ``FOLDER/done.json``."""
         if self.marker.name == "done.json":
             return self.marker.parent / "parts"
-        return self.files[0].with_name(self.files[0].name + ".parts")
+        return self.marker.with_name(self.marker.name[: -len(".done.json")] + ".parts")
 
 
 def _read_marker(path: Path) -> dict[str, Any] | None:
@@ -385,7 +401,7 @@ def output_state(output: Output, fp: Fingerprint) -> tuple[str, list[str]]:
         return "differs", fp.differences(old)
     sizes = rec.get("files") or {}
     for f in output.files:
-        want = sizes.get(f.name)
+        want = sizes.get(output.key(f))
         if not f.is_file() or (want is not None and f.stat().st_size != want):
             return "incomplete", [f"{f} is missing or changed"]
     return "done", []
@@ -426,7 +442,8 @@ def mark_output(output: Output, fp: Fingerprint, summary: Mapping[str, Any] | No
     if missing:
         raise RuntimeError(f"cannot mark {output.name} complete: missing {missing}")
     write_json(output.marker, {"fingerprint": fp.to_json(), "digest": fp.digest(),
-                               "files": {f.name: f.stat().st_size for f in output.files},
+                               "files": {output.key(f): f.stat().st_size
+                                         for f in output.files},
                                "summary": _canonical(dict(summary or {}))})
 
 
@@ -554,7 +571,12 @@ def _merge_lock(root: Path):
 
 
 class Step(Protocol):
-    """A heavy step: ``n_units`` W-independent units, each computed alone, then one merge."""
+    """A heavy step: ``n_units`` W-independent units, each computed alone, then one merge.
+
+    ``run_step`` sets ``world_size`` before computing. A step with ``per_rank = True`` is an
+    associative reduction (its merge gives the same output however the items were grouped):
+    it gets one unit per rank, unit ``u`` taking items ``u, u + W, ...``.
+    """
 
     name: str
     output: Output
@@ -579,6 +601,8 @@ class StepResult:
     resumed: int = 0  # units found on disk from an interrupted run
     missing: list[int] = field(default_factory=list)  # ranks without a finished part
     summary: dict[str, Any] = field(default_factory=dict)
+
+    lead: bool = False  # this process reports and continues: it merged, or rank 0 skipped
 
     @property
     def final(self) -> bool:
@@ -611,7 +635,8 @@ def run_step(step: Step, ranks: Ranks = Ranks(), *, overwrite: bool = False,
     out = step.output
     fp = step.fingerprint
     if not check_output(out, fp, overwrite and not merge_only):
-        return StepResult("skipped", out, summary=recorded_summary(out))
+        return StepResult("skipped", out, summary=recorded_summary(out),
+                          lead=ranks.rank == 0 or merge_only)
     world = ranks.world_size
     if merge_only and world == 1:
         sizes = Parts.world_sizes_on_disk(out.parts_dir, fp)
@@ -620,6 +645,11 @@ def run_step(step: Step, ranks: Ranks = Ranks(), *, overwrite: bool = False,
                                        "--world_size with --merge")
         world = sizes[0] if sizes else 1
     parts = Parts(out.parts_dir, fp, world)
+    if getattr(step, "per_rank", False):
+        # an associative reduction (e.g. bottom-k samples): one unit per rank, whose
+        # composition depends on W but whose merge does not; units live in W's own folders
+        step.n_units = world
+    step.world_size = world
     if merge_only:
         missing = parts.missing()
         if missing:
@@ -646,7 +676,7 @@ def run_step(step: Step, ranks: Ranks = Ranks(), *, overwrite: bool = False,
         log.info("%s: merged %d parts into %s (%.1fs)", step.name, world, out.name,
                  time.time() - t)
     parts.remove()
-    res = StepResult("merged", out, summary=summary)
+    res = StepResult("merged", out, summary=summary, lead=True)
     if not merge_only:
         res.computed, res.resumed = computed, resumed
     return res
@@ -659,6 +689,32 @@ def _compute_part(step: Step, parts: Parts, ranks: Ranks, overwrite: bool,
         log.info("%s: %s already done (matching completion marker), skipped", step.name,
                  ranks.label)
         return 0, 0
+    made = _missing_parents(parts.top)
+    try:
+        return _compute_units(step, parts, ranks, overwrite, prepare, show_progress)
+    except BaseException:
+        # nothing to resume from (e.g. bad input on the first unit): leave nothing behind
+        if not any(parts.top.rglob("unit-*.npz")):
+            shutil.rmtree(parts.top, ignore_errors=True)
+            for d in made:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        raise
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` (itself included) that do not exist yet, deepest first."""
+    out = []
+    for d in [path, *path.parents]:
+        if d.exists():
+            break
+        out.append(d)
+    return out
+
+
+def _compute_units(step: Step, parts: Parts, ranks: Ranks, overwrite: bool,
+                   prepare: Callable[[], None] | None, show_progress: bool) -> tuple[int, int]:
+    rank = ranks.rank
     parts.start()
     with contextlib.suppress(FileNotFoundError):
         parts.marker(rank).unlink()

@@ -124,6 +124,32 @@ def save_npy(path: PathLike, array: np.ndarray) -> None:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
+@contextlib.contextmanager
+def atomic_npy(path: PathLike, shape: tuple[int, ...], dtype: Any = np.float32
+               ) -> Iterator[np.ndarray]:
+    """A writable memory-mapped NPY beside ``path``, renamed onto it when the block ends.
+
+    For arrays filled piece by piece (merging ranks' rows) without holding them in memory.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        yield arr
+        arr.flush()
+        del arr
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_yaml(path: PathLike, obj: Any) -> None:
     import yaml
 

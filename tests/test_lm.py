@@ -133,15 +133,22 @@ def test_dtype_and_int8(tmp_path, model):
         lm.load_causal_lm(tmp_path, dtype="float8")
 
 
-def test_shards_reassemble_in_input_order():
-    assert lm.shard_indices(5, 0, 2) == [0, 2, 4]
-    assert lm.shard_indices(5, 1, 2) == [1, 3]
-    items = [f"x{i}" for i in range(7)]
-    parts = [(ix, [items[i] for i in ix]) for r in range(3) for ix in [lm.shard_indices(7, r, 3)]]
-    assert lm.reassemble(parts[::-1], 7) == items
-    assert lm.gather_ordered(items, list(range(7)), 7) == items  # one process
-    with pytest.raises(ValueError):
-        lm.reassemble(parts[:2], 7)
+def test_batch_plans_are_fixed_by_lengths_and_batch_size():
+    # longest first, ties by index; the plan never depends on how many ranks share it
+    assert lm.length_batches([3, 9, 5, 9], 2) == [[1, 3], [2, 0]]
+    assert lm.length_batches([], 4) == []
+    assert lm.generation_batches(7, 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    with pytest.raises(InputError, match="batch size"):
+        lm.length_batches([1], 0)
+
+
+def test_token_stats_pack_roundtrip(model):
+    ids = [[5, 6, 7, 8], [9, 10], [11]]
+    stats = lm.token_stats(model, ids, batch_size=2, progress=False)
+    back = lm.unpack_token_stats(lm.pack_token_stats(stats))
+    assert [len(s) for s in back] == [3, 1, 0]
+    for a, b in zip(stats, back, strict=True):
+        assert np.array_equal(a.logprob, b.logprob) and np.array_equal(a.var, b.var)
 
 
 def test_resolve_device():
@@ -156,10 +163,11 @@ def test_generate_deterministic_across_ranks_and_batch_sizes(model):
     kw = dict(n=7, max_new_tokens=6, seed=5, prompt_ids=[3, 4], stop_id=0, progress=False)
     full = lm.generate(model, None, batch_size=3, **kw)
     assert len(full) == 7 and all(len(s) <= 6 and 0 not in s for s in full)
-    # two "ranks" with strided shards, reassembled -> the one-process result
-    parts = [(ix, lm.generate(model, None, batch_size=3, indices=ix, **kw))
-             for ix in (lm.shard_indices(7, 0, 2), lm.shard_indices(7, 1, 2))]
-    assert lm.reassemble(parts, 7) == full
+    # two "ranks" taking whole batches 0, 2 and 1: each computes only its batches
+    r0 = lm.generate(model, None, batch_size=3, batches=[0, 2], **kw)
+    r1 = lm.generate(model, None, batch_size=3, batches=[1], **kw)
+    assert len(r0) == 4 and len(r1) == 3
+    assert r0[:3] + r1 + r0[3:] == full
     assert lm.generate(model, None, batch_size=1, **kw) == full  # per-sample generators
     assert lm.generate(model, None, batch_size=3, **{**kw, "seed": 6}) != full
 

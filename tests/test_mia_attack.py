@@ -4,7 +4,8 @@ Independent computations: every one-pass score against ``scores.all_scores`` on 
 single-example, unbatched ``token_stats`` call per text (``ref`` = the two models' mean
 log-probs subtracted by hand); metrics against sklearn's ``roc_auc_score``; EM-MIA against
 ``emmia.em_mia`` on a ReCaLL matrix computed directly; torchrun sharding against the
-one-process result (two simulated ranks, bit-identical); table cells against numbers
+one-process result (2 and 3 ranks' units merged, bit-identical, each rank running its share
+of the forward passes, counted); table cells against numbers
 written into fake results folders; AUROC by count against sklearn on the hand-picked subset.
 """
 
@@ -138,26 +139,41 @@ def test_em_mia_subset_recovers_labels():
     assert auroc(attack.em_mia_subset(recall[pick], weak), labels) > 0.99
 
 
-def test_two_simulated_ranks_equal_one(models, tokenizer, monkeypatch):
-    model, _ = models
-    ids = lm.tokenize_texts(tokenizer, make_texts(11, seed=3))
-    one = attack.sharded_token_stats(model, ids, batch_size=3, progress=False)
-    ll = np.array([s.logprob.astype(np.float64).mean() for s in one])
-    recall_one = attack.sharded_recall_matrix(model, ids[:5], ids, ll, batch_size=3,
-                                              progress=False)
-    parts, rparts = [], []
-    for rank in (0, 1):
-        monkeypatch.setattr(lm, "dist_info", lambda r=rank: (r, 2))
-        monkeypatch.setattr(lm, "gather_ordered",
-                            lambda res, idx, n, out=parts: out.append((idx, res)) or res)
-        attack.sharded_token_stats(model, ids, batch_size=3, progress=False)
-        monkeypatch.setattr(lm, "gather_ordered",
-                            lambda res, idx, n, out=rparts: out.append((idx, res)) or res)
-        attack.sharded_recall_matrix(model, ids[:5], ids, ll, batch_size=3, progress=False)
-    assert all(len(ix) for ix, _ in parts)  # both ranks had work
-    for a, b in zip(lm.reassemble(parts, 11), one, strict=True):
-        assert np.array_equal(a.logprob, b.logprob) and np.array_equal(a.var, b.var)
-    np.testing.assert_array_equal(np.stack(lm.reassemble(rparts, 5)), recall_one)
+def _count_forwards(model) -> list[int]:
+    calls = [0]
+    model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_ranks_share_units_and_equal_one(models, tokenizer):
+    """Ranks of 2 and 3 compute disjoint shares of the units (forward passes counted with a
+    hook) whose merge is bit-identical to one process's result."""
+    from anatomy.execution import Ranks, UnitPlan
+
+    model, ref = models
+    records = make_records(11, seed=3)
+    kw = dict(has_ref=True, methods=None, batch_size=3, n_prefix=5, prefix_block=2)
+    rows_one, metrics_one = attack.score_records(records, model, tokenizer, ref_model=ref,
+                                                 batch_size=3, n_prefix=5, prefix_block=2,
+                                                 progress=False)
+    ref_calls = _count_forwards(ref)
+    for world in (2, 3):
+        work = attack.MiaWork(records, tokenizer, **kw)
+        work.model, work.ref_model = model, ref
+        assert work.plan.counts == {"score": 4, "ref": 4, "recall": 3}
+        done, shares = {}, []
+        for r in range(world):
+            mine = Ranks(r, world).units(work.n_units)
+            kinds = [work.plan.locate(u)[0] for u in mine]
+            ref_calls[0] = 0
+            done.update({u: work.compute_unit(u) for u in mine})
+            assert ref_calls[0] == kinds.count("ref")  # one forward per own batch, no more
+            shares.append(kinds.count("score") + kinds.count("ref"))
+        assert sorted(done) == list(range(work.n_units)) and sum(shares) == 8
+        assert max(shares) - min(shares) <= 1  # each rank ran ~1/W of the batches
+        rows, metrics = work.finish(done.__getitem__)
+        assert rows == rows_one and metrics == metrics_one
+    assert UnitPlan(score=3, recall=2).locate(4) == ("recall", 1)
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +211,8 @@ def test_run_mia_end_to_end(tiny_world, capsys):
     assert run_mia.main(argv + ["--overwrite"]) == 0  # recomputed, byte-identical
     assert {p.name: p.read_bytes() for p in run.iterdir()} == \
         {k: v[0] for k, v in before.items()}
+    with pytest.raises(InputError, match=r"other inputs or flags: batch_size 4 -> 3"):
+        run_mia.main(argv[:-3] + ["--batch_size", "3", "--quiet"])
     with pytest.raises(InputError, match="dataset not found"):
         run_mia.main(argv[:1] + ["nope"] + argv[2:])
 

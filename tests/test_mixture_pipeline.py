@@ -112,14 +112,19 @@ def test_labelshift_recovers_known_mixture(world_samples, tmp_path):
         e = evaluate.load_priors(tmp_path / "run" / "estimators" / m)
         assert e.values == pytest.approx(s["estimates"][m]) and e.fmt == "ours"
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "estimators", "summary.csv", "summary.json"]
-    with pytest.raises(InputError, match="output exists"):
+        "done.json", "estimators", "summary.csv", "summary.json"]
+    # the same inputs and flags: skipped, the recorded summary returned
+    again = pipeline.run_labelshift(samples, tmp_path, "run", cached_generations=tmp_path /
+                                    "gens.jsonl", n_boot=30, seed=0, plots=False)
+    assert again == json.loads((tmp_path / "run" / "summary.json").read_text())
+    with pytest.raises(InputError, match="n_boot 30 -> 200"):
         pipeline.run_labelshift(samples, tmp_path, "run", cached_generations=tmp_path /
-                                "gens.jsonl")
+                                "gens.jsonl", seed=0, plots=False)
 
 
 def test_generation_ranks_and_cached_rerun(tiny_world, world_samples, tmp_path):
-    from anatomy.lm import load_causal_lm, load_tokenizer, reassemble
+    from anatomy.execution import Ranks
+    from anatomy.lm import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(tiny_world / "model", device="cpu")
     tok = load_tokenizer(tiny_world / "model")
@@ -127,10 +132,12 @@ def test_generation_ranks_and_cached_rerun(tiny_world, world_samples, tmp_path):
     assert sep == io.read_json(tiny_world / "truth.json")["eos_token_id"] != tok.eos_token_id
     kw = dict(n=6, max_new_tokens=12, batch_size=4, seed=7, progress=False)
     full = pipeline.generate_texts(model, tok, **kw)
-    parts = [(list(range(r, 6, 2)),
-              pipeline.generate_texts(model, tok, rank=r, world_size=2, gather=False, **kw))
-             for r in (0, 1)]
-    assert reassemble(parts, 6) == full
+    # two ranks, each computing only its whole batches, merged in unit order
+    work = pipeline.GenerationWork(tok, 6, 12, sep, batch_size=4, seed=7)
+    work.model = model
+    assert work.n_units == 2
+    done = {u: work.compute_unit(u) for r in (0, 1) for u in Ranks(r, 2).units(2)}
+    assert list(work.records(done.__getitem__)) == full
     neutral = pipeline.generate_texts(model, tok, prompt_mode="neutral", **kw)
     assert [r["prompt"] for r in neutral] == list(pipeline.NEUTRAL_PROMPTS)
     assert all(r["text"].startswith(r["prompt"]) for r in neutral)

@@ -179,13 +179,39 @@ def test_corrupt_shards(chunks, tmp_path):
         assert [r["id"] for r in read_jsonl(tmp_path / "o" / f"{cat}.jsonl")] == ids
 
 
-def test_existing_output_needs_overwrite(chunks, tmp_path):
+def test_output_policy(chunks, tmp_path):
     root, _ = chunks
-    sp.fetch_category_samples(root, 2, tmp_path / "o")
-    with pytest.raises(InputError, match="overwrite"):
-        sp.fetch_category_samples(root, 2, tmp_path / "o")
+    first = sp.fetch_category_samples(root, 2, tmp_path / "o")
+    files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "o").iterdir()}
+    assert "fetch_category_samples.done.json" in files
+    # the same inputs and flags: skipped, nothing rewritten, the statistics returned
+    assert sp.fetch_category_samples(root, 2, tmp_path / "o") == first
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "o").iterdir()} == files
+    with pytest.raises(InputError, match="n_per_category 2 -> 3.*overwrite"):
+        sp.fetch_category_samples(root, 3, tmp_path / "o")
     sp.fetch_category_samples(root, 3, tmp_path / "o", overwrite=True)
     assert len(read_jsonl(tmp_path / "o" / "c4.jsonl")) == 3
+    # an output some other tool wrote (no completion marker) is never replaced silently
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "c4.jsonl").write_text("{}\n")
+    with pytest.raises(InputError, match="without a completion marker"):
+        sp.fetch_category_samples(root, 2, tmp_path / "p")
+
+
+def test_ranks_give_the_bytes_of_one(chunks, tmp_path):
+    from anatomy.execution import Ranks
+
+    root, _ = chunks
+    one = sp.fetch_category_samples(root, 4, tmp_path / "one", seed=3)
+    for w in (2, 3):
+        out = tmp_path / f"w{w}"
+        results = [sp.fetch_category_samples(root, 4, out, seed=3, ranks=Ranks(r, w))
+                   for r in range(w)]
+        assert results[:-1] == [None] * (w - 1) and results[-1] == one
+        assert not any(out.glob("*.parts"))  # merged parts are removed
+        for f in (tmp_path / "one").glob("*.json*"):
+            if f.name != "fetch_category_samples.done.json":
+                assert (out / f.name).read_bytes() == f.read_bytes(), f.name
 
 
 def test_no_shards_is_input_error(tmp_path):

@@ -203,7 +203,7 @@ class MiaWork:
         return self.plan.n_units
 
     def compute_unit(self, u: int) -> dict[str, Any]:
-        from anatomy.lm import pack_token_stats, token_stats
+        from anatomy.lm import batch_token_stats, pack_token_stats
         from anatomy.mia.emmia import conditional_lls
 
         kind, i = self.plan.locate(u)
@@ -213,9 +213,7 @@ class MiaWork:
                                            progress=False)}
         model, ids, batch = ((self.model, self.ids, self.score_batches[i]) if kind == "score"
                              else (self.ref_model, self.ref_ids, self.ref_batches[i]))
-        stats = token_stats(model, [ids[j] for j in batch], batch_size=len(batch),
-                            progress=False)
-        return pack_token_stats(stats)
+        return pack_token_stats(batch_token_stats(model, ids, batch))
 
     def _stats(self, kind: str, load) -> list:
         from anatomy.lm import unpack_token_stats
@@ -317,7 +315,7 @@ class MiaRun:
     dataset: str
     out_dir: Path
     status: str  # skipped (up to date) | merged | part (other ranks still running)
-    metrics: dict[str, Any] | None = None  # the metrics.json document when final
+    metrics: dict[str, Any] | None = None  # metrics.json, in the process that reports it
 
 
 def versions() -> dict[str, str]:
@@ -339,14 +337,6 @@ def run_dir(output_dir: io.PathLike, dataset: str, model: io.PathLike,
             revision: str | None) -> Path:
     """``OUTPUT_DIR/DATASET/<revision, else the model's base name>``."""
     return Path(output_dir) / dataset / (revision or Path(str(model).rstrip("/")).name)
-
-
-def _model_source(name: str, revision: str | None) -> str:
-    """What identifies a checkpoint: its local folder (hashed), else the hub name."""
-    p = Path(name)
-    if p.is_dir():
-        return str(p / revision) if revision and (p / revision).is_dir() else str(p)
-    return name
 
 
 class _MiaStep:
@@ -390,7 +380,13 @@ def run_mia(datasets: str | Sequence[str], *, data_dir: io.PathLike = "data",
     ``target_model`` defaults to the miniworld's ``WORLD/model``.
     """
     from anatomy.execution import Ranks, fingerprint, run_step
-    from anatomy.lm import load_causal_lm, load_tokenizer, resolve_device, resolve_revision
+    from anatomy.lm import (
+        load_causal_lm,
+        load_tokenizer,
+        model_source,
+        resolve_device,
+        resolve_revision,
+    )
 
     ranks = ranks or Ranks()
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
@@ -435,8 +431,8 @@ def run_mia(datasets: str | Sequence[str], *, data_dir: io.PathLike = "data",
                       "dtype": dtype, "device": dev.type, "seed": seed,
                       "prefix_block": prefix_block, "ks": list(work.ks)}
             fp = fingerprint("run_mia", {"dataset": path,
-                                         "model": _model_source(target_model, rev),
-                                         "ref_model": (_model_source(ref_model, ref_rev)
+                                         "model": model_source(target_model, rev),
+                                         "ref_model": (model_source(ref_model, ref_rev)
                                                        if ref_model else None)}, params)
             config = {"dataset": d, "data_file": str(path), "model": str(target_model),
                       "ref_model": ref_model, **params, "n_examples": len(recs),
@@ -453,7 +449,7 @@ def run_mia(datasets: str | Sequence[str], *, data_dir: io.PathLike = "data",
             out = run_dir(output_dir, d, target_model, rev)
             res = run_step(_MiaStep(work, out, fp, config), ranks, overwrite=overwrite,
                            merge_only=merge, prepare=prepare, show_progress=progress)
-            doc = io.read_json(out / "metrics.json") if res.final else None
+            doc = io.read_json(out / "metrics.json") if res.lead else None
             results.append(MiaRun(d, out, res.status, doc))
         target.clear()  # free this checkpoint before loading the next
     return results

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from anatomy import io
+from anatomy import execution, io
 from anatomy.mia import clustering, pool, sampling
 
 log = logging.getLogger("anatomy")
@@ -38,23 +38,43 @@ class SampleResult:
     skipped: bool = False
 
 
+def sample_fingerprint(data, *, step_start: int, step_end: int, sample_start: int,
+                       sample_end: int, seed: int, eos_id: int, tokenizer: str | None
+                       ) -> execution.Fingerprint:
+    """What an interval file depends on: the config, data order, tokenizer, B, EOS and seed."""
+    return execution.fingerprint(
+        "sample", {"config": data.config.path, "data_order": data.order.source,
+                   "tokenizer": tokenizer},
+        {"step_start": step_start, "step_end": step_end, "sample_start": sample_start,
+         "sample_end": sample_end, "seed": seed, "batch_size": data.batch_size,
+         "eos_id": eos_id})
+
+
 def run_sample(data, decode, *, step_start: int, step_end: int, sample_start: int,
                sample_end: int, seed: int, eos_id: int, out_dir: str | Path, model_name: str,
-               overwrite: bool = False) -> SampleResult:
+               tokenizer: str | None = None, overwrite: bool = False) -> SampleResult:
     """Draw positions as published, fetch and split their instances, write the JSONL.
 
     ``data`` is an :class:`anatomy.olmo_data.OlmoData`. Writes ``{S0}:{S1}.jsonl`` and
     ``{S0}:{S1}.failures.jsonl`` (one record per position whose fetch failed, never
-    dropped). An existing output is kept (a rerun of a bash loop resumes) unless
+    dropped), then the marker ``{S0}:{S1}.jsonl.done.json`` with the fingerprint (config,
+    data order, ``tokenizer``, B, EOS id, seed). A rerun with the same fingerprint is
+    skipped (a bash loop resumes); one with another B or seed is refused, unless
     ``overwrite``.
     """
     folder = sample_dir(out_dir, model_name, step_start, step_end)
     out = folder / f"{sample_start}:{sample_end}.jsonl"
     fail_path = folder / f"{sample_start}:{sample_end}.failures.jsonl"
-    if out.exists() and not overwrite:
-        return SampleResult(out, 0, 0, 0, skipped=True)
     if not 0 <= step_start < step_end:
         raise io.InputError(None, f"need 0 <= step_start < step_end, got {step_start}:{step_end}")
+    fp = sample_fingerprint(data, step_start=step_start, step_end=step_end,
+                            sample_start=sample_start, sample_end=sample_end, seed=seed,
+                            eos_id=eos_id, tokenizer=tokenizer)
+    output = execution.Output.file(out, fail_path)
+    if not execution.check_output(output, fp, overwrite):
+        s = execution.recorded_summary(output)
+        return SampleResult(out, s.get("positions", 0), s.get("records", 0),
+                            s.get("failures", 0), skipped=True)
     n_steps = data.n_steps
     if step_end > n_steps:
         raise io.InputError(data.order.source, f"the data order holds {n_steps} steps of "
@@ -65,52 +85,110 @@ def run_sample(data, decode, *, step_start: int, step_end: int, sample_start: in
                                                 decode)
     io.write_jsonl(fail_path, failures)
     io.write_jsonl(out, records)
+    summary = {"positions": len(positions), "records": len(records),
+               "failures": len(failures)}
+    execution.mark_output(output, fp, summary)
     return SampleResult(out, len(positions), len(records), len(failures))
 
 
 def run_filter(*, data_dir: str | Path, model_name: str, member_steps: tuple[int, int],
                nonmember_steps: tuple[int, int], num_data: int, max_length: int,
-               batch_size: int, overwrite: bool = False) -> tuple[Path, int]:
-    """The balanced pool ``data/{model}_{L}_{N}.jsonl`` (members first)."""
+               batch_size: int, overwrite: bool = False) -> tuple[Path, int, bool]:
+    """The balanced pool ``data/{model}_{L}_{N}.jsonl`` (members first).
+
+    Returns ``(path, records, skipped)``; the output policy of :mod:`anatomy.execution`
+    (inputs: the two sample folders' interval files).
+    """
     out = Path(data_dir) / f"{pool_name(model_name, max_length, num_data)}.jsonl"
-    if out.exists() and not overwrite:
-        raise io.InputError(out, "output exists (pass --overwrite to replace it)")
-    recs = pool.build_pool(sample_dir(data_dir, model_name, *member_steps),
-                           sample_dir(data_dir, model_name, *nonmember_steps), num_data,
-                           max_length, batch_size, member_steps, nonmember_steps)
+    mem_dir = sample_dir(data_dir, model_name, *member_steps)
+    non_dir = sample_dir(data_dir, model_name, *nonmember_steps)
+    fp = execution.fingerprint(
+        "filter", {"member_samples": mem_dir, "nonmember_samples": non_dir},
+        {"member_steps": member_steps, "nonmember_steps": nonmember_steps,
+         "num_data": num_data, "max_length": max_length, "batch_size": batch_size})
+    output = execution.Output.file(out)
+    if not execution.check_output(output, fp, overwrite):
+        return out, execution.recorded_summary(output).get("records", 0), True
+    recs = pool.build_pool(mem_dir, non_dir, num_data, max_length, batch_size, member_steps,
+                           nonmember_steps)
     io.write_jsonl(out, recs)
-    return out, len(recs)
+    execution.mark_output(output, fp, {"records": len(recs)})
+    return out, len(recs), False
 
 
 def read_texts(path: str | Path) -> list[dict[str, Any]]:
     return io.read_jsonl(path, required=("input", "label"))
 
 
+class _VecsStep:
+    """Pool embeddings as units: fixed batches of the length-sorted plan, rows by index."""
+
+    name = "generate_vecs"
+
+    def __init__(self, texts: list[str], out: Path, fp: execution.Fingerprint, *,
+                 batch_size: int, max_length: int, instruction: str):
+        from anatomy.lm import length_batches
+
+        self.texts, self.max_length, self.instruction = texts, max_length, instruction
+        self.output = execution.Output.file(out)
+        self.fingerprint = fp
+        # embed_texts groups by the character length of instruction + text: so do the units
+        self.batches = length_batches([len(instruction + t) for t in texts], batch_size)
+        self.n_units = len(self.batches)
+        self.embedder = None  # set by prepare
+
+    def compute_unit(self, u: int) -> dict[str, Any]:
+        from anatomy.lm import embed_texts
+
+        batch = self.batches[u]
+        vecs = embed_texts(self.embedder, [self.texts[i] for i in batch], batch_size=len(batch),
+                           max_length=self.max_length, instruction=self.instruction,
+                           progress=False)
+        return {"rows": np.asarray(batch, dtype=np.int64), "vecs": vecs}
+
+    def merge(self, load) -> dict[str, Any]:
+        out = self.output.files[0]
+        if self.n_units == 0:
+            io.save_npy(out, np.zeros((0, 0), np.float32))
+            return {"shape": [0, 0]}
+        first = load(0)
+        shape = (len(self.texts), first["vecs"].shape[1])
+        with io.atomic_npy(out, shape, np.float32) as arr:
+            for u in range(self.n_units):
+                part = first if u == 0 else load(u)
+                arr[part["rows"]] = part["vecs"]
+        return {"shape": list(shape)}
+
+
 def run_vecs(*, data_dir: str | Path, dataset_name: str, model: str | None, max_length: int,
-             batch_size: int, instruction: str, device: str | None,
-             overwrite: bool = False, progress: bool = True) -> tuple[Path, tuple[int, int]]:
+             batch_size: int, instruction: str, device: str | None, ranks=None,
+             overwrite: bool = False, merge: bool = False, progress: bool = True
+             ) -> execution.StepResult:
     """Embed the pool's texts: ``data/vecs/{dataset_name}.npy``, rows in pool order.
 
-    Under torchrun each rank embeds a strided shard; rank 0 writes the gathered rows, which
-    equal a one-rank run (each text's embedding does not depend on its batch mates beyond
-    floating-point padding effects, which the attention mask removes).
+    Units are whole batches of the length-sorted plan, so any number of ``ranks`` writes the
+    bytes of one; the embedder is loaded only by a rank with units to compute.
     """
     from anatomy import lm
 
+    ranks = ranks or execution.Ranks()
     out = Path(data_dir) / "vecs" / f"{dataset_name}.npy"
-    if out.exists() and not overwrite:
-        raise io.InputError(out, "output exists (pass --overwrite to replace it)")
-    texts = [r["input"] for r in read_texts(Path(data_dir) / f"{dataset_name}.jsonl")]
-    emb = lm.load_embedder(model, device=device)
-    rank, world = lm.dist_info()
-    idx = lm.shard_indices(len(texts), rank, world)
-    vecs = lm.embed_texts(emb, [texts[i] for i in idx], batch_size=batch_size,
-                          max_length=max_length, instruction=instruction, progress=progress)
-    rows = lm.gather_ordered(list(vecs), idx, len(texts))
-    arr = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-    if rank == 0:
-        io.save_npy(out, arr)
-    return out, arr.shape
+    src = Path(data_dir) / f"{dataset_name}.jsonl"
+    texts = [r["input"] for r in read_texts(src)]
+    dev = lm.resolve_device(device, ranks.local_rank)
+    emb_src = str(lm.default_embedder_path()) if model is None else model
+    fp = execution.fingerprint(
+        "generate_vecs", {"pool": src, "embedder": emb_src},
+        {"max_length": max_length, "batch_size": batch_size, "instruction": instruction,
+         "device": dev.type, "precision": lm.resolve_precision(dev)})
+    step = _VecsStep(texts, out, fp, batch_size=batch_size, max_length=max_length,
+                     instruction=instruction)
+
+    def prepare():
+        step.embedder = lm.load_embedder(model, device=str(dev))
+
+    return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
+                              prepare=prepare, show_progress=progress)
 
 
 def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, num_data: int,
@@ -124,12 +202,19 @@ def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, nu
     if len(vecs) != len(recs):
         raise io.InputError(Path(data_dir) / "vecs" / f"{name}.npy",
                             f"{len(vecs)} vectors for {len(recs)} pool records")
-    outs = {s: Path(data_dir) / f"{model_name}_{max_length}_{num_sample}_{s}.jsonl"
-            for s in clustering.SPLITS}
-    if not overwrite:
-        for p in outs.values():
-            if p.exists():
-                raise io.InputError(p, "output exists (pass --overwrite to replace it)")
+    stem = Path(data_dir) / f"{model_name}_{max_length}_{num_sample}"
+    outs = {s: Path(f"{stem}_{s}.jsonl") for s in clustering.SPLITS}
+    stats_path = Path(f"{stem}_stats.json")
+    output = execution.Output([*outs.values(), Path(f"{stem}.png"), stats_path],
+                              Path(f"{stem}_splits.done.json"))
+    fp = execution.fingerprint(
+        "clustering", {"pool": Path(data_dir) / f"{name}.jsonl",
+                       "vecs": Path(data_dir) / "vecs" / f"{name}.npy"},
+        {"num_sample": num_sample, "num_cluster": num_cluster,
+         "min_inter_dist": min_inter_dist, "min_cross_dist": min_cross_dist, "seed": seed,
+         "niter": niter})
+    if not execution.check_output(output, fp, overwrite):
+        return io.read_json(stats_path)
     labels = np.array([int(r["label"]) for r in recs])
     splits = clustering.build_splits(vecs, labels, num_sample, num_cluster, min_inter_dist, seed,
                                      min_cross_dist, niter=niter, random_seed=seed)
@@ -137,9 +222,9 @@ def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, nu
     for s in clustering.SPLITS:
         io.write_jsonl(outs[s], clustering.split_records(recs, splits[s]))
         stats.append(splits[s].stats())
-    stem = Path(data_dir) / f"{model_name}_{max_length}_{num_sample}"
     clustering.plot_distance_histogram(vecs, labels, f"{stem}.png")
-    io.write_json(Path(data_dir) / f"{model_name}_{max_length}_{num_sample}_stats.json", stats)
+    io.write_json(stats_path, stats)
+    execution.mark_output(output, fp)
     return stats
 
 
@@ -154,11 +239,19 @@ def control_splits(world_dir: str | Path, data_dir: str | Path, min_count: int =
       controls (``planted`` = 0), for AUROC by exposure count.
     """
     from anatomy.lm import load_tokenizer
-    from anatomy.world.truth import World
+    from anatomy.truth import World
 
     w = World.open(world_dir)
+    name = w.name
+    outs = {"control": Path(data_dir) / f"{name}_control.jsonl",
+            "planted": Path(data_dir) / f"{name}_planted.jsonl"}
+    fp = execution.fingerprint("control_split", {"truth": w.root / "truth.json",
+                                                 "tokenizer": w.root / "tokenizer"},
+                               {"min_count": min_count})
+    output = execution.Output.file(outs["control"], outs["planted"])
+    if not execution.check_output(output, fp, overwrite):
+        return outs
     tok = load_tokenizer(w.root / "tokenizer")
-    name = f"miniworld-{w.truth['preset']['name']}"
 
     def rec(row: dict, label: int, planted: int) -> dict:
         text = tok.decode(w.doc_tokens(row["doc"]).tolist())
@@ -167,11 +260,7 @@ def control_splits(world_dir: str | Path, data_dir: str | Path, min_count: int =
 
     controls = [rec(r, 0, 0) for r in w.planted("mia_control")]
     mia = [rec(r, 1, r["planted"]) for r in w.planted("mia")]
-    outs = {"control": Path(data_dir) / f"{name}_control.jsonl",
-            "planted": Path(data_dir) / f"{name}_planted.jsonl"}
-    for p in outs.values():
-        if p.exists() and not overwrite:
-            raise io.InputError(p, "output exists (pass --overwrite to replace it)")
     io.write_jsonl(outs["control"], [r for r in mia if r["planted"] >= min_count] + controls)
     io.write_jsonl(outs["planted"], mia + controls)
+    execution.mark_output(output, fp)
     return outs

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from anatomy.progress import progress
 from anatomy.io import InputError
+from anatomy.progress import progress
 
 log = logging.getLogger("anatomy")
 Fetched = np.ndarray | Exception

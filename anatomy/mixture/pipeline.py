@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,14 @@ NEUTRAL_PROMPTS = ("The", "In", "This", "A", "#", "1")
 # generation
 
 
-def separator_id(model, tokenizer) -> int:
+def separator_id(model_or_config, tokenizer) -> int:
     """The document separator the LM was trained with: the model config's ``eos_token_id``.
 
     For OLMo (and the miniworld) this is the id written between documents (OLMo-7B: 50279),
     not the tokenizer's ``eos_token`` (id 0); the tokenizer's is the fallback.
     """
-    eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+    cfg = getattr(model_or_config, "config", model_or_config)
+    eos = getattr(cfg, "eos_token_id", None)
     if isinstance(eos, list | tuple):
         eos = eos[0] if eos else None
     if eos is None:
@@ -62,44 +63,97 @@ def _group_seed(seed: int, group: int) -> int:
     return int(np.random.SeedSequence([seed, group]).generate_state(1, np.uint32)[0])
 
 
+class GenerationWork:
+    """``n`` sampled texts as units: one fixed :func:`anatomy.lm.generate` batch each.
+
+    ``unconditional``: every sample starts right after the document separator ``sep`` (a
+    fresh document) and ends before the next one. ``neutral``: the ``n`` samples are split
+    into consecutive blocks, one per :data:`NEUTRAL_PROMPTS` entry, each block continuing
+    ``separator + prompt`` (the prompt is kept in ``text``). Sample ``i`` of a block draws
+    from its own generator, so units can run on any rank in any order.
+    """
+
+    def __init__(self, tokenizer, n: int, max_new_tokens: int, sep: int, batch_size: int = 16,
+                 seed: int = 0, prompt_mode: str = "unconditional", temperature: float = 1.0,
+                 top_k: int | None = None):
+        from anatomy.lm import generation_batches
+
+        if prompt_mode not in ("unconditional", "neutral"):
+            raise InputError(None, f"unknown prompt mode {prompt_mode!r} (unconditional, "
+                                   "neutral)")
+        self.tokenizer, self.n, self.max_new_tokens, self.sep = tokenizer, n, max_new_tokens, sep
+        self.batch_size, self.temperature, self.top_k = batch_size, temperature, top_k
+        if prompt_mode == "unconditional":
+            groups = [("", n)]
+        else:
+            sizes = [len(a) for a in np.array_split(np.arange(n), len(NEUTRAL_PROMPTS))]
+            groups = [(p, k) for p, k in zip(NEUTRAL_PROMPTS, sizes, strict=True) if k > 0]
+        self.groups = []
+        for g, (prompt, size) in enumerate(groups):
+            ids = [sep] + (tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt
+                           else [])
+            seed_g = seed if prompt_mode == "unconditional" else _group_seed(seed, g)
+            self.groups.append((prompt, size, ids, seed_g))
+        self.units = [(g, b) for g, (_, size, _, _) in enumerate(self.groups)
+                      for b in range(len(generation_batches(size, batch_size)))]
+        self.n_units = len(self.units)
+        self.model = None  # set before units are computed
+
+    def compute_unit(self, u: int) -> dict[str, Any]:
+        from anatomy.lm import generate
+
+        g, b = self.units[u]
+        prompt, size, ids, seed_g = self.groups[g]
+        toks = generate(self.model, self.tokenizer, size, self.max_new_tokens,
+                        batch_size=self.batch_size, seed=seed_g, prompt_ids=ids,
+                        temperature=self.temperature, top_k=self.top_k, stop_id=self.sep,
+                        batches=[b], progress=False)
+        return {"records": [{"text": prompt + self.tokenizer.decode(t, skip_special_tokens=True),
+                             "prompt": prompt, "n_tokens": len(t)} for t in toks]}
+
+    def records(self, load) -> Iterator[dict[str, Any]]:
+        for u in range(self.n_units):
+            yield from load(u)["records"]
+
+
 def generate_texts(model, tokenizer, n: int, max_new_tokens: int, batch_size: int = 16,
                    seed: int = 0, prompt_mode: str = "unconditional",
                    stop_id: int | None = None, temperature: float = 1.0,
-                   top_k: int | None = None, rank: int = 0, world_size: int = 1,
-                   gather: bool = True, progress: bool = True) -> list[dict[str, Any]]:
-    """``n`` sampled texts ``{"text", "prompt", "n_tokens"}`` in sample order.
+                   top_k: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """``n`` sampled texts ``{"text", "prompt", "n_tokens"}`` in sample order, in this process
+    (:class:`GenerationWork`'s units, the ones ``run_labelshift.py``'s ranks share)."""
+    from anatomy.progress import progress as bar
 
-    ``unconditional``: every sample starts right after the document separator (a fresh
-    document) and ends before the next one. ``neutral``: the ``n`` samples are split into
-    consecutive blocks, one per :data:`NEUTRAL_PROMPTS` entry, each block continuing
-    ``separator + prompt`` (the prompt is kept in ``text``). Sampling is
-    :func:`anatomy.lm.generate` (one generator per sample), so rank ``rank`` of
-    ``world_size`` computes its strided share and, with ``gather``, all ranks return the
-    same list a single process would.
-    """
-    from anatomy.lm import gather_ordered, generate, shard_indices
-
-    if prompt_mode not in ("unconditional", "neutral"):
-        raise InputError(None, f"unknown prompt mode {prompt_mode!r} (unconditional, neutral)")
     sep = separator_id(model, tokenizer) if stop_id is None else int(stop_id)
-    if prompt_mode == "unconditional":
-        groups = [("", n)]
-    else:
-        sizes = [len(a) for a in np.array_split(np.arange(n), len(NEUTRAL_PROMPTS))]
-        groups = [(p, s) for p, s in zip(NEUTRAL_PROMPTS, sizes, strict=True) if s > 0]
-    out: list[dict[str, Any]] = []
-    for g, (prompt, size) in enumerate(groups):
-        ids = [sep] + (tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt
-                       else [])
-        mine = shard_indices(size, rank, world_size)
-        seed_g = seed if prompt_mode == "unconditional" else _group_seed(seed, g)
-        toks = generate(model, tokenizer, size, max_new_tokens, batch_size=batch_size,
-                        seed=seed_g, prompt_ids=ids, temperature=temperature, top_k=top_k,
-                        stop_id=sep, indices=mine, progress=progress) if mine else []
-        recs = [{"text": prompt + tokenizer.decode(t, skip_special_tokens=True),
-                 "prompt": prompt, "n_tokens": len(t)} for t in toks]
-        out += gather_ordered(recs, mine, size) if gather else recs
-    return out
+    work = GenerationWork(tokenizer, n, max_new_tokens, sep, batch_size, seed, prompt_mode,
+                          temperature, top_k)
+    work.model = model
+    done = {u: work.compute_unit(u) for u in bar(range(work.n_units), "generate", "batch",
+                                                work.n_units, None if progress else True)}
+    return list(work.records(done.__getitem__))
+
+
+class _GenerationStep:
+    name = "generate"
+
+    def __init__(self, work: GenerationWork, out: Path, fp):
+        from anatomy.execution import Output
+
+        self.work, self.fingerprint = work, fp
+        self.output = Output.file(out)
+        self.n_units = work.n_units
+        self.compute_unit = work.compute_unit
+
+    def merge(self, load) -> dict[str, Any]:
+        lens = []
+
+        def recs():
+            for r in self.work.records(load):
+                lens.append(r["n_tokens"])
+                yield r
+
+        io.write_jsonl(self.output.files[0], recs())
+        return {"n": len(lens), "mean_tokens": float(np.mean(lens)) if lens else 0.0}
 
 
 def read_generations(path: PathLike) -> list[str]:
@@ -124,6 +178,10 @@ def estimate_all(logits_val: np.ndarray, y_val: np.ndarray, logits_tgt: np.ndarr
     return {m: ls.estimate_priors(m, logits_val, y_val, logits_tgt) for m in methods}
 
 
+LABELSHIFT_FILES = ("summary.json", "summary.csv")
+LABELSHIFT_PLOTS = ("confusion_matrix.png", "priors.png", "pbar_vs_ctpi.png")
+
+
 def run_labelshift(samples_dir: PathLike, output_dir: PathLike, run_name: str, *,
                    target_model: str | None = None, revision: str | None = None,
                    classifier: str = "tfidf", merge_web: bool = False,
@@ -134,28 +192,29 @@ def run_labelshift(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
                    stop_id: int | None = None, temperature: float = 1.0,
                    top_k: int | None = None, val_fraction: float = 0.3,
                    max_per_class: int | None = 5000, dtype: str = "float32",
-                   device: str | None = None, encoder_epochs: int = 3,
-                   overwrite: bool = False, plots: bool = True,
+                   device: str | None = None, encoder_epochs: int = 3, ranks=None,
+                   overwrite: bool = False, merge: bool = False, plots: bool = True,
                    progress: Callable | None = None) -> dict[str, Any] | None:
     """Estimate the category mixture of ``target_model``'s generations; write ``O/X/``.
 
-    Writes ``generations.jsonl`` (unless reading ``cached_generations``), ``summary.json``
-    (``priors`` = the chosen estimator with bootstrap point/mean/ci_lo/ci_hi; ``estimates``
-    = every estimator's point estimate; confusion matrices, p-bar, condition numbers,
-    calibration, config), ``summary.csv``, ``estimators/<method>/summary.json`` (one folder
-    per estimator, so ``benchmark_evaluation.py --compare O/X/estimators/*`` scores them all)
-    and, with ``plots``, ``confusion_matrix.png``, ``priors.png``, ``pbar_vs_ctpi.png``.
-    Returns the summary (``None`` on torchrun ranks > 0, which only generate).
+    Writes ``generations.jsonl`` (unless reading ``cached_generations``; a sharded step:
+    ``ranks`` share whole generation batches and the last to finish merges), then, in the
+    process that has every generation, ``summary.json`` (``priors`` = the chosen estimator
+    with bootstrap point/mean/ci_lo/ci_hi; ``estimates`` = every estimator's point estimate;
+    confusion matrices, p-bar, condition numbers, calibration, config), ``summary.csv``,
+    ``estimators/<method>/summary.json`` (one folder per estimator, so
+    ``benchmark_evaluation.py --compare O/X/estimators/*`` scores them all) and, with
+    ``plots``, ``confusion_matrix.png``, ``priors.png``, ``pbar_vs_ctpi.png``. Both outputs
+    follow the fingerprint policy of :mod:`anatomy.execution`. Returns the summary, or
+    ``None`` in a process that only generated its part.
     """
-    from anatomy.lm import dist_info
+    from anatomy import execution
+    from anatomy.lm import model_source, resolve_device
 
+    ranks = ranks or execution.Ranks()
     if estimator not in ls.METHODS:
         raise InputError(None, f"unknown estimator {estimator!r} ({', '.join(ls.METHODS)})")
-    rank, world_size = dist_info()
     out = Path(output_dir) / run_name
-    summary_path = out / "summary.json"
-    if summary_path.exists() and not overwrite:
-        raise InputError(summary_path, "output exists (pass --overwrite to replace it)")
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in {
         "local_samples_dir": samples_dir, "classifier": classifier, "merge_web": merge_web,
         "target_model": target_model, "hf_revision": revision, "num_prompts": num_prompts,
@@ -164,32 +223,66 @@ def run_labelshift(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
         "estimator": estimator, "n_boot": n_boot, "ci": ci, "seed": seed,
         "val_fraction": val_fraction, "max_per_class": max_per_class,
         "batch_size": batch_size}.items()}
+    gen_path = out / "generations.jsonl"
 
     # 1. generations first: a missing model fails before the classifier is trained
-    if cached_generations is not None:
-        if rank > 0:  # nothing to share out
-            return None
-        texts = read_generations(cached_generations)
-        gen_stats = {"source": str(cached_generations), "n": len(texts)}
-    else:
+    gen_step = None
+    if cached_generations is None:
         if target_model is None:
             raise InputError(None, "no target model (pass --target_model or "
                                    "--use_cached_generations)")
-        from anatomy.lm import load_causal_lm, load_tokenizer
+        from anatomy.lm import load_model_config, load_tokenizer
 
-        model = load_causal_lm(target_model, revision=revision, dtype=dtype, device=device)
         tok = load_tokenizer(target_model, revision=revision)
-        recs = generate_texts(model, tok, num_prompts, max_new_tokens, batch_size, seed,
-                              prompt_mode, stop_id, temperature, top_k, rank, world_size)
-        if rank > 0:
+        sep = separator_id(load_model_config(target_model, revision), tok) \
+            if stop_id is None else int(stop_id)
+        dev = resolve_device(device, ranks.local_rank)
+        work = GenerationWork(tok, num_prompts, max_new_tokens, sep, batch_size, seed,
+                              prompt_mode, temperature, top_k)
+        gen_fp = execution.fingerprint(
+            "generate", {"model": model_source(target_model, revision)},
+            {"revision": revision, "num_prompts": num_prompts,
+             "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
+             "prompt_mode": prompt_mode, "stop_id": sep, "temperature": temperature,
+             "top_k": top_k, "dtype": dtype, "device": dev.type})
+        gen_step = _GenerationStep(work, gen_path, gen_fp)
+        est_inputs = {"samples": samples_dir, "generations": None}
+        config["generation_fingerprint"] = gen_fp.digest()
+    else:
+        est_inputs = {"samples": samples_dir, "generations": cached_generations}
+    names = [*LABELSHIFT_FILES, *(f"estimators/{m}/summary.json" for m in ls.METHODS),
+             *(LABELSHIFT_PLOTS if plots else ())]
+    est_out = execution.Output.folder(out, names)
+    est_fp = execution.fingerprint("labelshift", est_inputs,
+                                   {**config, "encoder_epochs": encoder_epochs,
+                                    "plots": plots})
+    state, diffs = execution.output_state(est_out, est_fp)
+    if state == "done" and not overwrite:
+        log.info("%s: up to date (same inputs and flags), skipped; --overwrite to redo", out)
+        return io.read_json(out / "summary.json") if ranks.rank == 0 else None
+    if state in ("differs", "unmarked") and not overwrite:
+        execution.check_output(est_out, est_fp, overwrite)  # raises, naming what differs
+
+    if gen_step is not None:
+        from anatomy.lm import load_causal_lm
+
+        def prepare():
+            work.model = load_causal_lm(target_model, revision=revision, dtype=dtype,
+                                        device=str(dev))
+
+        res = execution.run_step(gen_step, ranks, overwrite=overwrite, merge_only=merge,
+                                 prepare=prepare)
+        if not res.lead:
             return None
-        io.write_jsonl(out / "generations.jsonl", recs)
-        texts = [r["text"] for r in recs]
-        lens = np.array([r["n_tokens"] for r in recs])
-        gen_stats = {"source": str(out / "generations.jsonl"), "n": len(texts),
-                     "mean_tokens": float(lens.mean()) if lens.size else 0.0,
-                     "stop_id": separator_id(model, tok) if stop_id is None else stop_id}
-        del model
+        texts = read_generations(gen_path)
+        gen_stats = {"source": str(gen_path), "n": len(texts),
+                     "mean_tokens": res.summary.get("mean_tokens"), "stop_id": sep}
+    else:
+        if ranks.rank > 0:  # nothing to share out
+            return None
+        texts = read_generations(cached_generations)
+        gen_stats = {"source": str(cached_generations), "n": len(texts)}
+    execution.check_output(est_out, est_fp, overwrite=True)  # removes a stale marker
     kept = [t for t in texts if t.strip()]
     gen_stats["n_empty_dropped"] = len(texts) - len(kept)
     if not kept:
@@ -209,6 +302,7 @@ def run_labelshift(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
                                progress=progress)
     summary = _labelshift_summary(config, cats, trained, Zv, yv, Zt, ests, boot, gen_stats)
     _write_labelshift(out, summary, ests, cats, plots)
+    execution.mark_output(est_out, est_fp, {"estimator": estimator})
     return summary
 
 
@@ -338,29 +432,69 @@ def _labelshift_plots(out: Path, s: dict, cats: list[str]) -> None:
 # Min-K%++ membership rates
 
 
+class MinkppWork:
+    """Min-K%++ (k = ``100 * mink_ratio``) of each text's first ``max_tokens`` tokens, as units.
+
+    The membership pipeline's code: :func:`anatomy.lm.tokenize_texts` (no BOS), one batch of
+    the :func:`anatomy.lm.length_batches` plan per unit (:func:`anatomy.lm.batch_token_stats`,
+    padding masked) and :func:`anatomy.scores.min_k_plus_plus`. Texts of fewer than 2 tokens
+    score NaN. Batches never depend on the number of ranks, so neither do the scores, even
+    with bf16 or int8 weights (dynamic int8 quantises activations per batch).
+    """
+
+    def __init__(self, tokenizer, texts: Sequence[str], mink_ratio: float = 0.1,
+                 max_tokens: int = 128, batch_size: int = 16):
+        from anatomy.lm import length_batches, tokenize_texts
+
+        if not 0 < mink_ratio <= 1:
+            raise InputError(None, f"--mink_ratio must be in (0, 1], got {mink_ratio}")
+        self.k = 100.0 * mink_ratio
+        self.ids = tokenize_texts(tokenizer, list(texts), max_tokens)
+        self.batches = length_batches([len(t) for t in self.ids], batch_size)
+        self.n_units = len(self.batches)
+        self.model = None  # set before units are computed
+
+    def compute_unit(self, u: int) -> dict[str, Any]:
+        from anatomy.lm import batch_token_stats
+        from anatomy.scores import min_k_plus_plus
+
+        batch = self.batches[u]
+        stats = batch_token_stats(self.model, self.ids, batch)
+        sc = [min_k_plus_plus(s.logprob, s.mean, s.var, self.k) if len(s) else np.nan
+              for s in stats]
+        return {"rows": np.asarray(batch, np.int64), "scores": np.asarray(sc, np.float64)}
+
+    def scores(self, load) -> np.ndarray:
+        out = np.full(len(self.ids), np.nan)
+        for u in range(self.n_units):
+            part = load(u)
+            out[part["rows"]] = part["scores"]
+        return out
+
+
 def minkpp_scores(model, tokenizer, texts: Sequence[str], mink_ratio: float = 0.1,
                   max_tokens: int = 128, batch_size: int = 16, progress: bool = True
                   ) -> np.ndarray:
-    """Min-K%++ (k = ``100 * mink_ratio``) of each text's first ``max_tokens`` tokens.
+    """:class:`MinkppWork`'s scores of ``texts``, every unit computed in this process."""
+    from anatomy.progress import progress as bar
 
-    The membership pipeline's code: :func:`anatomy.lm.tokenize_texts` (no BOS),
-    :func:`anatomy.lm.token_stats` (batched, padding masked) and
-    :func:`anatomy.scores.min_k_plus_plus`. Sharded over torchrun ranks; every rank gets
-    all scores in input order. Texts of fewer than 2 tokens score NaN.
-    """
-    from anatomy.lm import dist_info, gather_ordered, shard_indices, token_stats, tokenize_texts
-    from anatomy.scores import min_k_plus_plus
+    work = MinkppWork(tokenizer, texts, mink_ratio, max_tokens, batch_size)
+    work.model = model
+    done = {u: work.compute_unit(u) for u in bar(range(work.n_units), "score", "batch",
+                                                work.n_units, None if progress else True)}
+    return work.scores(done.__getitem__)
 
-    if not 0 < mink_ratio <= 1:
-        raise InputError(None, f"--mink_ratio must be in (0, 1], got {mink_ratio}")
-    rank, world_size = dist_info()
-    mine = shard_indices(len(texts), rank, world_size)
-    ids = tokenize_texts(tokenizer, [texts[i] for i in mine], max_tokens)
-    stats = token_stats(model, ids, batch_size=batch_size, progress=progress)
-    k = 100.0 * mink_ratio
-    sc = [min_k_plus_plus(s.logprob, s.mean, s.var, k) if len(s) else float("nan")
-          for s in stats]
-    return np.asarray(gather_ordered(sc, mine, len(texts)), dtype=np.float64)
+
+class _MinkppStep:
+    name = "run_minkpp_mix"
+
+    def __init__(self, work: MinkppWork, output, fp, finish: Callable[[np.ndarray], dict]):
+        self.work, self.output, self.fingerprint, self.finish = work, output, fp, finish
+        self.n_units = work.n_units
+        self.compute_unit = work.compute_unit
+
+    def merge(self, load) -> dict[str, Any]:
+        return self.finish(self.work.scores(load))
 
 
 def _pool_sizes(samples_dir: Path, counts: Mapping[str, int], merge_web: bool
@@ -416,32 +550,20 @@ def world_reference_nonmembers(world: PathLike, n_per_category: int = 200
                                ) -> list[dict[str, Any]]:
     """Known non-members for a miniworld: corpus documents the world never trained on.
 
-    Re-reads the world's corpus (same sources and seed as ``build_world``) and keeps
-    documents that never entered the token stream (not in ``truth/docs.jsonl.gz``) and are
-    not in the pools, i.e. text of the right category that is certainly not a member and
-    not one of the scored samples. They come mostly from files the world read past its
-    budget or never read, so their distribution differs slightly from the pools'. This
-    uses the world's ground truth; on real models supply your own known non-members (e.g.
-    text published after the training cut-off).
+    The builder's ``truth/unseen.jsonl.gz`` (:meth:`anatomy.truth.World.unseen`): per
+    category, documents that never entered the token stream and are not in the pools, i.e.
+    text of the right category that is certainly not a member and not one of the scored
+    samples. They come mostly from files the world read past its budget or never read, so
+    their distribution differs slightly from the pools'. This uses the world's ground truth;
+    on real models supply your own known non-members (e.g. text published after the
+    training cut-off).
     """
-    from anatomy.world.corpus import iter_category
+    from anatomy.truth import World
 
-    w = Path(world)
-    truth = io.read_json(w / "truth.json")
-    seen = {(r["source"], r["part"]) for r in io.iter_jsonl(w / "truth" / "docs.jsonl.gz")}
-    pool_texts = set()
-    for shard in truth["pools"]["shards"]:
-        pool_texts.update(r["text"].strip() for r in io.iter_jsonl(w / "pools" / shard))
-    out = []
-    for cat in truth["categories"]:
-        got = 0
-        for d, _src, _sha in iter_category(cat, truth["seed"]):
-            if (d.source, d.part) in seen or d.text.strip() in pool_texts or not d.text.strip():
-                continue
-            out.append({"text": d.text, "category": cat, "source": d.source, "part": d.part})
-            got += 1
-            if got >= n_per_category:
-                break
+    w = World.open(world)
+    out = w.unseen(n_per_category)
+    for cat in w.truth["categories"]:
+        got = sum(r["category"] == cat for r in out)
         if got < n_per_category:
             log.warning("%s: only %d never-trained documents available", cat, got)
     return out
@@ -474,6 +596,9 @@ def _normalised(rates: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.divide(m, s, out=np.full_like(m, np.nan), where=s > 0)
 
 
+MINKPP_FILES = ("summary.json", "per_category.csv", "global_mixture.csv", "scores.jsonl")
+
+
 def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *,
                    target_model: str, revision: str | None = None, merge_web: bool = False,
                    mink_ratio: float = 0.1, max_tokens: int = 128, half: bool = False,
@@ -481,8 +606,8 @@ def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
                    world: PathLike | None = None, n_reference: int = 200,
                    n_boot: int = 200, ci: float = 0.90, seed: int = 0, batch_size: int = 16,
                    max_per_class: int | None = None, storey_lambda: float = 0.5,
-                   device: str | None = None, overwrite: bool = False,
-                   progress: bool = True) -> dict[str, Any] | None:
+                   device: str | None = None, ranks=None, overwrite: bool = False,
+                   merge: bool = False, progress: bool = True) -> dict[str, Any] | None:
     """Membership rate per category from Min-K%++ scores; their pool-weighted mixture.
 
     Rates: the GMM rate (:func:`anatomy.mixture.gmm.membership_rate_gmm`'s point) always;
@@ -495,40 +620,38 @@ def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
     normalised per round). Writes ``summary.json`` (``global_mixture_over_sampled_pool``,
     ``per_category``, ``priors``), ``per_category.csv``, ``global_mixture.csv`` and the
     per-sample ``scores.jsonl``. ``half``: fp16 weights on a GPU, bf16 on the CPU;
-    ``int8``: dynamic int8 quantisation (CPU).
+    ``int8``: dynamic int8 quantisation (CPU). The scoring is a sharded step
+    (:class:`MinkppWork`'s batches shared by ``ranks``); the process that merges writes the
+    outputs and returns the summary (others return None).
     """
-    from anatomy.lm import dist_info, load_causal_lm, load_tokenizer, resolve_device
-    from anatomy.mixture import gmm
+    from anatomy import execution
+    from anatomy.lm import load_causal_lm, load_tokenizer, model_source, resolve_device
 
-    rank, _ = dist_info()
+    ranks = ranks or execution.Ranks()
     out = Path(output_dir) / run_name
-    if (out / "summary.json").exists() and not overwrite:
-        raise InputError(out / "summary.json", "output exists (pass --overwrite to replace it)")
     samples = load_category_samples(samples_dir, merge_web=merge_web,
                                     max_per_class=max_per_class, seed=seed)
     cats = samples.categories
     ref_texts: dict[str | None, list[str]] | None = None
     ref_source = None
+    ref_recs = None
     if reference_nonmembers is not None:
         if str(reference_nonmembers) == "world":
             if world is None:
                 raise InputError(None, '--reference_nonmembers world needs --world')
-            recs = world_reference_nonmembers(world, n_reference)
-            if rank == 0:
-                io.write_jsonl(out / "reference_nonmembers.jsonl", recs)
+            ref_recs = world_reference_nonmembers(world, n_reference)
             ref_source = str(out / "reference_nonmembers.jsonl")
-            ref_texts = load_reference_records(recs, cats)
+            ref_texts = load_reference_records(ref_recs, cats)
         else:
             ref_source = str(reference_nonmembers)
             ref_texts = load_reference(reference_nonmembers, cats, merge_web)
 
     if half and int8:
         raise InputError(None, "choose --half or --int8, not both")
+    dev = resolve_device(device, ranks.local_rank)
     dtype = "float32"
     if half:
-        dtype = "float16" if resolve_device(device).type == "cuda" else "bfloat16"
-    model = load_causal_lm(target_model, revision=revision, dtype=dtype, device=device,
-                           int8=int8)
+        dtype = "float16" if dev.type == "cuda" else "bfloat16"
     tok = load_tokenizer(target_model, revision=revision)
     all_texts = list(samples.texts)
     ref_slices: dict[str | None, slice] = {}
@@ -536,10 +659,47 @@ def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
         for c, t in ref_texts.items():
             ref_slices[c] = slice(len(all_texts), len(all_texts) + len(t))
             all_texts += t
-    scores = minkpp_scores(model, tok, all_texts, mink_ratio, max_tokens, batch_size,
-                           progress)
-    if rank > 0:
-        return None
+    work = MinkppWork(tok, all_texts, mink_ratio, max_tokens, batch_size)
+    config = {"local_samples_dir": str(samples_dir), "merge_web": merge_web,
+              "target_model": target_model, "hf_revision": revision, "mink_ratio": mink_ratio,
+              "max_tokens": max_tokens, "half": half, "int8": int8, "dtype": dtype,
+              "reference_nonmembers": ref_source, "n_boot": n_boot, "ci": ci, "seed": seed,
+              "storey_lambda": storey_lambda, "max_per_class": max_per_class}
+    ref_input = None if reference_nonmembers in (None, "world") else reference_nonmembers
+    fp = execution.fingerprint(
+        "run_minkpp_mix", {"samples": samples_dir, "model": model_source(target_model, revision),
+                           "reference": ref_input,
+                           "world": world if reference_nonmembers == "world" else None},
+        {**config, "reference_nonmembers": str(reference_nonmembers), "n_reference": n_reference,
+         "batch_size": batch_size, "device": dev.type})
+    files = [*MINKPP_FILES, *(["reference_nonmembers.jsonl"] if ref_recs is not None else [])]
+    output = execution.Output.folder(out, files)
+
+    def finish(scores: np.ndarray) -> dict[str, Any]:
+        if ref_recs is not None:
+            io.write_jsonl(out / "reference_nonmembers.jsonl", ref_recs)
+        s = _minkpp_summary(scores, samples, ref_texts, ref_slices, sizes_from=samples_dir,
+                            merge_web=merge_web, n_boot=n_boot, ci=ci, seed=seed,
+                            storey_lambda=storey_lambda, config=config)
+        _write_minkpp(out, s, samples, scores[:len(samples.texts)])
+        return {"method": s["method"]}
+
+    def prepare():
+        work.model = load_causal_lm(target_model, revision=revision, dtype=dtype,
+                                    device=str(dev), int8=int8)
+
+    res = execution.run_step(_MinkppStep(work, output, fp, finish), ranks, overwrite=overwrite,
+                             merge_only=merge, prepare=prepare, show_progress=progress)
+    return io.read_json(out / "summary.json") if res.lead else None
+
+
+def _minkpp_summary(scores: np.ndarray, samples, ref_texts, ref_slices, *, sizes_from: PathLike,
+                    merge_web: bool, n_boot: int, ci: float, seed: int, storey_lambda: float,
+                    config: dict[str, Any]) -> dict[str, Any]:
+    """Rates, the global mixture and its intervals from every text's Min-K%++ score."""
+    from anatomy.mixture import gmm
+
+    cats = samples.categories
     n_s = len(samples.texts)
     sample_scores = scores[:n_s]
     by_cat = {c: sample_scores[samples.labels == j] for j, c in enumerate(cats)}
@@ -572,7 +732,7 @@ def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
                        reference_score_mean=float(refs[c].mean()))
         rows.append(row)
 
-    sizes, size_source = _pool_sizes(Path(samples_dir), {c: by_cat[c].size for c in cats},
+    sizes, size_source = _pool_sizes(Path(sizes_from), {c: by_cat[c].size for c in cats},
                                      merge_web)
     w = np.array([sizes[c] for c in cats])
     rng = np.random.default_rng(seed)
@@ -598,11 +758,6 @@ def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
                               "ci_lo": float(mlo[j]), "ci_hi": float(mhi[j])}
                           for j, c in enumerate(cats)}
     primary = "calibrated" if refs is not None else "gmm"
-    config = {"local_samples_dir": str(samples_dir), "merge_web": merge_web,
-              "target_model": target_model, "hf_revision": revision, "mink_ratio": mink_ratio,
-              "max_tokens": max_tokens, "half": half, "int8": int8, "dtype": dtype,
-              "reference_nonmembers": ref_source, "n_boot": n_boot, "ci": ci, "seed": seed,
-              "storey_lambda": storey_lambda, "max_per_class": max_per_class}
     summary = {
         "config": config,
         "categories": cats,
@@ -616,7 +771,6 @@ def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
         "priors": mixtures[primary],
         "mixtures": mixtures,
     }
-    _write_minkpp(out, summary, samples, sample_scores)
     return summary
 
 

@@ -36,7 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anatomy.io import InputError, PathLike, iter_jsonl_numbered, read_yaml, write_json, write_jsonl
+from anatomy.io import (
+    InputError,
+    PathLike,
+    iter_jsonl_numbered,
+    read_json,
+    read_yaml,
+    write_json,
+    write_jsonl,
+)
 
 log = logging.getLogger("anatomy")
 
@@ -169,6 +177,7 @@ class _ShardResult:
     records: int = 0
     too_short: int = 0
     error: tuple[str, int | None] | None = None  # (problem, line)
+    bad_shards: list[str] = field(default_factory=list)  # a rank's skipped shards
 
 
 def _set_name(meta: Any) -> str:
@@ -238,6 +247,55 @@ def _map_tasks(fn: Callable, tasks: list, num_proc: int) -> Iterable:
         yield from pool.imap(fn, tasks, chunksize=1)
 
 
+def _reduce(results: Iterable[_ShardResult], root: PathLike, n: int, dedup: bool,
+            cats: list[str], skip_bad: bool) -> tuple[dict[str, _BottomK], dict[str, Any]]:
+    """Merge shard (or rank) results: bottom-k per category, summed counts, bad shards."""
+    merged = {c: _BottomK(n, dedup) for c in cats}
+    stats: dict[str, Any] = {"records": 0, "too_short": 0, "eligible": dict.fromkeys(cats, 0),
+                             "unmapped": {}, "bad_shards": []}
+    for res in results:
+        if res.error is not None:
+            problem, line = res.error
+            err = InputError(Path(root) / res.relpath, problem, line)
+            if not skip_bad:
+                raise err
+            log.warning("skipping bad shard: %s", err.message)
+            stats["bad_shards"].append(err.message)
+            continue
+        stats["bad_shards"] += res.bad_shards
+        stats["records"] += res.records
+        stats["too_short"] += res.too_short
+        for c, k in res.eligible.items():
+            stats["eligible"][c] += k
+        for name, k in res.unmapped.items():
+            stats["unmapped"][name] = stats["unmapped"].get(name, 0) + k
+        for c, items in res.kept.items():
+            for key, th, rec in items:
+                merged[c].offer(key, th, rec)
+    return merged, stats
+
+
+def _tasks(root: PathLike, shards: list[Shard], mapping: Mapping[str, str], n: int, seed: int,
+           min_chars: int, max_chars: int | None, dedup: bool) -> list[tuple]:
+    return [(str(root), s, mapping, n, seed, min_chars, max_chars, dedup) for s in shards]
+
+
+def _finish(merged: dict[str, _BottomK], stats: dict[str, Any], layout: str, n_shards: int,
+            n_per_category: int) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    cats = sorted(merged)
+    samples = {c: [rec for _, _, rec in merged[c].sorted()] for c in cats}
+    stats = {"layout": layout, "shards": n_shards, "records": stats["records"],
+             "too_short": stats["too_short"], "eligible": stats["eligible"],
+             "kept": {c: len(v) for c, v in samples.items()},
+             "unmapped": dict(sorted(stats["unmapped"].items())),
+             "bad_shards": sorted(stats["bad_shards"])}
+    for c in cats:
+        if stats["kept"][c] < n_per_category:
+            log.warning("%s: only %d of %d requested records available", c,
+                        stats["kept"][c], n_per_category)
+    return samples, stats
+
+
 def sample_categories(root: PathLike, n_per_category: int, seed: int = 42, num_proc: int = 1,
                       mapping: Mapping[str, str] | None = None, skip_bad: bool = False,
                       min_chars: int = 0, max_chars: int | None = None, dedup: bool = True,
@@ -253,74 +311,105 @@ def sample_categories(root: PathLike, n_per_category: int, seed: int = 42, num_p
         raise ValueError("n_per_category must be >= 0")
     mapping = dict(DEFAULT_SET_MAP if mapping is None else mapping)
     layout, shards = find_shards(root, mapping)
-    tasks = [(str(root), s, mapping, n_per_category, seed, min_chars, max_chars, dedup)
-             for s in shards]
-    cats = sorted(set(mapping.values()))
-    merged = {c: _BottomK(n_per_category, dedup) for c in cats}
-    stats: dict[str, Any] = {"layout": layout, "shards": len(shards), "records": 0,
-                             "too_short": 0, "eligible": dict.fromkeys(cats, 0),
-                             "kept": {}, "unmapped": {}, "bad_shards": []}
+    tasks = _tasks(root, shards, mapping, n_per_category, seed, min_chars, max_chars, dedup)
     results = _map_tasks(_sample_shard, tasks, num_proc)
-    for res in (results if progress is None else progress(results, len(tasks))):
-        if res.error is not None:
-            problem, line = res.error
-            err = InputError(Path(root) / res.relpath, problem, line)
-            if not skip_bad:
-                raise err
-            log.warning("skipping bad shard: %s", err.message)
-            stats["bad_shards"].append(err.message)
-            continue
-        stats["records"] += res.records
-        stats["too_short"] += res.too_short
-        for c, k in res.eligible.items():
-            stats["eligible"][c] += k
-        for name, k in res.unmapped.items():
-            stats["unmapped"][name] = stats["unmapped"].get(name, 0) + k
-        for c, items in res.kept.items():
-            for key, th, rec in items:
-                merged[c].offer(key, th, rec)
-    samples = {c: [rec for _, _, rec in merged[c].sorted()] for c in cats}
-    stats["kept"] = {c: len(v) for c, v in samples.items()}
-    stats["unmapped"] = dict(sorted(stats["unmapped"].items()))
-    for c in cats:
-        if stats["kept"][c] < n_per_category:
-            log.warning("%s: only %d of %d requested records available", c,
-                        stats["kept"][c], n_per_category)
-    return samples, stats
+    if progress is not None:
+        results = progress(results, len(tasks))
+    merged, stats = _reduce(results, root, n_per_category, dedup, sorted(set(mapping.values())),
+                            skip_bad)
+    return _finish(merged, stats, layout, len(shards), n_per_category)
+
+
+def _pack(merged: dict[str, _BottomK], stats: dict[str, Any]) -> dict[str, Any]:
+    """A rank's reduction as JSON (text hashes as hex)."""
+    kept = {c: [[k, t.hex() if isinstance(t, bytes) else t, r] for k, t, r in b.sorted()]
+            for c, b in merged.items()}
+    return {"kept": kept, "stats": stats}
+
+
+def _unpack(payload: Mapping[str, Any]) -> _ShardResult:
+    st = payload["stats"]
+    return _ShardResult("", {c: [tuple(x) for x in v] for c, v in payload["kept"].items()},
+                        dict(st["eligible"]), dict(st["unmapped"]), st["records"],
+                        st["too_short"], None, list(st["bad_shards"]))
+
+
+class _FetchStep:
+    """The shards split over ranks; each rank's part is its bottom-k reduction."""
+
+    name = "fetch_category_samples"
+    per_rank = True  # bottom-k of a union = bottom-k of the parts' bottom-k: any grouping
+    n_units = 1
+    world_size = 1
+
+    def __init__(self, root, layout, shards, mapping, n, seed, min_chars, max_chars, dedup,
+                 num_proc, skip_bad, output, fp, files, args, progress):
+        self.root, self.layout, self.shards, self.mapping = root, layout, shards, mapping
+        self.n, self.seed, self.min_chars, self.max_chars = n, seed, min_chars, max_chars
+        self.dedup, self.num_proc, self.skip_bad = dedup, num_proc, skip_bad
+        self.output, self.fingerprint, self.files, self.args = output, fp, files, args
+        self.progress = progress
+        self.cats = sorted(set(mapping.values()))
+
+    def compute_unit(self, u: int) -> dict[str, Any]:
+        mine = self.shards[u::self.world_size]
+        tasks = _tasks(self.root, mine, self.mapping, self.n, self.seed, self.min_chars,
+                       self.max_chars, self.dedup)
+        results = _map_tasks(_sample_shard, tasks, self.num_proc)
+        if self.progress is not None:
+            results = self.progress(results, len(tasks))
+        return _pack(*_reduce(results, self.root, self.n, self.dedup, self.cats,
+                              self.skip_bad))
+
+    def merge(self, load) -> dict[str, Any]:
+        merged, stats = _reduce((_unpack(load(u)) for u in range(self.n_units)), self.root,
+                                self.n, self.dedup, self.cats, self.skip_bad)
+        samples, stats = _finish(merged, stats, self.layout, len(self.shards), self.n)
+        for c, path in self.files.items():
+            write_jsonl(path, samples[c])
+        stats["files"] = {c: p.name for c, p in self.files.items()}
+        write_json(self.output.files[-1], {"args": self.args, "stats": stats})
+        return {"kept": stats["kept"]}
 
 
 def fetch_category_samples(root: PathLike, n_per_category: int, out_dir: PathLike,
                            seed: int = 42, num_proc: int = 1,
                            mapping: str | Mapping[str, str] | None = None,
                            skip_bad: bool = False, min_chars: int = 0,
-                           max_chars: int | None = None, dedup: bool = True,
-                           overwrite: bool = False,
+                           max_chars: int | None = None, dedup: bool = True, ranks=None,
+                           overwrite: bool = False, merge: bool = False,
                            progress: Callable[[Iterable, int], Iterable] | None = None,
-                           ) -> dict[str, Any]:
+                           ) -> dict[str, Any] | None:
     """Sample ``n_per_category`` records per category and write ``OUT/<category>.jsonl``.
 
     Each output record is ``{"id": "SHARD:LINE", "text", "meta": {original meta, parsed},
     "source": {"shard": relpath, "line": n}}``, sorted by sampling key, so reruns (and any
-    ``num_proc``) give byte-identical files. ``text`` is cut to ``max_chars`` when given;
-    records with fewer than ``min_chars`` non-space-stripped characters are not eligible.
-    Also writes ``OUT/fetch_category_samples.meta.json`` (arguments and statistics).
-    Returns the statistics (``kept``, ``eligible``, ``bad_shards``, ``files`` ...).
+    ``num_proc`` or number of ``ranks``) give byte-identical files. ``text`` is cut to
+    ``max_chars`` when given; records with fewer than ``min_chars`` non-space-stripped
+    characters are not eligible. Also writes ``OUT/fetch_category_samples.meta.json``
+    (arguments and statistics). Rank ``r`` of ``W`` reads shards ``r, r + W, ...`` (each
+    with ``num_proc`` processes) and writes its bottom-k as its part; the last rank to finish
+    merges. Returns the statistics (``kept``, ``eligible``, ``bad_shards``, ``files`` ...)
+    in the process that merged (or found the output up to date on rank 0), else None.
     """
+    from anatomy import execution
+
+    ranks = ranks or execution.Ranks()
+    if n_per_category < 0:
+        raise InputError(None, "--n_per_category must be >= 0")
     set_map = parse_set_map(mapping if mapping is not None else None)
     out = Path(out_dir)
     files = {c: out / f"{c}.jsonl" for c in sorted(set(set_map.values()))}
-    if not overwrite:
-        for p in [*files.values(), out / STATS_FILE]:
-            if p.exists():
-                raise InputError(p, "output exists (pass --overwrite to replace it)")
-    samples, stats = sample_categories(root, n_per_category, seed, num_proc, set_map, skip_bad,
-                                       min_chars, max_chars, dedup, progress)
-    for c, path in files.items():
-        write_jsonl(path, samples[c])
-    stats["files"] = {c: p.name for c, p in files.items()}
-    write_json(out / STATS_FILE, {
-        "args": {"n_per_category": n_per_category, "seed": seed, "set_map": set_map,
-                 "skip_bad": skip_bad, "min_chars": min_chars, "max_chars": max_chars,
-                 "dedup": dedup},
-        "stats": stats})
-    return stats
+    layout, shards = find_shards(root, set_map)
+    args = {"n_per_category": n_per_category, "seed": seed, "set_map": set_map,
+            "skip_bad": skip_bad, "min_chars": min_chars, "max_chars": max_chars,
+            "dedup": dedup}
+    fp = execution.fingerprint("fetch_category_samples", {"root": root}, args)
+    output = execution.Output([*files.values(), out / STATS_FILE],
+                              out / "fetch_category_samples.done.json")
+    step = _FetchStep(root, layout, shards, set_map, n_per_category, seed, min_chars,
+                      max_chars, dedup, num_proc, skip_bad, output, fp, files, args, progress)
+    res = execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge)
+    if not res.lead:
+        return None
+    return read_json(out / STATS_FILE)["stats"]

@@ -318,7 +318,9 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
         checkpoints.append({"step": s, "revision": revisions[s], "path": f"model/{revisions[s]}",
                             "tokens": s * B * L, "slots": [0, s * B],
                             "seen_instances": f"truth/seen/step{s}.npy"})
-    pools = _write_pools(tmp, P, docs, doc_tokens, occ_by_doc, heldout, trained_slots, L, rng)
+    pools, pool_docs = _write_pools(tmp, P, docs, doc_tokens, occ_by_doc, heldout,
+                                    trained_slots, L, rng)
+    _write_unseen(tmp, docs, set(occ_by_doc) | pool_docs, seed, max(200, P.pool_size))
     doc_rows = []
     for d in sorted(occ_by_doc):
         occs = occ_by_doc[d]
@@ -353,8 +355,6 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
         "train": {"loss": stats["loss"], "batch_sha1": stats["batch_sha1"]},
     }
     io.write_json(tmp / "truth.json", truth, indent=1)
-    from anatomy.world.truth import write_mixture_spec
-
     write_mixture_spec(tmp)
     timing["total_before_evidence"] = time.time() - t0
     os.replace(tmp, out)
@@ -398,5 +398,52 @@ def _write_pools(root: Path, P: Preset, docs, doc_tokens, occ_by_doc, heldout, t
                                "doc": d, "sha1": _sha1_tokens(doc_tokens[d])})
         io.write_jsonl(root / "pools" / shard, recs)
     io.write_jsonl(root / "truth" / "pool_membership.jsonl", membership)
-    return {"root": "pools", "shards": shards, "membership": "truth/pool_membership.jsonl",
-            "set_names": {set_name(c): c for c in CATEGORIES}, "categories": cats}
+    return ({"root": "pools", "shards": shards, "membership": "truth/pool_membership.jsonl",
+             "set_names": {set_name(c): c for c in CATEGORIES}, "categories": cats},
+            {d for d, _, _ in rows})
+
+
+def _write_unseen(root: Path, docs: list[dict], excluded: set[int], seed: int,
+                  n_per_category: int) -> None:
+    """``truth/unseen.jsonl.gz``: per category, ``n_per_category`` corpus documents that never
+    entered the token stream and are not in the pools (known non-members for pipeline B's
+    calibrated Min-K%++ rate). The corpus is read on past the build's budget, in the same
+    seeded order, so most come from files the world did not use."""
+    from anatomy.truth import UNSEEN
+
+    skip_src = {(docs[d]["source"], docs[d]["part"]) for d in excluded}
+    skip_text = {docs[d]["text"].strip() for d in excluded}
+    out = []
+    for cat in CATEGORIES:
+        got = 0
+        for d, _src, _sha in iter_category(cat, seed):
+            key = d.text.strip()
+            if not key or (d.source, d.part) in skip_src or key in skip_text:
+                continue
+            out.append({"text": d.text, "category": cat, "source": d.source, "part": d.part})
+            got += 1
+            if got >= n_per_category:
+                break
+        if got < n_per_category:
+            log.warning("%s: only %d never-trained documents available", cat, got)
+    io.write_jsonl(root / UNSEEN, out)
+
+
+def write_mixture_spec(root: str | os.PathLike) -> Path:
+    """``truth/mixture_spec.yaml``: the world's training-token mixture in the published
+    ``category_weights`` spec format (pipeline B's ground truth for this world)."""
+    from anatomy.truth import World
+
+    w = World.open(root)
+    t = w.truth
+    spec = {
+        "schema": "category-mixture-v1",
+        "name": f"miniworld-{t['preset']['name']} (seed {t['seed']})",
+        "source": "truth.json mixture: tokens of training steps [0, T3) by category, "
+                  "separators counted with the document they end",
+        "categories": list(t["categories"]),
+        "category_weights": {c: round(v, 6) for c, v in t["mixture"].items()},
+    }
+    path = w.root / "truth" / "mixture_spec.yaml"
+    io.write_yaml(path, spec)
+    return path

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anatomy.world.truth import World
+from anatomy.truth import World
 
 PREFIX = SUFFIX = 32
 

@@ -1,7 +1,8 @@
-"""Read a built miniworld's ground truth: the trained stream, documents, planted passages.
+"""A built miniworld's ground truth, read-only: the trained stream, documents, plants, unseen text.
 
-Everything here is derived from the files on disk (token files, data order, truth.json,
-truth/docs.jsonl.gz), so downstream pipelines and tests use the same known answers.
+Everything here is derived from the files on disk (token files, data order, ``truth.json``,
+``truth/docs.jsonl.gz``, ``truth/unseen.jsonl.gz``), so every pipeline and test reads the same
+known answers without importing the builder (:mod:`anatomy.world`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from anatomy import io
+
+UNSEEN = "truth/unseen.jsonl.gz"
 
 
 @dataclass
@@ -28,6 +31,11 @@ class World:
     @cached_property
     def truth(self) -> dict:
         return io.read_json(self.root / "truth.json")
+
+    @property
+    def name(self) -> str:
+        """``miniworld-{preset}``, the model name the world's outputs carry."""
+        return f"miniworld-{self.truth['preset']['name']}"
 
     @cached_property
     def docs(self) -> dict[int, dict]:
@@ -74,20 +82,23 @@ class World:
                 return self.root / c["path"]
         raise io.InputError(self.root, f"no checkpoint at step {step}")
 
+    def unseen(self, n_per_category: int | None = None) -> list[dict]:
+        """Corpus documents the world never trained on and left out of its pools.
 
-def write_mixture_spec(root: str | Path) -> Path:
-    """``truth/mixture_spec.yaml``: the world's training-token mixture in the published
-    ``category_weights`` spec format (pipeline B's ground truth for this world)."""
-    w = World.open(root)
-    t = w.truth
-    spec = {
-        "schema": "category-mixture-v1",
-        "name": f"miniworld-{t['preset']['name']} (seed {t['seed']})",
-        "source": "truth.json mixture: tokens of training steps [0, T3) by category, "
-                  "separators counted with the document they end",
-        "categories": list(t["categories"]),
-        "category_weights": {c: round(v, 6) for c, v in t["mixture"].items()},
-    }
-    path = w.root / "truth" / "mixture_spec.yaml"
-    io.write_yaml(path, spec)
-    return path
+        ``{"text", "category", "source", "part"}`` records, the first ``n_per_category`` of
+        each category (all with None), in the order the builder wrote them: known
+        non-members of the right category (mostly from files the build read past its token
+        budget, so their distribution differs slightly from the pools').
+        """
+        path = self.root / UNSEEN
+        if not path.is_file():
+            raise io.InputError(path, "this miniworld has no never-trained documents (built "
+                                      "by an older version): rebuild it with build_world.py")
+        got: dict[str, int] = {}
+        out = []
+        for r in io.iter_jsonl(path, required=("text", "category")):
+            k = got.get(r["category"], 0)
+            if n_per_category is None or k < n_per_category:
+                out.append(r)
+                got[r["category"]] = k + 1
+        return out
