@@ -21,7 +21,7 @@ EXAMPLES = """examples:
 
 def build_parser():
     p = cli.parser(__doc__, EXAMPLES)
-    p.add_argument("--preset", default="small", help="tiny | small")
+    p.add_argument("--preset", default="small", help="tiny | micro | small")
     p.add_argument("--out", default=cli.DEFAULT_WORLD, help="output folder")
     p.add_argument("--no_evidence", action="store_true",
                    help="skip measuring what the model learned (evidence.json)")

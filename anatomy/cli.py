@@ -96,11 +96,14 @@ def setup(args: argparse.Namespace) -> None:
     quiet = bool(getattr(args, "quiet", False))
     ranks = None
     if hasattr(args, "world_size"):
+        import dataclasses
+
         from anatomy.execution import apply_threads, resolve_ranks, thread_share
 
         ranks = resolve_ranks(args.rank, args.world_size)
+        ranks = dataclasses.replace(ranks, threads=thread_share(ranks, args.threads))
         args.ranks = ranks
-        apply_threads(thread_share(ranks, args.threads))
+        apply_threads(ranks.threads)
         _progress.set_rank(ranks.rank)
     _progress.set_quiet(quiet)
     level = logging.WARNING if quiet else logging.INFO

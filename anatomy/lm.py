@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,9 @@ class Embedder:
     device: Any
     autocast_dtype: Any  # torch dtype used under torch.autocast, or None for plain fp32
     kind: str  # "mean" or "nv-embed"
+    # fast tokenizers reset their padding/truncation on every call and refuse concurrent
+    # callers ("Already borrowed"): units embedded in threads tokenize one at a time
+    lock: Any = field(default_factory=threading.Lock)
 
 
 def _cpu_bf16_ok() -> bool:
@@ -399,8 +403,10 @@ def embed_texts(embedder: Embedder, texts: Sequence[str], batch_size: int = 64,
         batches = length_batches([len(t) for t in inputs], batch_size)
         vecs = None
         for idx in _progress(batches, "embed", "batch", len(batches), progress):
-            enc = embedder.tokenizer([inputs[i] for i in idx], padding=True, truncation=True,
-                                     max_length=max_length, return_tensors="pt")
+            with embedder.lock:
+                enc = embedder.tokenizer([inputs[i] for i in idx], padding=True,
+                                         truncation=True, max_length=max_length,
+                                         return_tensors="pt")
             enc = {k: v.to(embedder.device) for k, v in enc.items()}
             try:
                 with torch.inference_mode(), _autocast(embedder):

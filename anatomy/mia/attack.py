@@ -351,6 +351,7 @@ class _MiaStep:
         self.output = Output.folder(out, ["scores.jsonl", "metrics.json"])
         self.n_units = work.n_units
         self.compute_unit = work.compute_unit
+        self.on_cpu = config["device"] == "cpu"
 
     def merge(self, load) -> dict[str, Any]:
         rows, metrics = self.work.finish(load)

@@ -183,6 +183,7 @@ def run_vecs(*, data_dir: str | Path, dataset_name: str, model: str | None, max_
          "device": dev.type, "precision": lm.resolve_precision(dev)})
     step = _VecsStep(texts, out, fp, batch_size=batch_size, max_length=max_length,
                      instruction=instruction)
+    step.on_cpu = dev.type == "cpu"
 
     def prepare():
         step.embedder = lm.load_embedder(model, device=str(dev))

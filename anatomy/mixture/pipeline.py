@@ -246,6 +246,7 @@ def run_labelshift(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
              "prompt_mode": prompt_mode, "stop_id": sep, "temperature": temperature,
              "top_k": top_k, "dtype": dtype, "device": dev.type})
         gen_step = _GenerationStep(work, gen_path, gen_fp)
+        gen_step.on_cpu = dev.type == "cpu"
         est_inputs = {"samples": samples_dir, "generations": None}
         config["generation_fingerprint"] = gen_fp.digest()
     else:
@@ -688,8 +689,10 @@ def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
         work.model = load_causal_lm(target_model, revision=revision, dtype=dtype,
                                     device=str(dev), int8=int8)
 
-    res = execution.run_step(_MinkppStep(work, output, fp, finish), ranks, overwrite=overwrite,
-                             merge_only=merge, prepare=prepare, show_progress=progress)
+    step = _MinkppStep(work, output, fp, finish)
+    step.on_cpu = dev.type == "cpu"
+    res = execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
+                             prepare=prepare, show_progress=progress)
     return io.read_json(out / "summary.json") if res.lead else None
 
 

@@ -381,6 +381,9 @@ def _write_pools(root: Path, P: Preset, docs, doc_tokens, occ_by_doc, heldout, t
                          and all(o.kind == "regular" for o in occs)
                          and all((o.offset + o.length) // L < trained_slots for o in occs))
         n_tr = round(P.pool_rates[c] * P.pool_size)
+        if n_tr > len(trained):
+            raise RuntimeError(f"corpus too small: the pool of {c} needs {n_tr} documents seen "
+                               f"once in training, the stream holds {len(trained)}")
         pick = [trained[i] for i in sorted(rng.choice(len(trained), n_tr, replace=False))]
         rows += [(d, c, True) for d in pick] + [(d, c, False) for d in heldout[c]]
         cats[c] = {"set_name": set_name(c), "n": n_tr + len(heldout[c]), "n_trained": n_tr,

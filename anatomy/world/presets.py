@@ -72,6 +72,12 @@ PRESETS = {
                    mia_counts=(1, 2, 16, 48), mia_per_count=10, mem_dense=(4, 64, 20),
                    mem_spread=(4, 16), mem_late=(2, 48, 10), n_templates=8, pool_size=60,
                    pool_rates=_RATES),
+    # seconds to build: for smoke tests of the builder itself (too small to learn much)
+    "micro": Preset(name="micro", vocab_size=1024, seq_len=128, batch_size=8, member_end=4,
+                    steps=40, d_model=64, n_layers=2, n_heads=2, lr=2e-3, mixture=_MIXTURE,
+                    mia_counts=(1, 4), mia_per_count=4, mem_dense=(2, 8, 4),
+                    mem_spread=(2, 4), mem_late=(1, 8, 4), n_templates=2, pool_size=10,
+                    pool_rates=_RATES),
     "small": Preset(name="small", vocab_size=4096, seq_len=128, batch_size=16, member_end=200,
                     steps=900, d_model=256, n_layers=4, n_heads=4, lr=2e-3, mixture=_MIXTURE,
                     mia_counts=(1, 2, 4, 8, 16, 32), mia_per_count=16, mem_dense=(8, 128, 100),
