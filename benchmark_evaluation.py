@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_benchmark(args.compare or [args.results_dir], args.ground_truth, tol=args.tol,
                          out_dir=args.output_dir, plots=not args.no_plots,
                          report=not args.no_report, pool_priors=args.pool_priors,
-                         merge=True if args.merge_web else None, field=args.estimate)
+                         merge=True if args.merge_web else None, field=args.estimate,
+                         overwrite=args.overwrite)
     print(f"{len(rows[0]['categories'])} categories: {', '.join(rows[0]['categories'])}")
     print(format_table(rows), end="")
     if not (args.no_plots and args.no_report):

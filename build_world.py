@@ -8,7 +8,6 @@ and truth.json recording everything (mixture, seen instances, planted duplicates
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from anatomy import cli
@@ -32,16 +31,16 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup(args)
-    from pathlib import Path
-
-    from anatomy.world.build import build_world
+    from anatomy.world.build import build_world_once
     from anatomy.world.presets import get_preset
 
     preset = get_preset(args.preset)
-    if args.overwrite and Path(args.out).exists():
-        shutil.rmtree(args.out)
     t = time.time()
-    truth = build_world(preset, args.out, seed=args.seed, progress=cli.progress)
+    truth = build_world_once(preset, args.out, seed=args.seed, progress=cli.progress,
+                             overwrite=args.overwrite)
+    if truth is None:
+        print(f"{args.out}: miniworld {preset.name} (seed {args.seed}) is up to date, kept")
+        return 0
     print(f"miniworld {preset.name} -> {args.out} in {time.time() - t:.0f}s "
           f"({truth['model']['n_params'] / 1e6:.2f}M params, final loss "
           f"{truth['model']['final_loss']:.2f})")

@@ -35,7 +35,7 @@ def build_parser():
                         "names (minkpp_20); default all")
     p.add_argument("--count_field", default="planted",
                    help="integer record field for AUROC by count")
-    p.add_argument("--quiet", action="store_true", help="warnings only")
+    cli.add_run_args(p, seed=None, world=False)
     return p
 
 
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from anatomy.mia.table import make_tables
 
     print(make_tables(args.results_dir, args.datasets, metric=args.metric, out=args.out,
-                      methods=args.methods, count_field=args.count_field))
+                      methods=args.methods, count_field=args.count_field,
+                      overwrite=args.overwrite))
     return 0
 
 

@@ -255,6 +255,15 @@ def test_make_table_cells(tmp_path, capsys):
     assert (r / "table_tpr1.md").is_file()
     with pytest.raises(InputError, match="no results for this dataset"):
         make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_nope"])
+    # the output policy: same results and flags leave the files; new results are refused
+    args = ["--results_dir", str(r), "--datasets", "w_64_100_easy", "w_64_100_hard"]
+    mtime = (r / "table.md").stat().st_mtime_ns
+    assert make_table.main(args) == 0 and (r / "table.md").stat().st_mtime_ns == mtime
+    _fake_run(r, "w_64_100_hard", "step40-tokens3K", {"loss": 0.56, "minkpp_20": 0.549})
+    with pytest.raises(InputError, match=r"input w_64_100_hard/step40-tokens3K/metrics.json"):
+        make_table.main(args)
+    assert make_table.main(args + ["--overwrite"]) == 0
+    assert "| Loss | **75.0** | **56.0** | 61.2 |" in (r / "table.md").read_text()
 
 
 def test_auroc_by_count(tmp_path, capsys):

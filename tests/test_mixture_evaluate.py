@@ -258,7 +258,14 @@ def test_run_benchmark_writes_report_and_plots(tmp_path, runs):
     for png in ("comparison.png", "errors.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = (out / "report.md").read_bytes()
-    ev.run_benchmark(runs, spec, out_dir=out, plots=False,
+    mtime = (out / "report.md").stat().st_mtime_ns
+    ev.run_benchmark(runs, spec, tol=0.02, out_dir=out,
+                     pool_priors=ROOT / "bench/specs/slimpajama.yaml")
+    assert (out / "report.md").stat().st_mtime_ns == mtime  # same inputs: left alone
+    with pytest.raises(InputError, match="plots true -> false"):
+        ev.run_benchmark(runs, spec, out_dir=out, plots=False,
+                         pool_priors=ROOT / "bench/specs/slimpajama.yaml")
+    ev.run_benchmark(runs, spec, out_dir=out, plots=False, overwrite=True,
                      pool_priors=ROOT / "bench/specs/slimpajama.yaml")
     assert (out / "report.md").read_bytes() == before  # deterministic
 

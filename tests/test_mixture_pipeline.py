@@ -192,3 +192,12 @@ def test_run_minkpp_mix_int8(tiny_world, world_samples, tmp_path):
     assert [r["category"] for r in stored] == [sc.categories[j] for j in sc.labels]
     assert [r["minkpp"] for r in stored] == pytest.approx(direct[:len(sc.texts)], abs=1e-6)
     json.dumps(s)  # the summary is plain JSON
+    # the output policy: the same run is skipped (its summary returned), another is refused
+    again = pipeline.run_minkpp_mix(samples, tmp_path, "mk", target_model=str(tiny_world /
+                                    "model"), int8=True, reference_nonmembers=ref, n_boot=10,
+                                    seed=0, max_per_class=10, progress=False)
+    assert again == json.loads((out / "summary.json").read_text())
+    with pytest.raises(InputError, match="mink_ratio 0.1 -> 0.2"):
+        pipeline.run_minkpp_mix(samples, tmp_path, "mk", target_model=str(tiny_world /
+                                "model"), int8=True, reference_nonmembers=ref, n_boot=10,
+                                seed=0, max_per_class=10, mink_ratio=0.2, progress=False)

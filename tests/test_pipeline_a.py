@@ -157,6 +157,45 @@ def test_short_pool_is_one_clear_error(run_a, tiny_world):
     assert not (d / "miniworld-tiny_64_100000.jsonl").exists()
 
 
+def test_construction_scripts_follow_the_output_policy(run_a, tiny_world, capsys):
+    """Each script: the same flags skip (files untouched), another flag is refused naming it,
+    --overwrite recomputes the same bytes."""
+    d, f = run_a
+    w = ["--world", str(tiny_world), "--quiet"]
+    pool = ["--member_step_start", "0", "--member_step_end", str(f["T1"]),
+            "--nonmember_step_start", str(f["T2"]), "--nonmember_step_end", str(f["T3"]),
+            "--num_data", "40", "--max_length", "64", "--data_dir", str(d)]
+    split = ["--model_name", "miniworld-tiny", "--max_length", "64", "--num_data", "40",
+             "--num_sample", "10", "--num_cluster", "2", "--data_dir", str(d), "--quiet"]
+    cases = [  # (script, its flags, output, a changed flag, the difference it names)
+        (sample_script, [*w, "--step_start", "0", "--step_end", str(f["T1"]),
+                         "--sample_start", "0", "--sample_end", "40", "--out_dir", str(d)],
+         d / f"sample/miniworld-tiny_step0:{f['T1']}/0:40.jsonl", ["--batch_size", "15"],
+         "batch_size 16 -> 15"),
+        (sample_script, [*w, "--step_start", "0", "--step_end", str(f["T1"]),
+                         "--sample_start", "0", "--sample_end", "40", "--out_dir", str(d)],
+         d / f"sample/miniworld-tiny_step0:{f['T1']}/0:40.jsonl", ["--seed", "7"],
+         "seed 42 -> 7"),
+        (filter_script, [*w, *pool], d / f"{f['pool']}.jsonl", ["--batch_size", "8"],
+         "batch_size 16 -> 8"),
+        (vecs_script, ["--dataset_name", f["pool"], "--data_dir", str(d), "--quiet"],
+         d / "vecs" / f"{f['pool']}.npy", ["--max_length", "128"], "max_length 256 -> 128"),
+        (clustering_script, split, d / "miniworld-tiny_64_10_hard.jsonl",
+         ["--min_inter_dist", "0.5"], "min_inter_dist 0.6 -> 0.5"),
+        (control_script, [*w, "--data_dir", str(d)], d / "miniworld-tiny_control.jsonl",
+         ["--min_count", "4"], "min_count 8 -> 4"),
+    ]
+    for script, args, out, change, diff in cases:
+        before = (out.read_bytes(), out.stat().st_mtime_ns)
+        assert script.main(args) == 0
+        assert (out.read_bytes(), out.stat().st_mtime_ns) == before, script.__name__
+        with pytest.raises(Exception, match=diff + r".*pass --overwrite"):
+            script.main(args + change)
+        assert script.main(args + ["--overwrite"]) == 0
+        assert out.read_bytes() == before[0] and out.stat().st_mtime_ns != before[1]
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("script", ["sample", "filter", "generate_vecs", "clustering",
                                     "control_split", "build_world"])
 def test_help(script):
@@ -174,12 +213,12 @@ def control_results(run_a, tiny_world, tiny_truth):
     d, _ = run_a
     res = d / "results"
     ckpts = [tiny_truth["checkpoints"][0], tiny_truth["checkpoints"][-1]]
-    for step in (c["step"] for c in ckpts):
-        for ds in ("miniworld-tiny_control", "miniworld-tiny_planted"):
-            assert run_mia.main(["--world", str(tiny_world), "--dataset", ds, "--data_dir",
-                                 str(d), "--step", str(step), "--output_dir", str(res),
-                                 "--methods", "loss", "zlib", "mink", "minkpp", "emmia",
-                                 "--n_prefix", "16", "--quiet"]) == 0
+    # every (dataset, checkpoint) pair from one process, each model loaded once
+    assert run_mia.main(["--world", str(tiny_world), "--dataset", "miniworld-tiny_control",
+                         "miniworld-tiny_planted", "--data_dir", str(d), "--step",
+                         *(str(c["step"]) for c in ckpts), "--output_dir", str(res),
+                         "--methods", "loss", "zlib", "mink", "minkpp", "emmia",
+                         "--n_prefix", "16", "--quiet"]) == 0
     assert make_table.main(["--results_dir", str(res), "--datasets", "miniworld-tiny_control",
                             "miniworld-tiny_planted", "--quiet"]) == 0
     out = {}

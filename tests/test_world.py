@@ -194,14 +194,22 @@ def test_build_world_cli_bad_preset_exits_2(tmp_path):
 def test_two_builds_are_identical(tmp_path):
     """Every file of two builds (checkpoints included) is byte-identical. On the micro preset
     (the same code path as tiny, seconds instead of a minute of training)."""
+    import build_world as script
     from anatomy.world.build import build_world
     from anatomy.world.presets import get_preset
 
     a, b = tmp_path / "a", tmp_path / "b"
-    for w in (a, b):
-        build_world(get_preset("micro"), w, seed=3)
+    args = ["--preset", "micro", "--seed", "3", "--out", str(a), "--no_evidence", "--quiet"]
+    assert script.main(args) == 0  # the script: the world plus its done.json marker
+    build_world(get_preset("micro"), b, seed=3)
     a_files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     b_files = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert a_files == b_files and len(a_files) > 40
-    different = [str(p) for p in a_files if not filecmp.cmp(a / p, b / p, shallow=False)]
+    assert sorted(map(str, a_files)) == sorted(["done.json", *map(str, b_files)])
+    assert len(b_files) > 40
+    different = [str(p) for p in b_files if not filecmp.cmp(a / p, b / p, shallow=False)]
     assert different == []
+    # the output policy: the same preset and seed keep the world, another seed is refused
+    mtime = (a / "truth.json").stat().st_mtime_ns
+    assert script.main(args) == 0 and (a / "truth.json").stat().st_mtime_ns == mtime
+    with pytest.raises(InputError, match=r"seed 3 -> 4 \(pass --overwrite"):
+        script.main(args[:3] + ["4"] + args[4:])

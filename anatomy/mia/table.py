@@ -301,28 +301,52 @@ def by_count_plot(bc: ByCount, path: io.PathLike) -> None:
 
 def make_tables(results_dir: io.PathLike, datasets: Sequence[str], metric: str = "auroc",
                 out: io.PathLike | None = None, methods: Sequence[str] | None = None,
-                count_field: str = "planted") -> str:
+                count_field: str = "planted", overwrite: bool = False) -> str:
     """Write ``OUT.md``, ``OUT.csv``, ``OUT.png`` (default OUT: RESULTS/table, or
     RESULTS/table_{metric} for other metrics) and, for every dataset whose records carry
-    ``count_field``, ``RESULTS/DATASET/by_{field}.{md,csv,png}``; returns all Markdown."""
+    ``count_field``, ``RESULTS/DATASET/by_{field}.{md,csv,png}``; returns all Markdown.
+
+    The files follow the output policy of :mod:`anatomy.execution` (inputs: every
+    ``metrics.json`` and ``scores.jsonl`` read; marker ``OUT.done.json``): the same inputs
+    and flags leave them untouched, others are refused unless ``overwrite``.
+    """
+    from anatomy import execution
+
     results_dir = Path(results_dir)
     if out is None:
         slug = "" if metric == "auroc" else "_" + re.sub(r"[^0-9a-z]+", "", metric)
         out = results_dir / f"table{slug}"
     t = build_table(results_dir, datasets, metric, methods)
     md = table_markdown(t)
-    io.write_text(f"{out}.md", md + "\n")
-    io.write_text(f"{out}.csv", table_csv(t))
-    table_heatmap(t, f"{out}.png")
-    parts = [md]
+    counts = {}
     for d in datasets:
         bc = auroc_by_count(results_dir, d, count_field)
-        if bc is None or not bc.counts or not bc.auroc:
-            continue
+        if bc is not None and bc.counts and bc.auroc:
+            counts[d] = bc
+    inputs = {f"{d}/{p.parent.name}/{p.name}": p for d in datasets
+              for name in ("metrics.json", "scores.jsonl")
+              for p in sorted((results_dir / d).glob(f"*/{name}"))}
+    fp = execution.fingerprint("make_table", inputs, {"datasets": list(datasets),
+                                                      "metric": metric, "methods": methods,
+                                                      "count_field": count_field})
+    files = [Path(f"{out}.{x}") for x in ("md", "csv", "png")]
+    files += [results_dir / d / f"by_{count_field}.{x}" for d in counts
+              for x in ("md", "csv", "png")]
+    output = execution.Output(files, Path(f"{out}.done.json"))
+    write = execution.check_output(output, fp, overwrite)
+    if write:
+        io.write_text(f"{out}.md", md + "\n")
+        io.write_text(f"{out}.csv", table_csv(t))
+        table_heatmap(t, f"{out}.png")
+    parts = [md]
+    for d, bc in counts.items():
         base = results_dir / d / f"by_{count_field}"
         text = by_count_markdown(bc)
-        io.write_text(f"{base}.md", text + "\n")
-        io.write_text(f"{base}.csv", by_count_csv(bc))
-        by_count_plot(bc, f"{base}.png")
+        if write:
+            io.write_text(f"{base}.md", text + "\n")
+            io.write_text(f"{base}.csv", by_count_csv(bc))
+            by_count_plot(bc, f"{base}.png")
         parts.append(f"AUROC x100 by {count_field} count, {d}:\n\n{text}")
+    if write:
+        execution.mark_output(output, fp)
     return "\n\n".join(parts)

@@ -391,6 +391,9 @@ def _details(r: Mapping) -> list[str]:
     return out + [""]
 
 
+PLOTS = ("comparison.png", "errors.png")
+
+
 def write_report(rows: Sequence[Mapping], out_dir: PathLike, title: str = "ground truth",
                  plots: bool = True, report: bool = True) -> list[Path]:
     """Write ``report.md`` (tables, definitions) and ``comparison.png`` / ``errors.png``.
@@ -469,10 +472,14 @@ def _savefig(fig, path: Path) -> Path:
 def run_benchmark(result_paths: Sequence[PathLike], spec_path: PathLike, tol: float = 0.02,
                   out_dir: PathLike | None = "benchmark_output", plots: bool = True,
                   report: bool = True, pool_priors: PathLike | None = None,
-                  merge: bool | None = None, field: str = "point") -> list[dict]:
+                  merge: bool | None = None, field: str = "point",
+                  overwrite: bool = False) -> list[dict]:
     """Load the spec, the estimates and the optional pool; compare; write the report.
 
-    Method names are the run folders' names (made unique with ``#2``, ``#3`` ...).
+    Method names are the run folders' names (made unique with ``#2``, ``#3`` ...). The
+    report follows the output policy of :mod:`anatomy.execution` (inputs: the run folders'
+    summaries and the specs): unchanged inputs leave it untouched, other inputs or flags are
+    refused unless ``overwrite``.
     """
     truth = load_spec(spec_path)
     pool = load_spec(pool_priors) if pool_priors else None
@@ -486,5 +493,17 @@ def run_benchmark(result_paths: Sequence[PathLike], spec_path: PathLike, tol: fl
         results[name] = est
     rows = compare(results, truth, pool, tol, merge)
     if out_dir is not None and (plots or report):
-        write_report(rows, out_dir, Path(spec_path).stem, plots, report)
+        from anatomy import execution
+
+        files = ([Path(out_dir) / "report.md"] if report else []) + \
+            ([Path(out_dir) / f for f in PLOTS] if plots else [])
+        output = execution.Output(files, Path(out_dir) / "benchmark_evaluation.done.json")
+        inputs = {f"estimate{i}": p for i, p in enumerate(result_paths)}
+        fp = execution.fingerprint(
+            "benchmark_evaluation", {**inputs, "ground_truth": spec_path,
+                                     "pool_priors": pool_priors},
+            {"tol": tol, "merge": merge, "field": field, "plots": plots, "report": report})
+        if execution.check_output(output, fp, overwrite):
+            write_report(rows, out_dir, Path(spec_path).stem, plots, report)
+            execution.mark_output(output, fp)
     return rows

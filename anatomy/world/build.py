@@ -364,6 +364,38 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     return truth
 
 
+def world_fingerprint(preset: Preset, seed: int):
+    """What a built world records in ``WORLD/done.json``: the preset, the seed, our version.
+
+    (The corpus also depends on the installed packages' files; ``corpus/manifest.json``
+    lists every one with its sha256.)"""
+    from anatomy import execution
+
+    return execution.fingerprint("build_world", {}, {"preset": preset.to_dict(), "seed": seed})
+
+
+def build_world_once(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=None,
+                     overwrite: bool = False) -> dict | None:
+    """:func:`build_world` under the output policy of :mod:`anatomy.execution`.
+
+    A world built from the same preset and seed (its ``done.json``) is kept and None
+    returned; another preset or seed, or a folder without the marker, is refused unless
+    ``overwrite`` (which removes the folder first).
+    """
+    from anatomy import execution
+
+    out = Path(out)
+    fp = world_fingerprint(preset, seed)
+    output = execution.Output.folder(out, ["truth.json", "config.yaml"])
+    if not execution.check_output(output, fp, overwrite):
+        return None
+    if out.exists():
+        shutil.rmtree(out)
+    truth = build_world(preset, out, seed=seed, progress=progress)
+    execution.mark_output(output, fp, {"n_params": truth["model"]["n_params"]})
+    return truth
+
+
 def _revision(step: int, batch_size: int, seq_len: int) -> str:
     from anatomy.world.train import revision_name
 
