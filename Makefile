@@ -4,6 +4,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 WORLD ?= data/world
 PRESET ?= small
+PARTS ?= AB
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -21,7 +22,7 @@ world: $(STAMP)
 	test -f $(WORLD)/truth.json || $(PY) build_world.py --preset $(PRESET) --out $(WORLD)
 
 demo: world
-	WORLD=$(WORLD) PY=$(PY) bash demo.sh
+	WORLD=$(WORLD) PY=$(PY) bash demo.sh $(PARTS)
 
 test: $(STAMP)
 	TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q tests

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # make demo: every pipeline end to end on the miniworld, the way a user runs them from a shell.
 # Expects the world at $WORLD (make demo builds it) and the venv's python at $PY.
+# `bash demo.sh A` (or B) runs one pipeline's part alone. Every step records a fingerprint of
+# its inputs and flags, so a second run skips what is done: rm -rf $OUT to redo everything.
 set -euo pipefail
+PARTS=${1:-AB}
 PY=${PY:-.venv/bin/python}
 WORLD=${WORLD:-data/world}
 OUT=${OUT:-data/demo}
@@ -13,7 +16,7 @@ SECONDS=0
 # facts of the world (steps, checkpoints, name) from its config
 read -r NAME T1 T2 T3 CKPTS < <($PY - "$WORLD" <<'EOF'
 import sys
-from anatomy.olmo_data import load_olmo_config
+from anatomy.olmo_config import load_olmo_config
 c = load_olmo_config(sys.argv[1] + "/config.yaml")
 m, n = c.extra["member_steps"], c.extra["nonmember_steps"]
 steps = sorted(c.checkpoints)[:4]   # the four targets: T1, 2T1, 3T1, T2
@@ -25,6 +28,7 @@ cat "$WORLD/evidence.json" >/dev/null 2>&1 && $PY -c "
 from anatomy.world.evidence import format_evidence; import json
 print(format_evidence(json.load(open('$WORLD/evidence.json'))))"
 
+if [[ $PARTS == *A* ]]; then
 echo
 echo "== A. OLMoMIA: sample (disjoint jobs) -> filter -> vecs -> clustering -> attacks"
 L=64; N=${DEMO_POOL:-400}; M=${DEMO_SPLIT:-100}; K=${DEMO_CLUSTERS:-2}
@@ -38,37 +42,38 @@ for s in 0 400 800; do      # non-members: their documents are sparser (fewer sh
 done
 $PY filter.py --world "$WORLD" --member_step_start 0 --member_step_end "$T1" \
     --nonmember_step_start "$T2" --nonmember_step_end "$T3" --num_data "$N" --max_length $L \
-    --data_dir "$OUT" --overwrite
-$PY generate_vecs.py --dataset_name "${NAME}_${L}_${N}" --data_dir "$OUT" --overwrite $q
+    --data_dir "$OUT"
+$PY generate_vecs.py --dataset_name "${NAME}_${L}_${N}" --data_dir "$OUT" $q
 $PY clustering.py --model_name "$NAME" --max_length $L --num_data "$N" --num_sample "$M" \
-    --num_cluster "$K" --min_inter_dist 0.6 --data_dir "$OUT" --overwrite $q
-$PY control_split.py --world "$WORLD" --data_dir "$OUT" --overwrite $q
+    --num_cluster "$K" --min_inter_dist 0.6 --data_dir "$OUT" $q
+$PY control_split.py --world "$WORLD" --data_dir "$OUT" $q
 SPLITS="random mix1 mix2 easy medium hard"
 DATASETS=""
 for s in $SPLITS; do DATASETS="$DATASETS ${NAME}_${L}_${M}_$s"; done
 DATASETS="$DATASETS ${NAME}_control ${NAME}_planted"
-for step in ${CKPTS//,/ }; do
-  for d in $DATASETS; do
-    $PY run_mia.py --world "$WORLD" --dataset "$d" --data_dir "$OUT" --step "$step" \
-        --methods loss zlib mink minkpp emmia --n_prefix 16 --output_dir "$OUT/results" \
-        --overwrite $q > /dev/null
-  done
-done
+# every (split, checkpoint) pair from one process: each checkpoint is loaded once
+$PY run_mia.py --world "$WORLD" --dataset $DATASETS --data_dir "$OUT" --step ${CKPTS//,/ } \
+    --methods loss zlib mink minkpp emmia --n_prefix 16 --output_dir "$OUT/results" $q > /dev/null
 $PY make_table.py --results_dir "$OUT/results" --datasets $DATASETS --methods loss zlib mink_20 minkpp_20 emmia --quiet
 echo "(A finished at ${SECONDS}s)"
+fi
 
+if [[ $PARTS == *B* ]]; then
+B0=$SECONDS
 echo
 echo "== B. Training-mixture estimation on the final checkpoint"
 test -f "$WORLD/truth/mixture_spec.yaml" || $PY -c "
 from anatomy.world.build import write_mixture_spec; write_mixture_spec('$WORLD')"
 $PY fetch_category_samples.py --world "$WORLD" --n_per_category 200 --min_chars 0 \
-    --out_dir "$OUT/samples" --overwrite $q
+    --out_dir "$OUT/samples" $q
 $PY run_labelshift.py --world "$WORLD" --local_samples_dir "$OUT/samples" --classifier tfidf \
     --num_prompts 500 --max_new_tokens 128 --output_dir "$OUT/mixture" --run_name labelshift \
-    --overwrite $q > /dev/null
+    $q > /dev/null
 $PY run_minkpp_mix.py --world "$WORLD" --local_samples_dir "$OUT/samples" --mink_ratio 0.1 \
     --max_tokens 128 --reference_nonmembers world --output_dir "$OUT/mixture" --run_name minkpp \
-    --overwrite $q > /dev/null
+    $q > /dev/null
 $PY benchmark_evaluation.py --compare "$OUT/mixture/labelshift" "$OUT"/mixture/labelshift/estimators/* "$OUT/mixture/minkpp" \
     --ground_truth "$WORLD/truth/mixture_spec.yaml" --output_dir "$OUT/benchmark_output"
+echo "(B took $((SECONDS - B0))s)"
+fi
 echo "(demo finished in ${SECONDS}s)"

@@ -162,7 +162,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 def olmo_config(args: argparse.Namespace):
     """The OLMo config named by --config, else the miniworld's (one clear error if absent)."""
-    from anatomy.olmo_data import load_olmo_config
+    from anatomy.olmo_config import load_olmo_config
 
     path = args.config or str(world_path(args, "config.yaml"))
     if args.config is None and not Path(path).is_file():

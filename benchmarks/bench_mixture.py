@@ -87,7 +87,7 @@ def corpus_texts(n_docs: int, n_classes: int, seed: int) -> tuple[list[str], lis
 def bench_classifier(args) -> None:
     import numpy as np
 
-    from anatomy.mixture.classifier import TfidfClassifier
+    from anatomy.classifiers import TfidfClassifier
 
     t = time.perf_counter()
     texts, labels, reused = corpus_texts(args.n_docs, args.n_classes, args.seed)

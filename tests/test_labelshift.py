@@ -17,6 +17,7 @@ from scipy.optimize import check_grad, minimize
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 
+from anatomy import classifiers
 from anatomy.mixture import labelshift as ls
 
 K, D = 5, 4
@@ -140,7 +141,7 @@ def test_overconfident_classifier_needs_calibration(world):
     err = {m: _l1(ls.estimate_priors(m, Zv, yv, Zt).priors, TRUE_Q)
            for m in ("em", "em_bcts")}
     assert err["em"] > 0.08 and err["em"] > 2.5 * err["em_bcts"], err
-    cal = ls.bcts_fit(Zv, yv)
+    cal = classifiers.bcts_fit(Zv, yv)
     assert cal.temperature == pytest.approx(3.0, rel=0.1)  # undoes the x3
 
 
@@ -151,18 +152,18 @@ def test_bcts_recovers_known_temperature_and_bias():
     T0, b0 = 1.7, np.array([0.4, -0.3, 0.1, -0.2])
     P = softmax(Z / T0 + b0, axis=1)
     y = (P.cumsum(axis=1) > rng.random((len(Z), 1))).argmax(axis=1)
-    cal = ls.bcts_fit(Z, y)
+    cal = classifiers.bcts_fit(Z, y)
     assert cal.temperature == pytest.approx(T0, rel=0.03)
     np.testing.assert_allclose(cal.bias, b0 - b0.mean(), atol=0.04)
-    ts = ls.temperature_fit(Z, y)
+    ts = classifiers.temperature_fit(Z, y)
     np.testing.assert_allclose(ts.bias, 0.0)
     # the analytic gradient agrees with finite differences
     onehot = np.eye(4)[y[:2000]]
     x = np.array([0.2, 0.1, -0.1, 0.3, 0.0])
     for wb in (True, False):
         xx = x if wb else x[:1]
-        f = lambda v, wb=wb: ls._nll_and_grad(v, Z[:2000], onehot, wb)[0]
-        g = lambda v, wb=wb: ls._nll_and_grad(v, Z[:2000], onehot, wb)[1]
+        f = lambda v, wb=wb: classifiers._nll_and_grad(v, Z[:2000], onehot, wb)[0]
+        g = lambda v, wb=wb: classifiers._nll_and_grad(v, Z[:2000], onehot, wb)[1]
         assert check_grad(f, g, xx) < 1e-5
 
 

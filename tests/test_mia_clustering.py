@@ -14,11 +14,10 @@ from anatomy.mia.clustering import (
     SPLITS,
     build_splits,
     greedy_dedup,
-    l2_normalize,
     plot_distance_histogram,
-    spherical_kmeans,
     split_records,
 )
+from anatomy.neighbours import l2_normalize, spherical_kmeans
 
 D = 16
 SIZES = (60, 60, 60, 8)  # the last blob is too small to give a valid cluster

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from anatomy import io
+from anatomy import classifiers, io
 from anatomy.io import InputError
 from anatomy.mixture import classifier as clf_mod
 from anatomy.mixture import evaluate, pipeline
@@ -57,15 +57,15 @@ def test_tfidf_classifier_accurate_and_deterministic():
 def test_encoder_classifier_deterministic():
     s = _synthetic(6, 0)
     kw = {"epochs": 1, "batch_size": 6, "max_length": 32, "device": "cpu", "precision": "fp32"}
-    za = clf_mod.make_classifier("minilm", **kw).fit(s.texts, s.labels, seed=1).logits(s.texts)
-    zb = clf_mod.make_classifier("minilm", **kw).fit(s.texts, s.labels, seed=1).logits(s.texts)
+    za = classifiers.make_classifier("minilm", **kw).fit(s.texts, s.labels, seed=1).logits(s.texts)
+    zb = classifiers.make_classifier("minilm", **kw).fit(s.texts, s.labels, seed=1).logits(s.texts)
     assert za.shape == (18, 3)
     np.testing.assert_array_equal(za, zb)
 
 
 def test_stratified_split_and_sample_loading(tmp_path):
     y = np.repeat([0, 1, 2], [10, 20, 7])
-    tr, va = clf_mod.stratified_split(y, 0.3, seed=0)
+    tr, va = classifiers.stratified_split(y, 0.3, seed=0)
     assert np.intersect1d(tr, va).size == 0 and tr.size + va.size == y.size
     assert np.bincount(y[va]).tolist() == [3, 6, 2]  # round(0.3 * n) per class
     for name in ("commoncrawl", "c4", "github"):

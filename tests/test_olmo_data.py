@@ -19,18 +19,12 @@ import numpy as np
 import pytest
 import yaml
 
+from anatomy.byte_ranges import FetchError
+from anatomy.data_order import DataOrder, PositionOutOfRange
 from anatomy.io import InputError
-from anatomy.olmo_data import (
-    DataOrder,
-    FetchError,
-    InstanceOutOfRange,
-    OlmoData,
-    PositionOutOfRange,
-    TokenFiles,
-    batch_sizes_from_checkpoints,
-    check_coverage,
-    load_olmo_config,
-)
+from anatomy.olmo_config import batch_sizes_from_checkpoints, load_olmo_config
+from anatomy.olmo_data import OlmoData, check_coverage
+from anatomy.token_files import InstanceOutOfRange, TokenFiles
 
 L = 16  # tokens per instance
 B = 3  # true batch size (the config file claims 4, as OLMo-7B's claims 2048 for 2160)
@@ -272,6 +266,52 @@ def test_missing_and_odd_sized_files(world):
         DataOrder(world.root / "no_order.npy")
     with pytest.raises(InputError, match="multiple of 4"):
         DataOrder(odd)
+
+
+def test_token_file_writer_writes_what_olmo_reads(world, tmp_path):
+    from anatomy.data_order import write_data_order
+    from anatomy.token_files import TokenFileWriter, write_token_file
+
+    # the writer's bytes are exactly the raw little-endian arrays the fixture wrote by hand
+    for a, rel in zip(world.arrays, world.rel, strict=True):
+        out = tmp_path / rel
+        assert write_token_file(out, [a[:3], a[3:]], "uint16") == len(a)
+        assert out.read_bytes() == (world.root / rel).read_bytes()
+    write_data_order(tmp_path / "order.npy", world.order)
+    assert (tmp_path / "order.npy").read_bytes() == (world.root / "global_indices.npy").read_bytes()
+    big = np.array([70000, 1], dtype=np.int64)
+    write_token_file(tmp_path / "u32.npy", big, "uint32")
+    assert TokenFiles([tmp_path / "u32.npy"], 2, "uint32").instance(0).tolist() == [70000, 1]
+    with pytest.raises(InputError, match=r"\[0, 2\*\*16\) for uint16"):
+        write_token_file(tmp_path / "bad.npy", big, "uint16")
+    assert not (tmp_path / "bad.npy").exists()
+    with pytest.raises(RuntimeError), TokenFileWriter(tmp_path / "half.npy") as w:
+        w.write([1, 2, 3])
+        raise RuntimeError("interrupted")
+    assert not list(tmp_path.glob("*half*"))  # nothing half-written
+
+
+def test_fsspec_urls_read_like_local_files(world):
+    """memory:// is a real fsspec backend (offline): s3://, gs:// and hf:// take this path."""
+    import fsspec
+
+    mem = fsspec.filesystem("memory")
+    urls = []
+    for rel in world.rel:
+        mem.pipe(f"/olmo/{rel}", (world.root / rel).read_bytes())
+        urls.append(f"memory://olmo/{rel}")
+    mem.pipe("/olmo/global_indices.npy", (world.root / "global_indices.npy").read_bytes())
+    files = TokenFiles(urls, L)
+    assert files.counts.tolist() == COUNTS
+    for i in range(len(world.expected)):
+        np.testing.assert_array_equal(files.instance(i), world.expected[i])
+    order = DataOrder("memory://olmo/global_indices.npy")
+    assert order[[0, 5, 2]].tolist() == world.order[[0, 5, 2]].tolist()
+    with pytest.raises(InputError, match="unsupported URL scheme 'nosuch'"):
+        TokenFiles(["nosuch://bucket/x.npy"], L)
+    missing = TokenFiles(["memory://olmo/none.npy"], L)
+    with pytest.raises(FetchError, match="not found"):
+        len(missing)
 
 
 # ---------------------------------------------------------------------------------------

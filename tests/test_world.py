@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 
 from anatomy.io import InputError, read_jsonl
-from anatomy.olmo_data import OlmoData, TokenFiles, load_olmo_config
+from anatomy.olmo_config import load_olmo_config
+from anatomy.olmo_data import OlmoData
+from anatomy.token_files import TokenFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 

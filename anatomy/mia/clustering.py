@@ -1,7 +1,8 @@
 """Easy / Medium / Hard / Random / Mix splits of a member / non-member pool by embedding clusters.
 
 Source: Kim et al. (arXiv 2410.07582), ``olmomia/clustering.py`` of ``gyuwankim/em-mia``; see
-``shared/reference/olmomia.md`` section 5. Per class: faiss spherical k-means (K=50, 50
+``shared/reference/olmomia.md`` section 5. Per class: faiss spherical k-means
+(:func:`anatomy.neighbours.spherical_kmeans`; K=50, 50
 iterations, seed 42) on L2-normalised embeddings, then a greedy de-duplication inside each
 cluster (kept points are pairwise at cosine distance >= ``min_inter_dist``). A cluster is
 valid when enough points survive (ceil(M/2) members, floor(M/2) non-members). Valid
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from anatomy.io import InputError, PathLike, atomic_write
+from anatomy.neighbours import l2_normalize, spherical_kmeans
 
 SPLITS = ("easy", "medium", "hard", "random", "mix1", "mix2")
 
@@ -51,51 +53,6 @@ class SplitResult:
                 "within_nonmember_dist": self.within_nonmember_dist,
                 "member_cluster": self.member_cluster,
                 "nonmember_cluster": self.nonmember_cluster}
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, as float32 (faiss's dtype); all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1).astype(np.float32)
-
-
-class _FaissThreads:
-    """Run faiss single-threaded: its multi-threaded k-means reductions vary run to run."""
-
-    def __enter__(self):
-        import faiss
-
-        self._faiss = faiss
-        self._n = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-
-    def __exit__(self, *exc):
-        self._faiss.omp_set_num_threads(self._n)
-
-
-def spherical_kmeans(x: np.ndarray, k: int, niter: int = 50,
-                     seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
-    """faiss spherical k-means; returns ``(centroids (k, d), assignment (n,) int64)``.
-
-    ``x`` should be L2-normalised. Each point is assigned to the centroid of largest inner
-    product (cosine, since faiss re-normalises spherical centroids). Single-threaded so a
-    rerun gives identical assignments.
-    """
-    import faiss
-
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    n, d = x.shape
-    if not 1 <= k <= n:
-        raise InputError(None, f"cannot make {k} clusters from {n} points; use fewer clusters")
-    with _FaissThreads():
-        km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False)
-        km.train(x)
-        centroids = np.array(km.centroids, dtype=np.float32)
-        index = faiss.IndexFlatIP(d)
-        index.add(centroids)
-        _, assign = index.search(x, 1)
-    return centroids, assign[:, 0].astype(np.int64)
 
 
 def greedy_dedup(x: np.ndarray, min_dist: float, block: int = 1024) -> np.ndarray:

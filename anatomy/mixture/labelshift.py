@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
+
+from anatomy.classifiers import bcts_apply, bcts_fit, class_labels, score_matrix, temperature_fit
 
 METHODS = ("em_bcts", "em_ts", "em", "bbse_hard", "bbse_soft", "cls", "pbar")
 # The default is the estimator measured most accurate on the miniworld's real LM
@@ -82,25 +83,6 @@ def clip_renormalise(v: np.ndarray) -> np.ndarray:
     return w / s if s > 0 else project_simplex(v)
 
 
-def _check_probs(P: np.ndarray, name: str) -> np.ndarray:
-    P = np.asarray(P, dtype=np.float64)
-    if P.ndim != 2 or P.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty [n, K] array, got shape {P.shape}")
-    return P
-
-
-def _check_labels(y: np.ndarray, n: int, k: int) -> np.ndarray:
-    y = np.asarray(y)
-    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be {n} integers, got shape {y.shape} dtype {y.dtype}")
-    if y.min() < 0 or y.max() >= k:
-        raise ValueError(f"labels must lie in [0, {k})")
-    missing = np.setdiff1d(np.arange(k), y)
-    if missing.size:
-        raise ValueError(f"classes {missing.tolist()} have no validation examples")
-    return y
-
-
 # ---------------------------------------------------------------------------------------
 # confusion matrix and the moment-matching estimators
 
@@ -113,9 +95,9 @@ def confusion_matrix(P_val: np.ndarray, y_val: np.ndarray, soft: bool) -> np.nda
     (``M_soft[i, j] = E_p[f_i(x) | y = j]``). Each column sums to 1. Lipton et al. (2018)
     use the joint ``P(pred = i, y = j)``; it is this matrix times ``diag(p_val)``.
     """
-    P = _check_probs(P_val, "P_val")
+    P = score_matrix(P_val, "P_val")
     k = P.shape[1]
-    y = _check_labels(y_val, P.shape[0], k)
+    y = class_labels(y_val, P.shape[0], k)
     Q = P if soft else np.eye(k)[P.argmax(axis=1)]
     C = np.zeros((k, k))
     for j in range(k):
@@ -125,7 +107,7 @@ def confusion_matrix(P_val: np.ndarray, y_val: np.ndarray, soft: bool) -> np.nda
 
 def target_moments(P_tgt: np.ndarray, soft: bool) -> np.ndarray:
     """``mu``: the mean predicted probability (soft) or predicted-label frequencies (hard)."""
-    P = _check_probs(P_tgt, "P_tgt")
+    P = score_matrix(P_tgt, "P_tgt")
     if soft:
         return P.mean(axis=0)
     return np.bincount(P.argmax(axis=1), minlength=P.shape[1]) / P.shape[0]
@@ -232,7 +214,7 @@ def em_priors(P_tgt: np.ndarray, train_priors: np.ndarray, n_iter: int = 1000,
     the fixed point is the global maximum-likelihood estimate. The posteriors must be
     calibrated for the source distribution whose priors are ``train_priors``.
     """
-    P = _check_probs(P_tgt, "P_tgt")
+    P = score_matrix(P_tgt, "P_tgt")
     p = np.asarray(train_priors, dtype=np.float64)
     if p.shape != (P.shape[1],) or np.any(p <= 0):
         raise ValueError("train_priors must be K positive numbers")
@@ -247,71 +229,6 @@ def em_priors(P_tgt: np.ndarray, train_priors: np.ndarray, n_iter: int = 1000,
             return EMResult(q_new, it, True)
         q = q_new
     return EMResult(q, n_iter, False)
-
-
-# ---------------------------------------------------------------------------------------
-# calibration: temperature scaling and bias-corrected temperature scaling
-
-
-@dataclass
-class Calibration:
-    """``softmax(logits / temperature + bias)``."""
-
-    temperature: float
-    bias: np.ndarray
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "bias": self.bias.tolist()}
-
-
-def _nll_and_grad(params: np.ndarray, Z: np.ndarray, onehot: np.ndarray,
-                  with_bias: bool) -> tuple[float, np.ndarray]:
-    # params = [log(1/T), b_1..b_K]; s = Z / T + b
-    a = np.exp(params[0])
-    b = params[1:] if with_bias else 0.0
-    s = Z * a + b
-    logp = log_softmax(s, axis=1)
-    n = Z.shape[0]
-    nll = -np.sum(logp * onehot) / n
-    g_s = (np.exp(logp) - onehot) / n
-    g = [np.sum(g_s * Z) * a]
-    if with_bias:
-        g.extend(g_s.sum(axis=0))
-    return float(nll), np.asarray(g)
-
-
-def _fit_calibration(logits_val: np.ndarray, y_val: np.ndarray, with_bias: bool) -> Calibration:
-    Z = _check_probs(logits_val, "logits_val")
-    k = Z.shape[1]
-    y = _check_labels(y_val, Z.shape[0], k)
-    onehot = np.eye(k)[y]
-    x0 = np.zeros(1 + (k if with_bias else 0))
-    res = minimize(_nll_and_grad, x0, args=(Z, onehot, with_bias), jac=True,
-                   method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-12})
-    bias = res.x[1:] - res.x[1:].mean() if with_bias else np.zeros(k)  # softmax is shift-invariant
-    return Calibration(float(np.exp(-res.x[0])), bias)
-
-
-def bcts_fit(logits_val: np.ndarray, y_val: np.ndarray) -> Calibration:
-    """Bias-corrected temperature scaling: fit ``T`` and a bias per class by validation NLL.
-
-    Alexandari, Kundaje & Shrikumar (ICML 2020), "BCTS": ``softmax(z / T + b)``.
-    Minimised with L-BFGS on the analytic gradient over ``(log(1/T), b)``; deterministic.
-    The bias is reported centred (mean 0), since softmax ignores a common shift.
-    """
-    return _fit_calibration(logits_val, y_val, with_bias=True)
-
-
-def temperature_fit(logits_val: np.ndarray, y_val: np.ndarray) -> Calibration:
-    """Plain temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural
-    Networks"): one ``T`` fitted by validation NLL."""
-    return _fit_calibration(logits_val, y_val, with_bias=False)
-
-
-def bcts_apply(logits: np.ndarray, cal: Calibration) -> np.ndarray:
-    """Calibrated probabilities ``softmax(logits / T + b)`` (also for temperature-only fits)."""
-    Z = np.asarray(logits, dtype=np.float64)
-    return softmax(Z / cal.temperature + cal.bias, axis=1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,12 +264,12 @@ def estimate_priors(method: str, logits_val: np.ndarray, y_val: np.ndarray,
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    Zv = _check_probs(logits_val, "logits_val")
-    Zt = _check_probs(logits_tgt, "logits_tgt")
+    Zv = score_matrix(logits_val, "logits_val")
+    Zt = score_matrix(logits_tgt, "logits_tgt")
     if Zv.shape[1] != Zt.shape[1]:
         raise ValueError("validation and target logits have different numbers of classes")
     k = Zv.shape[1]
-    y = _check_labels(y_val, Zv.shape[0], k)
+    y = class_labels(y_val, Zv.shape[0], k)
     Pv, Pt = softmax(Zv, axis=1), softmax(Zt, axis=1)
     p_val = np.bincount(y, minlength=k) / y.size
     soft_C = method != "bbse_hard"

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from anatomy import io
+from anatomy.data_order import write_data_order
+from anatomy.token_files import write_token_file
 from anatomy.world import layout
 from anatomy.world.corpus import CATEGORIES, iter_category
 from anatomy.world.presets import Preset
@@ -224,15 +226,12 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     (tmp / "truth" / "categories").mkdir(parents=True)
     for f, (a, b) in enumerate(layout.split_files(n_inst, P.n_token_files)):
         name = f"part-{f:03d}-00000.npy"
-        with io.atomic_write(tmp / "tokens" / name, "wb") as fh:
-            fh.write(np.concatenate([storage[a:b].ravel(), tail_toks[f]]).astype("<u2").tobytes())
-        with io.atomic_write(tmp / "truth" / "categories" / name, "wb") as fh:
-            fh.write(np.concatenate([storage_cat[a:b].ravel(), tail_cats[f]]).astype("u1")
-                     .tobytes())
+        write_token_file(tmp / "tokens" / name, [storage[a:b].ravel(), tail_toks[f]], "uint16")
+        write_token_file(tmp / "truth" / "categories" / name,
+                         [storage_cat[a:b].ravel(), tail_cats[f]], "uint8")
         paths.append(f"tokens/{name}")
         cat_paths.append(f"truth/categories/{name}")
-    with io.atomic_write(tmp / "global_indices.npy", "wb") as fh:
-        fh.write(order.astype("<u4").tobytes())
+    write_data_order(tmp / "global_indices.npy", order)
 
     # 7. config ---------------------------------------------------------------------------
     revisions = {s: _revision(s, B, L) for s in P.checkpoints}

@@ -1,0 +1,234 @@
+"""OLMo's token files: flat memmaps of token ids cut into fixed-length instances; read and write.
+
+Source: allenai/OLMo ``olmo/data/memmap_dataset.py`` (``MemMapDataset``); see
+``shared/reference/olmomia.md`` sections 2 and 9. A token file is a raw little-endian array
+of ``memmap_dtype`` (uint16 for OLMo-7B; uint32 for vocabularies over 65,536) with NO header,
+whatever its ``.npy`` name says. Each file is cut into consecutive instances of
+``max_sequence_length`` tokens; a tail shorter than one instance is dropped. Instances are
+numbered across files in config-list order.
+
+:class:`TokenFiles` reads instances from local files, http(s) or fsspec URLs (only the
+instance's bytes; :mod:`anatomy.byte_ranges`); :class:`TokenFileWriter` and
+:func:`write_token_file` write them (atomically), for the miniworld builder, pretokenized
+corpora and selection pools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from anatomy.byte_ranges import ByteReader, PoolOwner, check_scheme, map_ordered
+from anatomy.io import InputError, PathLike
+
+#: OLMo ``DataConfig.memmap_dtype`` values; stored little-endian.
+DTYPES = {"uint8": "<u1", "uint16": "<u2", "uint32": "<u4", "uint64": "<u8"}
+
+
+class InstanceOutOfRange(IndexError):
+    """An instance number at or beyond the files' instance count (OLMo #538)."""
+
+    def __init__(self, instance: int, n_instances: int):
+        self.instance = int(instance)
+        self.n_instances = int(n_instances)
+        super().__init__(f"instance {self.instance} is out of range: the token files hold "
+                         f"{self.n_instances} instances (OLMo #538)")
+
+
+
+class TokenFiles(PoolOwner):
+    """OLMo's ``MemMapDataset``: token files cut into ``seq_len``-token instances.
+
+    File sizes are looked up on first use (HEAD requests for URLs, ``num_workers`` at a
+    time); pass ``sizes`` (bytes per file) to skip that. A file's tail shorter than one
+    instance is ignored, exactly as OLMo does.
+    """
+
+    def __init__(self, paths: Sequence[PathLike], seq_len: int, dtype: str = "uint16",
+                 retries: int = 5, timeout: float = 60.0, backoff: float = 1.0,
+                 sizes: Sequence[int] | None = None, num_workers: int = 8):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if seq_len <= 0:
+            raise ValueError(f"seq_len must be positive, got {seq_len}")
+        self.paths = [str(p) for p in paths]
+        if not self.paths:
+            raise ValueError("no token files given")
+        for p in self.paths:
+            check_scheme(p)
+        if sizes is not None and len(sizes) != len(self.paths):
+            raise ValueError(f"{len(sizes)} sizes for {len(self.paths)} files")
+        self.seq_len = seq_len
+        self.dtype = np.dtype(DTYPES[dtype])
+        self.instance_bytes = seq_len * self.dtype.itemsize
+        self.num_workers = num_workers
+        self._bytes = ByteReader(retries, timeout, backoff)
+        self._sizes = None if sizes is None else [int(s) for s in sizes]
+        self._ends: np.ndarray | None = None
+        self._init_lock = threading.Lock()
+
+    # sizes and offsets ----------------------------------------------------------------------
+    def _size_of(self, path: str) -> int:
+        return self._bytes.size(path)
+
+    def _read(self, path: str, start: int, end: int) -> bytes:
+        return self._bytes.read(path, start, end)
+
+    def _offsets(self) -> np.ndarray:
+        if self._ends is None:
+            with self._init_lock:
+                if self._ends is None:
+                    if self._sizes is None:
+                        pool = self._get_pool(self.num_workers)
+                        self._sizes = map_ordered(self._size_of, self.paths, pool)
+                    for p, s in zip(self.paths, self._sizes, strict=True):
+                        if s % self.dtype.itemsize:
+                            raise InputError(p, f"size {s} bytes is not a multiple of "
+                                                f"{self.dtype.itemsize} ({self.dtype.name} "
+                                                "tokens); wrong memmap_dtype or a truncated file?")
+                    counts = np.array(self._sizes, dtype=np.int64) // self.instance_bytes
+                    self._ends = np.cumsum(counts)
+        return self._ends
+
+    @property
+    def sizes(self) -> list[int]:
+        """Bytes per file, in config order."""
+        self._offsets()
+        assert self._sizes is not None
+        return list(self._sizes)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Instances per file (tails dropped)."""
+        ends = self._offsets()
+        return np.diff(ends, prepend=0)
+
+    def __len__(self) -> int:
+        ends = self._offsets()
+        return int(ends[-1])
+
+    def file_of(self, instance: int) -> tuple[int, int]:
+        """``(file index, index within that file)`` of a global instance number."""
+        ends = self._offsets()
+        i = int(instance)
+        if not 0 <= i < ends[-1]:
+            raise InstanceOutOfRange(i, int(ends[-1]))
+        f = int(np.searchsorted(ends, i, side="right"))  # skips files with no instances
+        start = int(ends[f - 1]) if f else 0
+        return f, i - start
+
+    def instance(self, i: int) -> np.ndarray:
+        """Tokens of instance ``i`` as int64, length ``seq_len``; only its bytes are read."""
+        f, j = self.file_of(i)
+        a = j * self.instance_bytes
+        data = self._read(self.paths[f], a, a + self.instance_bytes)
+        return np.frombuffer(data, dtype=self.dtype).astype(np.int64)
+
+    def _instance_or_error(self, i: int) -> np.ndarray | Exception:
+        try:
+            return self.instance(i)
+        except Exception as e:  # returned to the caller, who records it per item
+            return e
+
+    def instances(self, ids: Iterable[int], num_workers: int = 8
+                  ) -> list[np.ndarray | Exception]:
+        """Many instances, ``num_workers`` threads at a time, in input order.
+
+        Each result is the token array or the exception reading it raised
+        (:class:`InstanceOutOfRange`, :class:`FetchError`, ...). Errors that concern the
+        whole dataset (a missing file, an unreachable server while sizing) are raised.
+        """
+        ids = [int(i) for i in ids]
+        self._offsets()
+        return map_ordered(self._instance_or_error, ids, self._get_pool(num_workers))
+
+    def close(self) -> None:
+        self._close_pool()
+        self._bytes.close()
+
+    def __enter__(self) -> TokenFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+
+
+def _check_tokens(tokens: np.ndarray, dtype: str, where: PathLike) -> np.ndarray:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    t = np.asarray(tokens)
+    bits = 8 * np.dtype(DTYPES[dtype]).itemsize
+    if t.size and (not np.issubdtype(t.dtype, np.integer) or t.min() < 0
+                   or int(t.max()) >= 2 ** bits):
+        raise InputError(where, f"token ids must be integers in [0, 2**{bits}) for {dtype} "
+                                "token files")
+    return np.ascontiguousarray(t.ravel(), dtype=DTYPES[dtype])
+
+
+class TokenFileWriter:
+    """Stream token ids into one raw OLMo token file, atomically (temp file + rename).
+
+    ``with TokenFileWriter(path, "uint16") as w: w.write(ids)`` appends arrays; the file
+    appears under its name only when the block ends without an error. ``n_tokens`` counts
+    what was written; ``instances(seq_len)`` is what a reader will see (tail dropped).
+    """
+
+    def __init__(self, path: PathLike, dtype: str = "uint16"):
+        self.path = Path(path)
+        self.dtype = dtype
+        _check_tokens(np.zeros(0, np.int64), dtype, path)
+        self.n_tokens = 0
+        self._f = None
+        self._tmp: str | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> TokenFileWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                         dir=self.path.parent)
+        self._f = os.fdopen(fd, "wb")
+        return self
+
+    def write(self, tokens: np.ndarray | Sequence[int]) -> None:
+        data = _check_tokens(np.asarray(tokens), self.dtype, self.path)
+        with self._lock:
+            self._f.write(data.tobytes())
+            self.n_tokens += data.size
+
+    def instances(self, seq_len: int) -> int:
+        return self.n_tokens // seq_len
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        f, tmp = self._f, self._tmp
+        self._f = self._tmp = None
+        if exc_type is None:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        else:
+            f.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def write_token_file(path: PathLike, tokens: np.ndarray | Iterable[np.ndarray],
+                     dtype: str = "uint16") -> int:
+    """Write one token file (an array, or several written one after another); returns the
+    number of tokens. Raw little-endian ``dtype``, no header: what OLMo's readers expect."""
+    with TokenFileWriter(path, dtype) as w:
+        if isinstance(tokens, np.ndarray):
+            w.write(tokens)
+        else:
+            for part in tokens:
+                w.write(part)
+    return w.n_tokens
