@@ -6,8 +6,10 @@ matches (C), SemDeDup (D), consistency filtering and hard-negative mining (E).
 - :func:`spherical_kmeans`: faiss k-means on the unit sphere (centroids re-normalised each
   iteration; Dhillon & Modha 2001), single-threaded so a rerun gives the same assignment.
 - :func:`exact_search`: the top-k inner products of every query against every row, exact:
-  chunked matmul + ``argpartition`` (numpy) or faiss ``IndexFlatIP``. Ties are broken by the
-  lower row index in both, so results are deterministic and equal between the backends.
+  chunked matmul + ``argpartition`` (numpy) or faiss ``IndexFlatIP``. Exact ties (duplicate
+  texts embed identically) are broken by the lower row index in both, so results are
+  deterministic; the two backends' BLAS kernels round differently, so neighbours whose
+  scores differ in the last bits can swap between them (measured: 0.01% of ids).
 - :func:`ivf_search`: faiss ``IndexIVFFlat`` (inner product) for large indexes, with its
   recall@k measured against :func:`exact_search` on a seeded sample of the queries
   (:class:`IvfResult.recall`), so an approximate result always says how approximate it is.

@@ -157,10 +157,10 @@ def published_loop(model, ids, texts, ks=(10, 20, 30, 40, 50)):
 def bare_forward(model, ids, batch_size):
     import torch
 
-    from anatomy.lm import _length_batches, _padded
+    from anatomy.lm import _padded, length_batches
 
     dev = next(model.parameters()).device
-    for idx in _length_batches([len(x) for x in ids], batch_size):
+    for idx in length_batches([len(x) for x in ids], batch_size):
         x, mask = _padded([ids[i] for i in idx], dev)
         with torch.inference_mode():
             logits = model(input_ids=x, attention_mask=mask, use_cache=False).logits
