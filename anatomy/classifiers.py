@@ -73,34 +73,28 @@ class TextClassifier(Protocol):
         ...
 
 
-class TfidfClassifier:
-    """TF-IDF (word 1-2 + char_wb 3-5 grams) + multinomial logistic regression.
+WORD_TOKENS = r"(?u)\b\w+\b|[^\w\s]"  # words and single punctuation marks
 
-    The published tool's recipe (C = 4, 200k features per vectoriser; mixture.md 6.2).
-    ``logits`` is the decision function ``X W + b``, whose softmax is ``predict_proba``.
-    """
 
-    name = "tfidf"
+class _NgramClassifier:
+    """Word 1-2 + char_wb 3-5 gram features (``vectorizer()``) + multinomial logistic
+    regression (L-BFGS, ``random_state`` = the seed). ``logits`` is the decision function
+    ``X W + b``, whose softmax is ``predict_proba``."""
 
-    def __init__(self, max_features: int = 200_000, C: float = 4.0, max_iter: int = 1000):
-        self.max_features = max_features
-        self.C = C
-        self.max_iter = max_iter
+    name = "ngram"
+
+    def __init__(self, C: float = 4.0, max_iter: int = 1000):
+        self.C, self.max_iter = C, max_iter
         self.vectorizer: Any = None
         self.model: Any = None
 
-    def fit(self, texts: Sequence[str], labels: np.ndarray, seed: int = 0) -> TfidfClassifier:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import FeatureUnion
+    def make_vectorizer(self):  # pragma: no cover - each kind defines its features
+        raise NotImplementedError
 
-        common = dict(sublinear_tf=True, min_df=1, max_features=self.max_features,
-                      dtype=np.float32, lowercase=True)
-        self.vectorizer = FeatureUnion([
-            ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2),
-                                     token_pattern=r"(?u)\b\w+\b|[^\w\s]", **common)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), **common)),
-        ])
+    def fit(self, texts: Sequence[str], labels: np.ndarray, seed: int = 0) -> TextClassifier:
+        from sklearn.linear_model import LogisticRegression
+
+        self.vectorizer = self.make_vectorizer()
         X = self.vectorizer.fit_transform(list(texts))
         self.model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=seed)
         self.model.fit(X, np.asarray(labels))
@@ -112,54 +106,62 @@ class TfidfClassifier:
         return _two_columns(self.model.decision_function(self.vectorizer.transform(list(texts))))
 
 
-class HashedNgramClassifier:
+class TfidfClassifier(_NgramClassifier):
+    """TF-IDF (word 1-2 + char_wb 3-5 grams, sublinear tf) + logistic regression.
+
+    The published tool's recipe (C = 4, 200k features per vectoriser; mixture.md 6.2).
+    """
+
+    name = "tfidf"
+
+    def __init__(self, max_features: int = 200_000, C: float = 4.0, max_iter: int = 1000):
+        super().__init__(C, max_iter)
+        self.max_features = max_features
+
+    def make_vectorizer(self):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import FeatureUnion
+
+        common = dict(sublinear_tf=True, min_df=1, max_features=self.max_features,
+                      dtype=np.float32, lowercase=True)
+        return FeatureUnion([
+            ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2),
+                                     token_pattern=WORD_TOKENS, **common)),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), **common)),
+        ])
+
+
+class HashedNgramClassifier(_NgramClassifier):
     """Hashed word 1-2 + char_wb 3-5 grams (``2**n_bits`` buckets each) + logistic regression.
 
     The TF-IDF recipe without a vocabulary: features are signed hashes (scikit-learn's
-    ``HashingVectorizer``, ``alternate_sign`` as Weinberger et al. 2009), l2-normalised and
-    sublinear (``log1p`` of the counts), so memory is fixed whatever the corpus and a fitted
-    model transforms new text without having seen its n-grams.
+    ``HashingVectorizer``, ``alternate_sign`` as Weinberger et al. 2009), sublinear
+    (``log1p`` of the counts) and l2-normalised per n-gram kind, so memory is fixed whatever
+    the corpus and a fitted model transforms new text without having seen its n-grams.
     """
 
     name = "hashed"
 
     def __init__(self, n_bits: int = 18, C: float = 4.0, max_iter: int = 1000):
-        self.n_bits, self.C, self.max_iter = n_bits, C, max_iter
-        self.vectorizer: Any = None
-        self.model: Any = None
+        super().__init__(C, max_iter)
+        self.n_bits = n_bits
 
-    def _features(self, texts: Sequence[str]):
+    def make_vectorizer(self):
         from sklearn.feature_extraction.text import HashingVectorizer
         from sklearn.pipeline import FeatureUnion, make_pipeline
         from sklearn.preprocessing import FunctionTransformer, Normalizer
 
-        if self.vectorizer is None:
-            common = dict(n_features=2 ** self.n_bits, lowercase=True, norm=None,
-                          alternate_sign=True, dtype=np.float32)
-            sub = FunctionTransformer(_signed_log1p, accept_sparse=True)
-            self.vectorizer = FeatureUnion([
-                ("word", make_pipeline(HashingVectorizer(
-                    analyzer="word", ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b|[^\w\s]",
-                    **common), sub, Normalizer())),
-                ("char", make_pipeline(HashingVectorizer(
-                    analyzer="char_wb", ngram_range=(3, 5), **common), sub, Normalizer())),
-            ])
-        return self.vectorizer.transform(list(texts))
+        common = dict(n_features=2 ** self.n_bits, lowercase=True, norm=None,
+                      alternate_sign=True, dtype=np.float32)
 
-    def fit(self, texts: Sequence[str], labels: np.ndarray, seed: int = 0
-            ) -> HashedNgramClassifier:
-        from sklearn.linear_model import LogisticRegression
+        def kind(**kw):
+            return make_pipeline(HashingVectorizer(**kw, **common),
+                                 FunctionTransformer(_signed_log1p, accept_sparse=True),
+                                 Normalizer())
 
-        self.vectorizer = None
-        X = self._features(texts)
-        self.model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=seed)
-        self.model.fit(X, np.asarray(labels))
-        return self
-
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        if self.model is None:
-            raise RuntimeError("fit the classifier first")
-        return _two_columns(self.model.decision_function(self._features(texts)))
+        return FeatureUnion([("word", kind(analyzer="word", ngram_range=(1, 2),
+                                           token_pattern=WORD_TOKENS)),
+                             ("char", kind(analyzer="char_wb", ngram_range=(3, 5)))])
 
 
 def _signed_log1p(X):

@@ -49,21 +49,16 @@ class InputError(Exception):
 
 
 @contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success fsync and rename it onto ``path``.
-
-    On an exception the temporary file is removed and ``path`` is left untouched.
-    Binary modes ignore ``encoding``.
-    """
+def atomic_path(path: PathLike) -> Iterator[str]:
+    """A temporary file's name beside ``path``; on success it is fsynced and renamed onto
+    ``path``, on an exception removed (``path`` is left untouched)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        binary = "b" in mode
-        with os.fdopen(fd, mode, encoding=None if binary else encoding,
-                       newline=None if binary else "\n") as f:
-            yield f
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -71,6 +66,19 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str | None = "utf-8"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync and rename it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    Binary modes ignore ``encoding``.
+    """
+    binary = "b" in mode
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=None if binary else encoding,
+                                        newline=None if binary else "\n") as f:
+        yield f
 
 
 def _compressed_writer(path: Path, raw: IO[bytes]) -> IO[bytes]:
@@ -131,23 +139,11 @@ def atomic_npy(path: PathLike, shape: tuple[int, ...], dtype: Any = np.float32
 
     For arrays filled piece by piece (merging ranks' rows) without holding them in memory.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         yield arr
         arr.flush()
         del arr
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_yaml(path: PathLike, obj: Any) -> None:

@@ -16,8 +16,6 @@ corpora and selection pools.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from anatomy.byte_ranges import ByteReader, PoolOwner, check_scheme, map_ordered
-from anatomy.io import InputError, PathLike
+from anatomy.io import InputError, PathLike, atomic_path
 
 #: OLMo ``DataConfig.memmap_dtype`` values; stored little-endian.
 DTYPES = {"uint8": "<u1", "uint16": "<u2", "uint32": "<u4", "uint64": "<u8"}
@@ -186,15 +184,13 @@ class TokenFileWriter:
         self.dtype = dtype
         _check_tokens(np.zeros(0, np.int64), dtype, path)
         self.n_tokens = 0
+        self._stack = contextlib.ExitStack()
         self._f = None
-        self._tmp: str | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> TokenFileWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                         dir=self.path.parent)
-        self._f = os.fdopen(fd, "wb")
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._f = self._stack.enter_context(open(tmp, "wb"))  # noqa: SIM115 - on the stack
         return self
 
     def write(self, tokens: np.ndarray | Sequence[int]) -> None:
@@ -206,19 +202,9 @@ class TokenFileWriter:
     def instances(self, seq_len: int) -> int:
         return self.n_tokens // seq_len
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        f, tmp = self._f, self._tmp
-        self._f = self._tmp = None
-        if exc_type is None:
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        else:
-            f.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+    def __exit__(self, *exc) -> None:
+        self._f = None
+        self._stack.__exit__(*exc)
 
 
 def write_token_file(path: PathLike, tokens: np.ndarray | Iterable[np.ndarray],

@@ -28,7 +28,7 @@ def test_hashed_features_equal_a_hand_computation():
 
     clf = classifiers.HashedNgramClassifier(n_bits=10)
     texts = ["def f(x): return x", "The river was quiet."]
-    X = clf._features(texts).toarray()
+    X = clf.make_vectorizer().fit_transform(texts).toarray()
     parts = []
     for analyzer, ngrams, pattern in (("word", (1, 2), r"(?u)\b\w+\b|[^\w\s]"),
                                       ("char_wb", (3, 5), None)):
