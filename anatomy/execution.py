@@ -243,18 +243,20 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def identity(source: PathLike | None) -> dict[str, Any] | None:
+def identity(source: PathLike | Sequence[PathLike] | None) -> dict[str, Any] | list | None:
     """What identifies an input: its content for a file or folder, its name otherwise.
 
     Files: size and sha256 (size and mtime above :data:`HASH_LIMIT`). Folders: one sha256 over
     their files' relative paths and identities (contents up to :data:`FOLDER_HASH_LIMIT` in
     all, sizes and mtimes beyond; hidden files, completion markers and ``*.parts``
     skipped). URLs
-    and hub names: the string itself. ``path`` is recorded but not part of the identity, so a
-    moved or relinked input still matches.
+    and hub names: the string itself. A list: the list of its items' identities. ``path`` is
+    recorded but not part of the identity, so a moved or relinked input still matches.
     """
     if source is None:
         return None
+    if isinstance(source, list | tuple):
+        return [identity(x) for x in source]
     s = str(source)
     p = Path(s).expanduser()
     if "://" in s or not p.exists():
@@ -301,8 +303,7 @@ class Fingerprint:
     version: str = __version__
 
     def _core(self) -> dict[str, Any]:
-        inputs = {k: ({kk: vv for kk, vv in v.items() if kk != "path"}
-                      if isinstance(v, dict) else v) for k, v in self.inputs.items()}
+        inputs = {k: _without_paths(v) for k, v in self.inputs.items()}
         return {"step": self.step, "inputs": inputs, "params": self.params,
                 "version": self.version}
 
@@ -330,7 +331,9 @@ class Fingerprint:
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
                 was, now = old.inputs.get(k), self.inputs.get(k)
-                where = (now or was or {}).get("path") or (now or was or {}).get("name") or "?"
+                ref = now or was or {}
+                ref = ref if isinstance(ref, dict) else {"path": f"{len(ref)} files"}
+                where = ref.get("path") or ref.get("name") or "?"
                 out.append(f"input {k} ({where}) changed" if was and now else
                            f"input {k} {'added' if now else 'removed'}")
         for k in sorted(set(old.params) | set(self.params)):
@@ -338,6 +341,14 @@ class Fingerprint:
                 out.append(f"{k} {_short(old.params.get(k, '<unset>'))} -> "
                            f"{_short(self.params.get(k, '<unset>'))}")
         return out or ["the recorded fingerprint differs"]
+
+
+def _without_paths(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: x for k, x in v.items() if k != "path"}
+    if isinstance(v, list):
+        return [_without_paths(x) for x in v]
+    return v
 
 
 def _short(v: Any, n: int = 40) -> str:

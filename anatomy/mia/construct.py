@@ -44,7 +44,7 @@ def sample_fingerprint(data, *, step_start: int, step_end: int, sample_start: in
     """What an interval file depends on: the config, data order, tokenizer, B, EOS and seed."""
     return execution.fingerprint(
         "sample", {"config": data.config.path, "data_order": data.order.source,
-                   "tokenizer": tokenizer},
+                   "token_files": list(data.config.paths), "tokenizer": tokenizer},
         {"step_start": step_start, "step_end": step_end, "sample_start": sample_start,
          "sample_end": sample_end, "seed": seed, "batch_size": data.batch_size,
          "eos_id": eos_id})

@@ -666,11 +666,13 @@ def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
               "max_tokens": max_tokens, "half": half, "int8": int8, "dtype": dtype,
               "reference_nonmembers": ref_source, "n_boot": n_boot, "ci": ci, "seed": seed,
               "storey_lambda": storey_lambda, "max_per_class": max_per_class}
-    ref_input = None if reference_nonmembers in (None, "world") else reference_nonmembers
+    from anatomy.truth import UNSEEN
+
+    ref_input = (Path(world) / UNSEEN if str(reference_nonmembers) == "world"
+                 else reference_nonmembers)
     fp = execution.fingerprint(
         "run_minkpp_mix", {"samples": samples_dir, "model": model_source(target_model, revision),
-                           "reference": ref_input,
-                           "world": world if reference_nonmembers == "world" else None},
+                           "reference": ref_input},
         {**config, "reference_nonmembers": str(reference_nonmembers), "n_reference": n_reference,
          "batch_size": batch_size, "device": dev.type})
     files = [*MINKPP_FILES, *(["reference_nonmembers.jsonl"] if ref_recs is not None else [])]
