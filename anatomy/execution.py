@@ -395,7 +395,10 @@ class Output:
 
     @property
     def name(self) -> str:
-        return str(self.files[0]) if len(self.files) == 1 else str(self.marker.parent)
+        """How messages name the output: the run folder, or the marker's file."""
+        if self.marker.name == "done.json":
+            return str(self.marker.parent)
+        return str(self.marker)[: -len(".done.json")]
 
     @property
     def parts_dir(self) -> Path:
