@@ -575,11 +575,17 @@ class Parts:
 
 @contextlib.contextmanager
 def _merge_lock(root: Path):
-    """An exclusive, non-blocking lock (flock: released if the holder dies). Yields held?"""
+    """An exclusive, non-blocking lock (flock: released if the holder dies).
+
+    Yields True (held), False (another rank holds it) or None (the parts folder is gone:
+    another rank merged and removed it)."""
     import fcntl
 
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / "merge.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fd = os.open(root / "merge.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    except FileNotFoundError:
+        yield None
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -605,8 +611,8 @@ class Step(Protocol):
     model pass on the CPU) has its units computed single-threaded, several at once, so its
     ``compute_unit`` must be thread-safe (read-only models are). A step with
     ``per_rank = True`` is an associative reduction (its merge gives the same output however
-    the items were grouped):
-    it gets one unit per rank, unit ``u`` taking items ``u, u + W, ...``.
+    the items were grouped): it gets one unit per rank, unit ``u`` taking items
+    ``u, u + W, ...``.
     """
 
     name: str
@@ -696,6 +702,8 @@ def run_step(step: Step, ranks: Ranks = Ranks(), *, overwrite: bool = False,
                      step.name, ranks.label, computed, resumed, _ranges(missing))
             return StepResult("part", out, computed, resumed, missing)
     with _merge_lock(parts.root) as held:
+        if held is None and output_state(out, fp)[0] == "done":
+            return StepResult("skipped", out, summary=recorded_summary(out))
         if not held:
             log.info("%s: another rank is merging", step.name)
             return StepResult("part", out)
