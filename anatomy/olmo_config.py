@@ -44,6 +44,7 @@ class OlmoDataConfig:
     extra: dict = field(default_factory=dict)
     vocab_size: int | None = None
     run_name: str | None = None
+    token_file_bytes: list[int] | None = None  # sizes at training time, when recorded
 
     @property
     def root(self) -> Path:
@@ -153,6 +154,12 @@ def load_olmo_config(path: PathLike) -> OlmoDataConfig:
     batch = ext.get_int("batch_size", required=False, positive=True) or config_b
     order = ext.get_str("global_indices", required=False)
     model_name = ext.get_str("model_name", required=False) or run_name or p.stem
+    sizes = ext._get("token_file_bytes", False)
+    if sizes is not None and (not isinstance(sizes, list) or len(sizes) != len(raw_paths)
+                              or not all(isinstance(x, int) and not isinstance(x, bool)
+                                         and x >= 0 for x in sizes)):
+        raise InputError(p, f'"data_anatomy.token_file_bytes" must list one size in bytes per '
+                            f"token file ({len(raw_paths)})")
     ckpts = ext._get("checkpoints", False)
     if ckpts is not None and not isinstance(ckpts, dict):
         raise InputError(p, '"data_anatomy.checkpoints" must be a mapping step -> name')
@@ -168,7 +175,7 @@ def load_olmo_config(path: PathLike) -> OlmoDataConfig:
         batch_size=batch, config_batch_size=config_b, eos_token_id=eos, pad_token_id=pad,
         dtype=dtype, global_indices=None if order is None else _resolve(root, order),
         model_name=model_name, tokenizer=None, extra=dict(ext.data), vocab_size=vocab,
-        run_name=run_name)
+        run_name=run_name, token_file_bytes=sizes)
     if tokenizer is not None:
         object.__setattr__(cfg, "tokenizer", cfg.resolve_name(tokenizer))
     return cfg

@@ -84,7 +84,8 @@ class OlmoData:
             raise InputError(config.path, f"batch size must be positive, got {self.batch_size}")
         self.num_workers = num_workers
         self.files = TokenFiles(config.paths, config.seq_len, config.dtype, retries=retries,
-                                timeout=timeout, backoff=backoff, num_workers=num_workers)
+                                timeout=timeout, backoff=backoff, num_workers=num_workers,
+                                expected_sizes=config.token_file_bytes)
         self.order = DataOrder(order, retries=retries, timeout=timeout, backoff=backoff,
                                num_workers=num_workers)
 

@@ -44,13 +44,17 @@ class TokenFiles(PoolOwner):
     """OLMo's ``MemMapDataset``: token files cut into ``seq_len``-token instances.
 
     File sizes are looked up on first use (HEAD requests for URLs, ``num_workers`` at a
-    time); pass ``sizes`` (bytes per file) to skip that. A file's tail shorter than one
-    instance is ignored, exactly as OLMo does.
+    time); pass ``sizes`` (bytes per file) to skip that. ``expected_sizes`` (what each file
+    held at training time, e.g. a config's ``data_anatomy.token_file_bytes``) makes a changed
+    file one clear error: OLMo numbers instances from file sizes, so one truncated file
+    shifts every later instance. A file's tail shorter than one instance is ignored, exactly
+    as OLMo does.
     """
 
     def __init__(self, paths: Sequence[PathLike], seq_len: int, dtype: str = "uint16",
                  retries: int = 5, timeout: float = 60.0, backoff: float = 1.0,
-                 sizes: Sequence[int] | None = None, num_workers: int = 8):
+                 sizes: Sequence[int] | None = None, num_workers: int = 8,
+                 expected_sizes: Sequence[int] | None = None):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if seq_len <= 0:
@@ -68,6 +72,10 @@ class TokenFiles(PoolOwner):
         self.num_workers = num_workers
         self._bytes = ByteReader(retries, timeout, backoff)
         self._sizes = None if sizes is None else [int(s) for s in sizes]
+        if expected_sizes is not None and len(expected_sizes) != len(self.paths):
+            raise ValueError(f"{len(expected_sizes)} expected sizes for {len(self.paths)} files")
+        self.expected_sizes = None if expected_sizes is None else [int(s) for s in
+                                                                    expected_sizes]
         self._ends: np.ndarray | None = None
         self._init_lock = threading.Lock()
 
@@ -85,7 +93,14 @@ class TokenFiles(PoolOwner):
                     if self._sizes is None:
                         pool = self._get_pool(self.num_workers)
                         self._sizes = map_ordered(self._size_of, self.paths, pool)
-                    for p, s in zip(self.paths, self._sizes, strict=True):
+                    for k, (p, s) in enumerate(zip(self.paths, self._sizes, strict=True)):
+                        want = None if self.expected_sizes is None else self.expected_sizes[k]
+                        if want is not None and s != want:
+                            raise InputError(p, f"holds {s} bytes, the config records {want} "
+                                                "(data_anatomy.token_file_bytes): the file "
+                                                "changed since training, and every later "
+                                                "instance would be read from the wrong "
+                                                "offset; restore it or fix the config")
                         if s % self.dtype.itemsize:
                             raise InputError(p, f"size {s} bytes is not a multiple of "
                                                 f"{self.dtype.itemsize} ({self.dtype.name} "

@@ -26,6 +26,10 @@ import sample as sample_script
 from anatomy.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
+# a bash loop of disjoint sample.py jobs; 640 positions: every job ends past CPython's
+# branch limit of 85, so all draw on the same branch (sampling.max_consistent_sample_end)
+JOBS = ((0, 120), (120, 180), (180, 240))
+END = JOBS[-1][1]
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +40,13 @@ def run_a(tiny_world, tiny_truth, tmp_path_factory):
     T2, T3 = tiny_truth["steps"]["nonmember"]
     w = ["--world", str(tiny_world), "--quiet"]
     for lo, hi in ((0, T1), (T2, T3)):
-        for s0, s1 in ((0, 40), (40, 80), (80, 85)):  # a bash loop of disjoint jobs
+        for s0, s1 in JOBS:
             assert sample_script.main([*w, "--step_start", str(lo), "--step_end", str(hi),
                                        "--sample_start", str(s0), "--sample_end", str(s1),
                                        "--out_dir", str(d)]) == 0
     # one big job, to compare with the loop
     assert sample_script.main([*w, "--step_start", "0", "--step_end", str(T1),
-                               "--sample_start", "0", "--sample_end", "85",
+                               "--sample_start", "0", "--sample_end", str(END),
                                "--out_dir", str(d / "single")]) == 0
     n = 40
     assert filter_script.main([*w, "--member_step_start", "0", "--member_step_end", str(T1),
@@ -71,18 +75,18 @@ def test_positions_and_disjoint_jobs(run_a, tiny_truth):
     d, f = run_a
     folder = d / "sample" / f"miniworld-tiny_step0:{f['T1']}"
     loop = b"".join((folder / f"{a}:{b}.jsonl").read_bytes()
-                    for a, b in ((0, 40), (40, 80), (80, 85)))
-    single = (d / "single" / "sample" / f"miniworld-tiny_step0:{f['T1']}" / "0:85.jsonl")
+                    for a, b in JOBS)
+    single = (d / "single" / "sample" / f"miniworld-tiny_step0:{f['T1']}" / f"0:{END}.jsonl")
     assert loop == single.read_bytes()
     B = tiny_truth["batch_size"]
-    expected = random.Random(42).sample(range(0, f["T1"] * B), 85)
+    expected = random.Random(42).sample(range(0, f["T1"] * B), END)
     got = []
     for r in read_jsonl(single):
         if not got or got[-1] != r["idx"][0]:
             got.append(r["idx"][0])
     assert got == [p for p in expected if p in set(got)]  # draw order, no foreign positions
     assert all(read_jsonl(folder / f"{a}:{b}.failures.jsonl") == []
-               for a, b in ((0, 40), (40, 80)))
+               for a, b in JOBS)
 
 
 def test_samples_are_the_documents_between_separators(run_a, tiny_world, tiny_truth):
@@ -92,7 +96,7 @@ def test_samples_are_the_documents_between_separators(run_a, tiny_world, tiny_tr
     inst, order = _instances(tiny_world, tiny_truth)
     eos = tiny_truth["eos_token_id"]
     tok = AutoTokenizer.from_pretrained(tiny_world / "tokenizer")
-    recs = read_jsonl(d / "sample" / f"miniworld-tiny_step{f['T2']}:{f['T3']}" / "0:40.jsonl")
+    recs = read_jsonl(d / "sample" / f"miniworld-tiny_step{f['T2']}:{f['T3']}" / "0:120.jsonl")
     assert recs
     for r in recs:
         toks = inst[order[r["idx"][0]]]
@@ -169,12 +173,12 @@ def test_construction_scripts_follow_the_output_policy(run_a, tiny_world, capsys
              "--num_sample", "10", "--num_cluster", "2", "--data_dir", str(d), "--quiet"]
     cases = [  # (script, its flags, output, a changed flag, the difference it names)
         (sample_script, [*w, "--step_start", "0", "--step_end", str(f["T1"]),
-                         "--sample_start", "0", "--sample_end", "40", "--out_dir", str(d)],
-         d / f"sample/miniworld-tiny_step0:{f['T1']}/0:40.jsonl", ["--batch_size", "15"],
+                         "--sample_start", "0", "--sample_end", "120", "--out_dir", str(d)],
+         d / f"sample/miniworld-tiny_step0:{f['T1']}/0:120.jsonl", ["--batch_size", "15"],
          "batch_size 16 -> 15"),
         (sample_script, [*w, "--step_start", "0", "--step_end", str(f["T1"]),
-                         "--sample_start", "0", "--sample_end", "40", "--out_dir", str(d)],
-         d / f"sample/miniworld-tiny_step0:{f['T1']}/0:40.jsonl", ["--seed", "7"],
+                         "--sample_start", "0", "--sample_end", "120", "--out_dir", str(d)],
+         d / f"sample/miniworld-tiny_step0:{f['T1']}/0:120.jsonl", ["--seed", "7"],
          "seed 42 -> 7"),
         (filter_script, [*w, *pool], d / f"{f['pool']}.jsonl", ["--batch_size", "8"],
          "batch_size 16 -> 8"),

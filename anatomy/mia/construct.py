@@ -75,6 +75,7 @@ def run_sample(data, decode, *, step_start: int, step_end: int, sample_start: in
         s = execution.recorded_summary(output)
         return SampleResult(out, s.get("positions", 0), s.get("records", 0),
                             s.get("failures", 0), skipped=True)
+    check_token_files(data)
     n_steps = data.n_steps
     if step_end > n_steps:
         raise io.InputError(data.order.source, f"the data order holds {n_steps} steps of "
@@ -89,6 +90,26 @@ def run_sample(data, decode, *, step_start: int, step_end: int, sample_start: in
                "failures": len(failures)}
     execution.mark_output(output, fp, summary)
     return SampleResult(out, len(positions), len(records), len(failures))
+
+
+def check_token_files(data) -> None:
+    """Token files as they were at training time, or a warning that this is unknown.
+
+    With ``data_anatomy.token_file_bytes`` in the config every file's size is checked (a
+    changed file is one error naming it, :class:`anatomy.token_files.TokenFiles`). Without
+    it, a local data order is checked against the files' instance count (the OLMo #538
+    check; failures are then counted per position) and the sizes are said to be unverified.
+    """
+    from anatomy.byte_ranges import is_remote
+
+    len(data.files)  # sizes every file, and checks them against the recorded sizes
+    if data.config.token_file_bytes is not None:
+        return
+    log.warning("%s: token file sizes not verified (the config records no "
+                "data_anatomy.token_file_bytes); a file changed since training would shift "
+                "every later instance", data.config.path)
+    if not is_remote(data.order.source):
+        data.coverage(strict=False)  # warns when the order names more instances than exist
 
 
 def run_filter(*, data_dir: str | Path, model_name: str, member_steps: tuple[int, int],

@@ -8,7 +8,9 @@
 - ``global_indices.npy``: OLMo's data order (raw uint32, a PCG64 permutation);
 - ``config.yaml``: an OLMo TrainConfig naming them (relative paths);
 - ``model/step{S}-tokens{T}K/``: HF checkpoints at T1, 2T1, 3T1, T2 and T3; ``model/`` = final;
-- ``pools/train/chunkN/example_train_M.jsonl.zst``: SlimPajama-layout category pools;
+- ``pools/train/chunkN/example_train_M.jsonl.zst``: a SlimPajama-layout category pool whose
+  members per category follow the training mixture, and ``pools_rates/``: one with fixed
+  membership rates unrelated to it;
 - ``truth.json`` and ``truth/``: the mixture, the instances each checkpoint saw, every planted
   copy's position, per-token categories, the documents table, pool membership.
 
@@ -40,6 +42,7 @@ FORMAT = "data-anatomy-miniworld/1"
 CHARS_PER_TOKEN = 5.0  # generous: collect more text than needed (measured ~3.3 on small)
 SET_PREFIX = "World"
 MIA_CATEGORIES = ("docs", "reference")  # pool set names: WorldCode, WorldDocs, ...
+MIA_LENGTHS = (66, 100)  # tokens of membership plants: above the L=64 bucket's 64
 
 
 def set_name(category: str) -> str:
@@ -95,7 +98,7 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     manifest: dict[str, str] = {}
     seen_text: set[str] = set()
     for cat in CATEGORIES:
-        budget = P.mixture[cat] * total_tokens * CHARS_PER_TOKEN + P.pool_size * 800
+        budget = P.mixture[cat] * total_tokens * CHARS_PER_TOKEN + P.pool_size * 1600
         got = 0
         for d, src, sha in iter_category(cat, seed):
             key = d.text.strip()
@@ -139,34 +142,48 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
         used.update(picked)
         return picked
 
-    # membership passages: fit the OLMoMIA length filter for L=64 (32 < len <= 64)
-    # and as many once-seen non-member controls from the same candidates, planted once in
-    # [T2, T3): same length and category distribution as the planted members
+    # membership passages, and as many once-seen non-member controls from the same
+    # candidates, planted once in [T2, T3): same length and category distribution as the
+    # planted members. MIA_LENGTHS keeps both out of the OLMoMIA length bucket the demo and
+    # the tests sample (L=64: 32 < len <= 64), so the paper's splits are made of ordinary
+    # documents and the plants live only in the control splits.
     n_mia = P.mia_per_count * len(P.mia_counts)
     # Prose only (docstrings, reference text): their intrinsic difficulty varies far less
     # than code or data rows, whose loss spread would swamp the effect of exposure.
-    mia_docs = take(lambda i: 40 <= lengths[i] <= 60 and docs[i]["category"] in MIA_CATEGORIES,
-                    2 * n_mia)
+    lo_len, hi_len = MIA_LENGTHS
+    mia_docs = take(lambda i: lo_len <= lengths[i] <= hi_len
+                    and docs[i]["category"] in MIA_CATEGORIES, 2 * n_mia)
     mia_docs, mia_controls = mia_docs[:n_mia], mia_docs[n_mia:]
     # memorization passages: a 32-token prefix + 32-token suffix fits in one instance, and
     # at > 64 tokens they never enter an L=64 membership pool
     n_mem = P.mem_dense[0] + P.mem_spread[0] + P.mem_late[0]
     mem_docs = take(lambda i: 72 <= lengths[i] <= L - 16, n_mem)
+    # held-out documents of the two pools: the matched pool may need up to pool_size
+    # non-members per category (its member counts follow the measured mixture), the rates
+    # pool pool_size - its trained count
     heldout: dict[str, list[int]] = {}
+    heldout_rates: dict[str, list[int]] = {}
     for c in CATEGORIES:
+        heldout[c] = take(lambda i, c=c: docs[i]["category"] == c, P.pool_size)
         n_ho = P.pool_size - round(P.pool_rates[c] * P.pool_size)
-        heldout[c] = take(lambda i, c=c: docs[i]["category"] == c, n_ho)
+        heldout_rates[c] = take(lambda i, c=c: docs[i]["category"] == c, n_ho)
     template_docs = [i for i in range(len(docs)) if is_template[i]]
 
     # 4. plants: target offsets in the training stream -------------------------------
     plants: list[tuple[int, str, int]] = []
     member_tokens = P.member_end * B * L
-    margin = 2 * L
-    mia_count = {}
-    for j, d in enumerate(mia_docs):
-        k = P.mia_counts[j // P.mia_per_count]
-        mia_count[d] = k
-        plants += [(d, "mia", int(o)) for o in rng.integers(0, member_tokens - margin, k)]
+    margin = 4 * L  # a plant enters at the next document boundary: room for a long one
+    mia_count = {j_d: P.mia_counts[j // P.mia_per_count] for j, j_d in enumerate(mia_docs)}
+    # copies whose targets the stream has passed queue up at the next boundary: near the end
+    # of the window that queue would spill past T1, so the last eighth of the plants' own
+    # volume is kept free (the build checks that every copy starts inside the window)
+    mia_tokens = sum(k * (len(doc_tokens[d]) + 1) for d, k in mia_count.items())
+    mia_end = member_tokens - margin - mia_tokens // 8
+    if mia_end <= member_tokens // 2:
+        raise RuntimeError(f"the membership plants ({mia_tokens} tokens) do not fit the member "
+                           f"window ({member_tokens} tokens)")
+    for d in mia_docs:
+        plants += [(d, "mia", int(o)) for o in rng.integers(0, mia_end, mia_count[d])]
     nonmember_lo = P.nonmember_start * B * L
     plants += [(d, "mia_control", int(rng.integers(nonmember_lo, train_tokens - margin)))
                for d in mia_controls]
@@ -214,6 +231,11 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     tails = [int(x) for x in rng.integers(1, L, P.n_token_files)]
     stream = layout.build_stream(regular, plants, doc_tokens, doc_cat, eos_id,
                                  n_inst * L + sum(tails))
+    late = [o for o in stream.occurrences
+            if o.kind == "mia" and o.offset + o.length >= member_tokens]
+    if late:
+        raise RuntimeError(f"{len(late)} membership plants end past the member window (step "
+                           f"{P.member_end}); the preset plants too much for its window")
     inst = stream.tokens[: n_inst * L].reshape(n_inst, L)
     inst_cat = stream.categories[: n_inst * L].reshape(n_inst, L)
     tail_toks = np.split(stream.tokens[n_inst * L:], np.cumsum(tails)[:-1])
@@ -256,6 +278,9 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
             "member_steps": [0, P.member_end],
             "nonmember_steps": [P.nonmember_start, P.steps],
             "pools": "pools",
+            # what every token file held at training time: readers refuse a changed file
+            # (a shorter file would shift every later instance, as OLMo's offsets do)
+            "token_file_bytes": [(tmp / p).stat().st_size for p in paths],
         },
     }
     io.write_yaml(tmp / "config.yaml", config)
@@ -317,9 +342,18 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
         checkpoints.append({"step": s, "revision": revisions[s], "path": f"model/{revisions[s]}",
                             "tokens": s * B * L, "slots": [0, s * B],
                             "seen_instances": f"truth/seen/step{s}.npy"})
-    pools, pool_docs = _write_pools(tmp, P, docs, doc_tokens, occ_by_doc, heldout,
-                                    trained_slots, L, rng)
-    _write_unseen(tmp, docs, set(occ_by_doc) | pool_docs, seed, max(200, P.pool_size))
+    mixture = mixture_tokens / train_tokens
+    members = _matched_members(mixture, P.pool_size)
+    pools, pool_docs = _write_pools(tmp, "pools", docs, doc_tokens, occ_by_doc, heldout,
+                                    members, P.pool_size, trained_slots, L, rng)
+    rates = {c: round(P.pool_rates[c] * P.pool_size) for c in CATEGORIES}
+    pools_rates, rate_docs = _write_pools(tmp, "pools_rates", docs, doc_tokens, occ_by_doc,
+                                          heldout_rates, rates, P.pool_size, trained_slots, L,
+                                          rng)
+    pools["kind"] = "matched: members per category in proportion to the training mixture"
+    pools_rates["kind"] = "rates: fixed membership rates unrelated to the training mixture"
+    _write_unseen(tmp, docs, set(occ_by_doc) | pool_docs | rate_docs, seed,
+                  max(200, P.pool_size))
     doc_rows = []
     for d in sorted(occ_by_doc):
         occs = occ_by_doc[d]
@@ -351,6 +385,7 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
                   "final_loss": float(np.mean(stats["loss"][-10:]))},
         "planted": planted,
         "pools": pools,
+        "pools_rates": pools_rates,
         "train": {"loss": stats["loss"], "batch_sha1": stats["batch_sha1"]},
     }
     io.write_json(tmp / "truth.json", truth, indent=1)
@@ -401,9 +436,27 @@ def _revision(step: int, batch_size: int, seq_len: int) -> str:
     return revision_name(step, batch_size, seq_len)
 
 
-def _write_pools(root: Path, P: Preset, docs, doc_tokens, occ_by_doc, heldout, trained_slots,
-                 L: int, rng: np.random.Generator) -> dict:
-    """SlimPajama-layout pools: per category, trained documents at a known rate + held-out."""
+def _matched_members(mixture: np.ndarray, pool_size: int) -> dict[str, int]:
+    """Members per category of the matched pool: ``2 * pool_size`` members in all, split in
+    proportion to the training token mixture (largest remainders), so the pool's member
+    mixture is the training mixture up to rounding: the published Min-K%++ arm's premise."""
+    total = 2 * pool_size
+    raw = np.asarray(mixture, dtype=np.float64) * total
+    m = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - m), kind="stable")[: total - m.sum()]:
+        m[i] += 1
+    if m.max() > pool_size:
+        raise RuntimeError(f"a category's share is above 1/2: {m.max()} members for a pool of "
+                           f"{pool_size}")
+    return {c: int(k) for c, k in zip(CATEGORIES, m, strict=True)}
+
+
+def _write_pools(root: Path, name: str, docs, doc_tokens, occ_by_doc, heldout, members,
+                 pool_size: int, trained_slots, L: int, rng: np.random.Generator
+                 ) -> tuple[dict, set[int]]:
+    """One SlimPajama-layout pool ``ROOT/NAME/`` of ``pool_size`` documents per category:
+    ``members[c]`` seen once in training, the rest held out (the first of ``heldout[c]``);
+    the truth of every record in ``truth/NAME_membership.jsonl``."""
     rows = []
     cats = {}
     for c in CATEGORIES:
@@ -411,14 +464,15 @@ def _write_pools(root: Path, P: Preset, docs, doc_tokens, occ_by_doc, heldout, t
                          if docs[d]["category"] == c and "template" not in docs[d]
                          and all(o.kind == "regular" for o in occs)
                          and all((o.offset + o.length) // L < trained_slots for o in occs))
-        n_tr = round(P.pool_rates[c] * P.pool_size)
+        n_tr = members[c]
         if n_tr > len(trained):
             raise RuntimeError(f"corpus too small: the pool of {c} needs {n_tr} documents seen "
                                f"once in training, the stream holds {len(trained)}")
         pick = [trained[i] for i in sorted(rng.choice(len(trained), n_tr, replace=False))]
-        rows += [(d, c, True) for d in pick] + [(d, c, False) for d in heldout[c]]
-        cats[c] = {"set_name": set_name(c), "n": n_tr + len(heldout[c]), "n_trained": n_tr,
-                   "rate": n_tr / (n_tr + len(heldout[c]))}
+        held = heldout[c][: pool_size - n_tr]
+        rows += [(d, c, True) for d in pick] + [(d, c, False) for d in held]
+        cats[c] = {"set_name": set_name(c), "n": n_tr + len(held), "n_trained": n_tr,
+                   "rate": n_tr / (n_tr + len(held))}
     perm = rng.permutation(len(rows))
     shards = [f"train/chunk{c}/example_train_{m}.jsonl.zst" for c in (1, 2) for m in (0, 1)]
     per = np.array_split(perm, len(shards))
@@ -430,10 +484,12 @@ def _write_pools(root: Path, P: Preset, docs, doc_tokens, occ_by_doc, heldout, t
             recs.append({"text": docs[d]["text"], "meta": {"redpajama_set_name": set_name(c)}})
             membership.append({"shard": shard, "line": line, "category": c, "trained": tr,
                                "doc": d, "sha1": _sha1_tokens(doc_tokens[d])})
-        io.write_jsonl(root / "pools" / shard, recs)
-    io.write_jsonl(root / "truth" / "pool_membership.jsonl", membership)
-    return ({"root": "pools", "shards": shards, "membership": "truth/pool_membership.jsonl",
-             "set_names": {set_name(c): c for c in CATEGORIES}, "categories": cats},
+        io.write_jsonl(root / name / shard, recs)
+    io.write_jsonl(root / "truth" / f"{name}_membership.jsonl", membership)
+    n_members = sum(v["n_trained"] for v in cats.values())
+    return ({"root": name, "shards": shards, "membership": f"truth/{name}_membership.jsonl",
+             "set_names": {set_name(c): c for c in CATEGORIES}, "categories": cats,
+             "member_mixture": {c: v["n_trained"] / n_members for c, v in cats.items()}},
             {d for d, _, _ in rows})
 
 
@@ -465,14 +521,17 @@ def _write_unseen(root: Path, docs: list[dict], excluded: set[int], seed: int,
 
 def write_mixture_spec(root: str | os.PathLike) -> Path:
     """``truth/mixture_spec.yaml``: the world's training-token mixture in the published
-    ``category_weights`` spec format (pipeline B's ground truth for this world)."""
+    ``category_weights`` spec format (pipeline B's ground truth for this world); and for each
+    pool ``truth/{pool}_members_spec.yaml``: the category mixture of the pool's members
+    (what the Min-K%++ arm estimates)."""
     from anatomy.truth import World
 
     w = World.open(root)
     t = w.truth
+    name = f"miniworld-{t['preset']['name']} (seed {t['seed']})"
     spec = {
         "schema": "category-mixture-v1",
-        "name": f"miniworld-{t['preset']['name']} (seed {t['seed']})",
+        "name": name,
         "source": "truth.json mixture: tokens of training steps [0, T3) by category, "
                   "separators counted with the document they end",
         "categories": list(t["categories"]),
@@ -480,4 +539,15 @@ def write_mixture_spec(root: str | os.PathLike) -> Path:
     }
     path = w.root / "truth" / "mixture_spec.yaml"
     io.write_yaml(path, spec)
+    for key in ("pools", "pools_rates"):
+        pool = t.get(key)
+        if pool is None or "member_mixture" not in pool:
+            continue
+        io.write_yaml(w.root / "truth" / f"{key}_members_spec.yaml", {
+            "schema": "category-mixture-v1",
+            "name": f"{name}, members of {key}/",
+            "source": f"truth/{key}_membership.jsonl: the pool's trained documents by category "
+                      f"({pool['kind']})",
+            "categories": list(t["categories"]),
+            "category_weights": {c: round(v, 6) for c, v in pool["member_mixture"].items()}})
     return path
