@@ -5,10 +5,10 @@ fetch_category_samples.py; 70% train, a stratified 30% held out for calibration 
 confusion matrix), samples --num_prompts texts from the target LM (unconditional: each starts
 after the document separator, the model config's eos_token_id, and stops at it), classifies
 them and solves for the category priors. Every estimator is reported side by side (em_bcts:
-EM on bias-corrected temperature-scaled posteriors, the default; em_ts; em; bbse_hard;
-bbse_soft; cls: simplex-constrained least squares; pbar: the unadjusted mean probability),
-with bootstrap intervals for --estimator that resample the validation set and the
-generations. Writes OUTPUT_DIR/RUN_NAME/: generations.jsonl, summary.json, summary.csv,
+EM on bias-corrected temperature-scaled posteriors; em_ts; em; bbse_hard; bbse_soft; cls:
+simplex-constrained least squares; pbar: the unadjusted mean probability), with bootstrap
+intervals for --estimator (its default is shown below) that resample the validation set and
+the generations. Writes OUTPUT_DIR/RUN_NAME/: generations.jsonl, summary.json, summary.csv,
 estimators/<method>/summary.json, confusion_matrix.png, priors.png, pbar_vs_ctpi.png.
 Without --target_model / --local_samples_dir the miniworld's final model and
 WORLD/data_samples are used. Generation is split into whole batches shared by ranks

@@ -3,15 +3,21 @@
 Reads DATA_DIR/DATASET.jsonl ({"input", "label"}: 1 member, 0 non-member). One batched
 forward pass of the target model (length-sorted, padding masked, log-prob statistics in fp32
 whatever --dtype the weights use) feeds loss, zlib, Min-K% and Min-K%++ (k = 10..50); a
-reference model adds ref = LL(target) - LL(ref); EM-MIA refines a baseline (default
-Min-K%++ 20%) with ReCaLL scores of the dataset's own texts as prefixes (prefix KV cache
-reused). Every score: higher = member. Writes OUTPUT_DIR/DATASET/REVISION/scores.jsonl (raw
-per-example scores) and metrics.json (AUROC, TPR@0.1/1/5%FPR, balanced accuracy, config),
-prints AUROC and TPR@1%FPR. Several --dataset names and several --step/--revision values
-score every pair with each model loaded once. The target defaults to the miniworld's model
-folder, whose checkpoints are named like OLMo's branches (step{S}-tokens{T}K); --step S
-picks one by its step. Results whose recorded fingerprint (inputs, flags, version) matches
-are skipped; different ones are refused unless --overwrite. Under torchrun, a Slurm array or
+reference model adds ref = LL(target) - LL(ref); EM-MIA (Kim et al. 2024, all texts as
+prefixes, NegPref) refines a baseline (default Min-K%++ 20%) with the ReCaLL matrix of the
+dataset's own texts (prefix KV cache reused); "blind" is the cross-validated AUROC of a
+bag-of-words classifier that never sees the model (Das et al. 2024), the baseline every
+attack should beat. Records with "input_ids" of the model's vocabulary (from sample.py) are
+scored on those trained ids, other records re-tokenized (said in metrics.json "tokens").
+Every score: higher = member.
+
+Writes OUTPUT_DIR/DATASET/REVISION/scores.jsonl (raw per-example scores) and metrics.json
+(AUROC, TPR@0.1/1/5%FPR where the split has enough non-members, balanced accuracy, config),
+prints AUROC and TPR@1%FPR. Several --dataset names and --step/--revision values score every
+pair with each model loaded once. The target defaults to the miniworld's model folder, whose
+checkpoints are named like OLMo's branches (step{S}-tokens{T}K); --step S picks one by its
+step. Results whose recorded fingerprint (inputs, flags, version) matches are skipped;
+different ones are refused unless --overwrite. Under torchrun, a Slurm array or
 --rank/--world_size the ranks share whole batches and blocks of EM-MIA prefixes; the last
 rank to finish merges, and any number of ranks writes the bytes of one.
 """
@@ -50,10 +56,13 @@ def build_parser():
     ref.add_argument("--ref_step", type=int, default=None)
     g = p.add_argument_group("attacks")
     g.add_argument("--methods", nargs="+", choices=METHODS, default=None,
-                   help="default: all (ref only with --ref_model)")
+                   help="default: loss zlib mink minkpp emmia blind, plus ref with --ref_model "
+                        "and recall_wavg with --n_prefix")
     g.add_argument("--emmia_init", default="minkpp_20", help="score that starts EM-MIA")
     g.add_argument("--n_prefix", type=int, default=None,
-                   help="EM-MIA prefixes: a seeded subset of this many texts (default: all)")
+                   help="prefixes of recall_wavg (a prefix-weighted ReCaLL-Avg over a seeded "
+                        "subset of this many texts, our estimator; EM-MIA itself, emmia, "
+                        "always uses every text)")
     g.add_argument("--prefix_block", type=int, default=8,
                    help="EM-MIA prefixes per unit (the ReCaLL matrix resumes by block)")
     g.add_argument("--max_tokens", type=int, default=None, help="truncate texts (tokens)")

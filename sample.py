@@ -4,7 +4,9 @@ Draws data-order positions exactly as the published OLMoMIA tool does
 (``random.Random(seed).sample(range(T0*B, T1*B), S1)[S0:]``: every S1 is a prefix of the same
 sequence, so disjoint [S0, S1) jobs in a bash loop agree with one big job), reads each
 position's training instance (local files or HTTP range requests), and writes one record per
-whole document between two separator (EOS) ids: {"input", "idx": [position, paragraph], "length"}.
+whole document between two separator (EOS) ids: {"input", "idx": [position, paragraph], "length"}
+plus "input_ids" (the document's tokens as trained) and "tokenizer" (a digest of the vocabulary
+they belong to), so run_mia.py scores the trained ids rather than a re-tokenized text.
 
 The batch size B defaults to the config's true batch size: for OLMo-7B the file says 2048 but
 its checkpoint names (step100000-tokens442B) imply 2160, which configs/OLMo-7B.yaml records.
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup(args)
     from anatomy.io import InputError
-    from anatomy.lm import load_tokenizer
+    from anatomy.lm import load_tokenizer, vocab_digest
     from anatomy.mia.construct import run_sample
     from anatomy.olmo_data import OlmoData
 
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                          sample_end=args.sample_end, seed=args.seed,
                          eos_id=cfg.eos_token_id if args.eos_id is None else args.eos_id,
                          out_dir=args.out_dir, model_name=args.model_name or cfg.model_name,
-                         tokenizer=tok_src, overwrite=args.overwrite)
+                         tokenizer=tok_src, vocab=vocab_digest(tok), overwrite=args.overwrite)
     if res.skipped:
         print(f"{res.path}: up to date (same config, data order, B, EOS id and seed), skipped")
     else:

@@ -253,6 +253,17 @@ def model_source(name_or_path: str | os.PathLike, revision: str | int | None = N
     return str(name_or_path)
 
 
+def vocab_digest(tokenizer) -> str:
+    """16 hex digits of sha256 over the tokenizer's vocabulary (token -> id, added tokens
+    included): equal digests mean token ids mean the same strings, so ids written under one
+    tokenizer can be scored by a model whose tokenizer has this digest."""
+    import hashlib
+    import json
+
+    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
 def load_causal_lm(name_or_path: str | os.PathLike, revision: str | int | None = None,
                    dtype: str = "float32", device: str | None = None, int8: bool = False,
                    trust_remote_code: bool = False):

@@ -100,10 +100,24 @@ def balanced_accuracy(scores, labels) -> float:
     return float(np.max(1 - (f + (1 - t)) / 2))
 
 
-def summarize(scores, labels, fprs: Sequence[float] = DEFAULT_FPRS) -> dict[str, float]:
-    """``{"auroc", "tpr@0.1%", "tpr@1%", "tpr@5%", "bal_acc"}`` (fractions, not percent)."""
-    out = {"auroc": auroc(scores, labels)}
+def measurable_fpr(n_nonmembers: int, fpr: float) -> bool:
+    """Whether TPR at ``fpr`` means anything: at least ``1 / fpr`` non-members, so that one
+    false positive is an FPR of at most ``fpr`` (with 50 non-members the smallest non-zero
+    FPR is 2%, and "TPR@0.1%FPR" is TPR at zero false positives)."""
+    return n_nonmembers * fpr >= 1 - 1e-9
+
+
+def summarize(scores, labels, fprs: Sequence[float] = DEFAULT_FPRS
+              ) -> dict[str, float | None]:
+    """``{"auroc", "tpr@0.1%", "tpr@1%", "tpr@5%", "bal_acc"}`` (fractions, not percent).
+
+    A TPR@x is None where the labels hold fewer than ``1/x`` non-members
+    (:func:`measurable_fpr`).
+    """
+    out: dict[str, float | None] = {"auroc": auroc(scores, labels)}
+    n_non = int(np.sum(np.asarray(labels) == 0))
     for f in fprs:
-        out[f"tpr@{f * 100:g}%"] = tpr_at_fpr(scores, labels, f)
+        out[f"tpr@{f * 100:g}%"] = tpr_at_fpr(scores, labels, f) if measurable_fpr(n_non, f) \
+            else None
     out["bal_acc"] = balanced_accuracy(scores, labels)
     return out

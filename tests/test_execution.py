@@ -246,7 +246,7 @@ def splits(tiny_world, tmp_path_factory):
 def test_torchrun_run_mia_equals_one_process(tiny_world, splits, tmp_path):
     args = ["run_mia.py", "--world", str(tiny_world), "--dataset", "miniworld-tiny_control",
             "--data_dir", str(splits), "--step", "40", "--methods", "loss", "minkpp", "emmia",
-            "--n_prefix", "12", "--prefix_block", "4", "--batch_size", "8", "--quiet"]
+            "--prefix_block", "4", "--batch_size", "8", "--quiet"]
     # one process with 2 threads (2 units at a time) vs 2 ranks of 1 thread each
     _run([*args, "--output_dir", str(tmp_path / "one"), "--threads", "2"])
     p = _torchrun([*args, "--output_dir", str(tmp_path / "two")])

@@ -68,9 +68,25 @@ def test_worked_example_and_degenerate_inputs():
     assert metrics.auroc([1, 2, 3], [0, 1, 1]) == 1.0
     assert metrics.auroc([3, 2, 1], [0, 1, 1]) == 0.0
     assert math.isnan(metrics.auroc([1, 2, 3], [1, 1, 1]))
-    assert all(math.isnan(v) for v in metrics.summarize([1, 2], [0, 0]).values())
+    summ = metrics.summarize([1, 2], [0, 0])
+    assert math.isnan(summ["auroc"]) and math.isnan(summ["bal_acc"])
+    assert summ["tpr@5%"] is None  # 2 non-members: no FPR below 50% is measurable
     assert np.isnan(metrics.auroc_rows(np.ones((2, 3)), [1, 1, 1])).all()
     with pytest.raises(ValueError, match="labels"):
         metrics.auroc([1, 2, 3], [0, 1])
     with pytest.raises(ValueError, match="NaN"):
         metrics.auroc([1, float("nan")], [0, 1])
+
+
+def test_tpr_only_where_the_split_has_enough_nonmembers():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(50), np.zeros(50)]
+    s = rng.normal(size=100) + y
+    summ = metrics.summarize(s, y)
+    # 50 non-members: one false positive is FPR 2%, so TPR@0.1% and @1% are undefined
+    assert summ["tpr@0.1%"] is None and summ["tpr@1%"] is None
+    assert summ["tpr@5%"] == metrics.tpr_at_fpr(s, y, 0.05)
+    y2 = np.r_[np.ones(10), np.zeros(1000)]
+    s2 = rng.normal(size=1010) + 2 * y2
+    assert all(v is not None for v in metrics.summarize(s2, y2).values())
+    assert metrics.measurable_fpr(100, 0.01) and not metrics.measurable_fpr(99, 0.01)

@@ -65,7 +65,8 @@ def test_score_records_match_per_example_scores(models, tokenizer):
     records = make_records()
     rows, metrics = attack.score_records(records, model, tokenizer, ref_model=ref,
                                          batch_size=5, progress=False)
-    names = attack.score_names(attack.METHODS)
+    names = attack.score_names((*attack.DEFAULT_METHODS, "ref"))
+    assert "recall_wavg" not in metrics and "blind" in metrics
     assert list(metrics) == names and names[:3] == ["loss", "zlib", "mink_10"]
     labels = [r["label"] for r in records]
     for i, (rec, row) in enumerate(zip(records, rows, strict=True)):
@@ -115,20 +116,29 @@ def test_methods_subset_truncation_and_errors(models, tokenizer):
                              progress=False)
 
 
-def test_emmia_prefix_subset(models, tokenizer):
+def test_recall_wavg_prefix_subset(models, tokenizer):
+    """A prefix subset is recall_wavg, our estimator; EM-MIA always uses every prefix."""
     model, _ = models
     records = make_records(10, seed=2)
-    rows, _ = attack.score_records(records, model, tokenizer, methods=["minkpp", "emmia"],
-                                   n_prefix=4, seed=7, progress=False)
+    rows, metrics = attack.score_records(records, model, tokenizer,
+                                         methods=["minkpp", "recall_wavg"], n_prefix=4, seed=7,
+                                         progress=False)
+    assert "emmia" not in metrics and "recall_wavg" in metrics
     ids = lm.tokenize_texts(tokenizer, [r["input"] for r in records])
     pick = np.sort(np.random.default_rng(7).choice(10, 4, replace=False))
     recall = emmia.recall_matrix(model, [ids[i] for i in pick], ids, progress=False)
     init = np.array([r["scores"]["minkpp_20"] for r in rows])
-    np.testing.assert_allclose([r["scores"]["emmia"] for r in rows],
-                               attack.em_mia_subset(recall, init), atol=1e-9)
+    np.testing.assert_allclose([r["scores"]["recall_wavg"] for r in rows],
+                               attack.recall_weighted_avg(recall, init), atol=1e-9)
+    with pytest.raises(InputError, match="EM-MIA always uses every text"):
+        attack.score_records(records, model, tokenizer, methods=["minkpp", "emmia"],
+                             n_prefix=4, progress=False)
+    with pytest.raises(InputError, match='"recall_wavg" needs --n_prefix'):
+        attack.score_records(records, model, tokenizer, methods=["recall_wavg"],
+                             progress=False)
 
 
-def test_em_mia_subset_recovers_labels():
+def test_recall_weighted_avg_recovers_labels():
     """Synthetic ReCaLL rows (tests/test_emmia.py's construction) with 40 of 200 prefixes."""
     from anatomy.metrics import auroc
     from tests.test_emmia import synthetic
@@ -136,7 +146,7 @@ def test_em_mia_subset_recovers_labels():
     recall, weak, labels = synthetic(seed=1)
     pick = np.sort(np.random.default_rng(0).choice(200, 40, replace=False))
     assert auroc(weak, labels) < 0.7
-    assert auroc(attack.em_mia_subset(recall[pick], weak), labels) > 0.99
+    assert auroc(attack.recall_weighted_avg(recall[pick], weak), labels) > 0.99
 
 
 def _count_forwards(model) -> list[int]:
@@ -153,6 +163,7 @@ def test_ranks_share_units_and_equal_one(models, tokenizer):
     model, ref = models
     records = make_records(11, seed=3)
     kw = dict(has_ref=True, methods=None, batch_size=3, n_prefix=5, prefix_block=2)
+    # the defaults, ref, and recall_wavg (n_prefix): EM-MIA's 11 prefixes in blocks of 2
     rows_one, metrics_one = attack.score_records(records, model, tokenizer, ref_model=ref,
                                                  batch_size=3, n_prefix=5, prefix_block=2,
                                                  progress=False)
@@ -160,7 +171,7 @@ def test_ranks_share_units_and_equal_one(models, tokenizer):
     for world in (2, 3):
         work = attack.MiaWork(records, tokenizer, **kw)
         work.model, work.ref_model = model, ref
-        assert work.plan.counts == {"score": 4, "ref": 4, "recall": 3}
+        assert work.plan.counts == {"score": 4, "ref": 4, "recall": 6}
         done, shares = {}, []
         for r in range(world):
             mine = Ranks(r, world).units(work.n_units)
@@ -199,7 +210,7 @@ def test_run_mia_end_to_end(tiny_world, capsys):
     rows = io.read_jsonl(run / "scores.jsonl")
     assert doc["config"]["revision"] == "step20-tokens10K"
     assert doc["config"]["ref_revision"] == "step10-tokens5K"
-    assert set(doc["metrics"]) == set(attack.score_names(attack.METHODS))
+    assert set(doc["metrics"]) == set(attack.score_names((*attack.DEFAULT_METHODS, "ref")))
     assert [r["index"] for r in rows] == list(range(10)) and "input" not in rows[0]
     auc = roc_auc_score([r["label"] for r in rows], [r["scores"]["loss"] for r in rows])
     assert doc["metrics"]["loss"]["auroc"] == pytest.approx(auc, abs=1e-12)
@@ -243,15 +254,19 @@ def test_make_table_cells(tmp_path, capsys):
                             "w_64_100_hard"]) == 0
     md = capsys.readouterr().out
     lines = md.strip().splitlines()
-    assert lines[0] == "| AUROC x100 | step40 easy | step40 hard | step120 easy |"
-    assert lines[2] == "| Loss | **75.0** | **55.0** | 61.2 |"
-    assert lines[3] == "| Min-K%++ 20% | 50.0 | 54.9 | **70.0** |"
+    # one table per checkpoint (methods x splits), checkpoints in step order
+    assert lines[0] == "| AUROC x100, step40 | easy | hard |"
+    assert lines[2] == "| Loss | **75.0** | **55.0** |"
+    assert lines[3] == "| Min-K%++ 20% | 50.0 | 54.9 |"
+    assert lines[5] == "| AUROC x100, step120 | easy |"
+    assert lines[7:9] == ["| Loss | 61.2 |", "| Min-K%++ 20% | **70.0** |"]
     assert (r / "table.md").read_text() == md.strip() + "\n"
     assert (r / "table.csv").read_text().splitlines()[1] == "loss,75.0,55.0,61.2"
     assert (r / "table.png").read_bytes()[:4] == b"\x89PNG"
     make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_easy", "--metric",
                      "tpr@1%", "--methods", "minkpp"])
-    assert capsys.readouterr().out.strip().splitlines()[2] == "| Min-K%++ 20% | **5.0** | **7.0** |"
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[2] == "| Min-K%++ 20% | **5.0** |" and out[6] == "| Min-K%++ 20% | **7.0** |"
     assert (r / "table_tpr1.md").is_file()
     with pytest.raises(InputError, match="no results for this dataset"):
         make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_nope"])
@@ -263,7 +278,7 @@ def test_make_table_cells(tmp_path, capsys):
     with pytest.raises(InputError, match=r"input w_64_100_hard/step40-tokens3K/metrics.json"):
         make_table.main(args)
     assert make_table.main(args + ["--overwrite"]) == 0
-    assert "| Loss | **75.0** | **56.0** | 61.2 |" in (r / "table.md").read_text()
+    assert "| Loss | **75.0** | **56.0** |" in (r / "table.md").read_text()
 
 
 def test_auroc_by_count(tmp_path, capsys):
@@ -298,3 +313,60 @@ def test_help(script, capsys):
         script.main(["--help"])
     assert e.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_blind_baseline_is_cross_validated_bag_of_words(models, tokenizer):
+    """blind = out-of-fold scores of word 1-2-gram TF-IDF + LR; checked against sklearn's
+    cross_val_predict of the same pipeline, and on a split whose classes differ by topic."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    from anatomy.classifiers import WORD_TOKENS
+
+    rng = np.random.default_rng(5)
+    topic = {1: ["model", "training", "data", "seen"], 0: ["river", "morning", "quiet", "one"]}
+    records = [{"input": " ".join(rng.choice(topic[y] + ["the", "of", "and"], 8)), "label": y}
+               for y in (1, 0) * 15]
+    rows, metrics = attack.score_records(records, models[0], tokenizer,
+                                         methods=["loss", "blind"], seed=3, progress=False)
+    texts = [r["input"] for r in records]
+    y = np.array([r["label"] for r in records])
+    pipe = make_pipeline(TfidfVectorizer(analyzer="word", ngram_range=(1, 2),
+                                         token_pattern=WORD_TOKENS, sublinear_tf=True,
+                                         dtype=np.float32),
+                         LogisticRegression(C=4.0, max_iter=1000, random_state=3))
+    want = cross_val_predict(pipe, texts, y, cv=StratifiedKFold(5, shuffle=True,
+                                                                random_state=3),
+                             method="decision_function")
+    np.testing.assert_allclose([r["scores"]["blind"] for r in rows], want, atol=1e-9)
+    assert metrics["blind"]["auroc"] > 0.95  # topics give members away without any model
+
+
+def test_scores_use_the_trained_token_ids(models, tokenizer):
+    """Ids that a decode/encode round trip would merge are scored as given when the records
+    say they are of this tokenizer's vocabulary, and re-tokenized (and said so) otherwise."""
+    model = models[0]
+    vocab = lm.vocab_digest(tokenizer)
+    vocab_items = tokenizer.get_vocab()
+    merged = next(t for t in sorted(vocab_items, key=lambda t: (-len(t), t))
+                  if len(t) >= 3 and all(ch in vocab_items for ch in t)
+                  and tokenizer.encode(tokenizer.convert_tokens_to_string([t]),
+                                       add_special_tokens=False) == [vocab_items[t]])
+    pieces = [vocab_items[ch] for ch in merged]  # one byte-level symbol each
+    assert tokenizer.encode(tokenizer.decode(pieces), add_special_tokens=False) != pieces
+    base = make_records(6, seed=8)
+    recs = [{**r, "input_ids": lm.tokenize_texts(tokenizer, [r["input"]])[0] + pieces,
+             "tokenizer": vocab} for r in base]
+    work = attack.MiaWork(recs, tokenizer, methods=["loss"])
+    assert work.token_source.startswith("the records' input_ids")
+    assert [len(t) for t in work.ids] == [len(r["input_ids"]) for r in recs]
+    rows, _ = attack.score_records(recs, model, tokenizer, methods=["loss"], progress=False)
+    direct = lm.token_stats(model, [r["input_ids"] for r in recs], batch_size=1,
+                            progress=False)
+    for row, st in zip(rows, direct, strict=True):
+        assert row["scores"]["loss"] == pytest.approx(scores.loss(st.logprob), abs=1e-5)
+    other = [{**r, "tokenizer": "0" * 16} for r in recs]
+    assert attack.MiaWork(other, tokenizer, methods=["loss"]).token_source.startswith(
+        "re-tokenized texts (the records' input_ids are of another vocabulary")

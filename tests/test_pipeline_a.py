@@ -23,7 +23,8 @@ import control_split as control_script
 import filter as filter_script
 import generate_vecs as vecs_script
 import sample as sample_script
-from anatomy.io import read_jsonl
+from anatomy import lm
+from anatomy.io import read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 # a bash loop of disjoint sample.py jobs; 640 positions: every job ends past CPython's
@@ -104,7 +105,10 @@ def test_samples_are_the_documents_between_separators(run_a, tiny_world, tiny_tr
         a, b = cuts[r["idx"][1] - 1] + 1, cuts[r["idx"][1]]
         assert r["length"] == b - a
         assert r["input"] == tok.decode(toks[a:b].tolist())
-        assert list(r) == ["input", "idx", "length"]  # the published schema
+        assert r["input_ids"] == toks[a:b].tolist()  # the ids as trained, kept for scoring
+        # the published schema, then the trained ids and their vocabulary's digest
+        assert list(r) == ["input", "idx", "length", "input_ids", "tokenizer"]
+        assert r["tokenizer"] == lm.vocab_digest(tok)
 
 
 def test_pool_labels_follow_the_truth(run_a, tiny_truth):
@@ -217,14 +221,24 @@ def control_results(run_a, tiny_world, tiny_truth):
     d, _ = run_a
     res = d / "results"
     ckpts = [tiny_truth["checkpoints"][0], tiny_truth["checkpoints"][-1]]
-    # every (dataset, checkpoint) pair from one process, each model loaded once
+    # every (dataset, checkpoint) pair from one process, each model loaded once; EM-MIA
+    # (n^2 ReCaLL pairs) on a 20-text slice of the control split, 10 of each class
+    control = read_jsonl(d / "miniworld-tiny_control.jsonl")
+    small = [r for r in control if r["label"] == 1][:10] + \
+        [r for r in control if r["label"] == 0][:10]
+    write_jsonl(d / "miniworld-tiny_control20.jsonl", small)
     assert run_mia.main(["--world", str(tiny_world), "--dataset", "miniworld-tiny_control",
                          "miniworld-tiny_planted", "--data_dir", str(d), "--step",
                          *(str(c["step"]) for c in ckpts), "--output_dir", str(res),
-                         "--methods", "loss", "zlib", "mink", "minkpp", "emmia",
-                         "--n_prefix", "16", "--quiet"]) == 0
+                         "--methods", "loss", "zlib", "mink", "minkpp", "blind",
+                         "--quiet"]) == 0
+    assert run_mia.main(["--world", str(tiny_world), "--dataset", "miniworld-tiny_control20",
+                         "--data_dir", str(d), "--step", str(ckpts[0]["step"]),
+                         "--output_dir", str(res), "--methods", "loss", "minkpp", "emmia",
+                         "--quiet"]) == 0
     assert make_table.main(["--results_dir", str(res), "--datasets", "miniworld-tiny_control",
-                            "miniworld-tiny_planted", "--quiet"]) == 0
+                            "miniworld-tiny_control20", "miniworld-tiny_planted",
+                            "--quiet"]) == 0
     out = {}
     for c in ckpts:
         doc = json.loads((res / "miniworld-tiny_control" / c["revision"] / "metrics.json")
@@ -251,6 +265,7 @@ def test_table_and_count_curve(control_results):
     res, _ = control_results
     md = (res / "table.md").read_text()
     assert "| Loss |" in md and "| Min-K%++ 20% |" in md and "| EM-MIA |" in md
-    assert "step40 control" in md
+    assert "| Blind (bag of words, no model) |" in md
+    assert md.startswith("| AUROC x100, step40 | control | control20 | planted |")
     by = res / "miniworld-tiny_planted" / "by_planted.md"
     assert by.is_file() and "48" in by.read_text()

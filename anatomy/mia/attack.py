@@ -35,7 +35,10 @@ from anatomy.scores import DEFAULT_KS
 
 log = logging.getLogger("anatomy")
 
-METHODS = ("loss", "zlib", "mink", "minkpp", "ref", "emmia")
+METHODS = ("loss", "zlib", "mink", "minkpp", "ref", "emmia", "recall_wavg", "blind")
+# run by default: everything that needs nothing more (ref needs a reference model,
+# recall_wavg a prefix count)
+DEFAULT_METHODS = ("loss", "zlib", "mink", "minkpp", "emmia", "blind")
 DEFAULT_EMMIA_INIT = "minkpp_20"
 
 
@@ -74,15 +77,21 @@ def score_names(methods: Iterable[str], ks: Sequence[float] = DEFAULT_KS) -> lis
     return names
 
 
-def _resolve_methods(methods: Iterable[str] | None, has_ref: bool) -> list[str]:
-    if methods is None:  # everything that can run: ref only with a reference model
-        return [m for m in METHODS if m != "ref" or has_ref]
-    methods = list(dict.fromkeys(methods))
-    bad = [m for m in methods if m not in METHODS]
+def _resolve_methods(methods: Iterable[str] | None, has_ref: bool,
+                     n_prefix: int | None = None) -> list[str]:
+    if methods is None:  # the defaults, plus ref with a reference model
+        return [m for m in METHODS if m in DEFAULT_METHODS or (m == "ref" and has_ref)
+                or (m == "recall_wavg" and n_prefix is not None)]
+    asked = set(methods)
+    bad = sorted(asked - set(METHODS))
+    methods = [m for m in METHODS if m in asked]
     if bad:
         raise InputError(None, f'unknown method "{bad[0]}" (choose from {", ".join(METHODS)})')
     if "ref" in methods and not has_ref:
         raise InputError(None, 'method "ref" needs a reference model (--ref_model)')
+    if "recall_wavg" in methods and n_prefix is None:
+        raise InputError(None, 'method "recall_wavg" needs --n_prefix (its prefix count); '
+                               "EM-MIA (emmia) always uses every text as a prefix")
     return methods
 
 
@@ -90,13 +99,15 @@ def _resolve_methods(methods: Iterable[str] | None, has_ref: bool) -> list[str]:
 # EM-MIA
 
 
-def em_mia_subset(recall: np.ndarray, init_scores: np.ndarray, n_iter: int = 10) -> np.ndarray:
-    """EM-MIA when the prefixes are a subset of the targets (``recall`` is [m, n], m < n).
+def recall_weighted_avg(recall: np.ndarray, init_scores: np.ndarray,
+                        n_iter: int = 10) -> np.ndarray:
+    """A prefix-weighted ReCaLL-Avg over a subset of prefixes (``recall`` is [m, n], m < n):
+    our own estimator, method ``recall_wavg``, not EM-MIA.
 
-    em-mia's NegPref update f(p) = -r(p) scores only texts that are prefixes, so with a
-    prefix subset every target x is scored by the prefixes' ReCaLL rows instead, each
-    weighted by how well it currently works as a ReCaLL prefix (a prefix-score-weighted
-    version of em-mia's ``ReCaLL-Avg``):
+    EM-MIA's NegPref update f(p) = -r(p) scores only texts that are prefixes, so it needs
+    every text as a prefix (method ``emmia``). With a prefix subset every target x is scored
+    by the prefixes' ReCaLL rows instead, each weighted by how well it currently works as a
+    ReCaLL prefix (a prefix-score-weighted version of em-mia's ``ReCaLL-Avg``):
 
     1. pseudo-labels y = f > median(f) over all n targets;
     2. r(p) = AUROC(ReCaLL_p(.), y) (:func:`anatomy.mia.emmia.prefix_scores`);
@@ -121,8 +132,8 @@ def em_mia_subset(recall: np.ndarray, init_scores: np.ndarray, n_iter: int = 10)
 
 
 def prefix_indices(n: int, n_prefix: int | None, seed: int) -> np.ndarray:
-    """EM-MIA's prefixes: all ``n`` texts (None), or a subset of ``n_prefix`` drawn with
-    ``np.random.default_rng(seed)``, sorted."""
+    """ReCaLL prefixes: all ``n`` texts (None; EM-MIA's), or a subset of ``n_prefix`` drawn
+    with ``np.random.default_rng(seed)``, sorted (``recall_wavg``'s)."""
     if n_prefix is None or n_prefix >= n:
         return np.arange(n)
     if n_prefix < 2:
@@ -154,31 +165,31 @@ class MiaWork:
                  max_tokens: int | None = None, batch_size: int = 16,
                  emmia_init: str = DEFAULT_EMMIA_INIT, emmia_iters: int = 10,
                  n_prefix: int | None = None, seed: int = 42, prefix_block: int = 8,
-                 ks: Sequence[float] = DEFAULT_KS):
+                 ks: Sequence[float] = DEFAULT_KS, blind_folds: int = 5):
         from anatomy.execution import UnitPlan
-        from anatomy.lm import length_batches, tokenize_texts
+        from anatomy.lm import length_batches
 
         self.records = list(records)
         self.labels = check_records(self.records)
-        self.methods = _resolve_methods(methods, has_ref)
+        self.methods = _resolve_methods(methods, has_ref, n_prefix)
         self.ks = tuple(ks)
         self.names = score_names(self.methods, self.ks)
         self.emmia_init, self.emmia_iters = emmia_init, emmia_iters
-        self.batch_size = batch_size
-        texts = [r["input"] for r in self.records]
-        self.ids = tokenize_texts(tokenizer, texts, max_tokens)
+        self.batch_size, self.seed, self.blind_folds = batch_size, seed, blind_folds
+        if n_prefix is not None and "recall_wavg" not in self.methods:
+            raise InputError(None, "--n_prefix sets the prefixes of recall_wavg (not asked "
+                                   "for); EM-MIA always uses every text as a prefix")
+        self.ids, self.token_source = record_token_ids(self.records, tokenizer, max_tokens)
         _require_tokens(self.ids, "target")
-        if max_tokens is not None:  # zlib sees the text the model actually scores
-            full = tokenize_texts(tokenizer, texts)
-            texts = [tokenizer.decode(t) if len(t) < len(f) else x
-                     for t, f, x in zip(self.ids, full, texts, strict=True)]
-        self.texts = texts
+        self.texts = scored_texts(self.records, self.ids, tokenizer, max_tokens)
         self.needs_ref = has_ref and ("ref" in self.methods or emmia_init == "ref")
         self.ref_ids: list[list[int]] = []
+        self.ref_token_source = None
         if self.needs_ref:
-            self.ref_ids = tokenize_texts(ref_tokenizer or tokenizer, texts, max_tokens)
+            self.ref_ids, self.ref_token_source = record_token_ids(
+                self.records, ref_tokenizer or tokenizer, max_tokens)
             _require_tokens(self.ref_ids, "reference")
-        if "emmia" in self.methods:
+        if "emmia" in self.methods or "recall_wavg" in self.methods:
             known = {"loss", "zlib", *(f"{m}_{k:g}" for m in ("mink", "minkpp")
                                        for k in self.ks)} | ({"ref"} if self.needs_ref else set())
             if emmia_init not in known:
@@ -189,8 +200,11 @@ class MiaWork:
         self.score_batches = length_batches([len(t) for t in self.ids], batch_size)
         self.ref_batches = (length_batches([len(t) for t in self.ref_ids], batch_size)
                             if self.needs_ref else [])
-        self.prefixes = (prefix_indices(len(self.ids), n_prefix, seed)
-                         if "emmia" in self.methods else np.zeros(0, np.int64))
+        n = len(self.ids)
+        # EM-MIA needs every text as a prefix; recall_wavg alone a seeded subset
+        self.subset = (prefix_indices(n, n_prefix, seed) if "recall_wavg" in self.methods
+                       else np.zeros(0, np.int64))
+        self.prefixes = (np.arange(n) if "emmia" in self.methods else self.subset)
         self.blocks = [self.prefixes[a:a + prefix_block]
                        for a in range(0, len(self.prefixes), prefix_block)]
         self.plan = UnitPlan(score=len(self.score_batches), ref=len(self.ref_batches),
@@ -237,17 +251,28 @@ class MiaWork:
         if self.needs_ref:
             for p, s in zip(per, self._stats("ref", load), strict=True):
                 p["ref"] = float(reference(p["loss"], loss(s.logprob)))
-        if "emmia" in self.methods:
+        if len(self.blocks):
             init = np.array([p[self.emmia_init] for p in per])
             target_ll = np.array([p["loss"] for p in per])
             lls = np.concatenate([load(self.plan.unit("recall", i))["lls"]
                                   for i in range(len(self.blocks))])
-            recall = lls / target_ll[None, :]
-            em = (em_mia(recall, init, n_iter=self.emmia_iters)
-                  if len(self.prefixes) == len(self.ids)
-                  else em_mia_subset(recall, init, n_iter=self.emmia_iters))
-            for p, v in zip(per, em, strict=True):
-                p["emmia"] = float(v)
+            recall = lls / target_ll[None, :]  # rows: self.prefixes
+            if "emmia" in self.methods:
+                for p, v in zip(per, em_mia(recall, init, n_iter=self.emmia_iters),
+                                strict=True):
+                    p["emmia"] = float(v)
+            if "recall_wavg" in self.methods:
+                rows = recall[np.searchsorted(self.prefixes, self.subset)]
+                for p, v in zip(per, recall_weighted_avg(rows, init, self.emmia_iters),
+                                strict=True):
+                    p["recall_wavg"] = float(v)
+        if "blind" in self.methods:
+            from anatomy.classifiers import cross_val_scores
+
+            blind = cross_val_scores([r["input"] for r in self.records], self.labels,
+                                     spec="bow", folds=self.blind_folds, seed=self.seed)
+            for p, v in zip(per, blind, strict=True):
+                p["blind"] = float(v)
         rows = []
         for i, (rec, p) in enumerate(zip(self.records, per, strict=True)):
             row = {("index" if k == "input" else k): (i if k == "input" else v)
@@ -295,6 +320,47 @@ def score_records(records: Sequence[dict[str, Any]], model, tokenizer, ref_model
     done = {u: work.compute_unit(u) for u in bar(range(work.n_units), "score", "unit",
                                                 work.n_units, None if progress else True)}
     return work.finish(done.__getitem__)
+
+
+def record_token_ids(records: Sequence[dict[str, Any]], tokenizer, max_tokens: int | None
+                     ) -> tuple[list[list[int]], str]:
+    """The token ids to score, and where they come from.
+
+    The records' own ``input_ids`` (the tokens as trained, from ``sample.py``) when every
+    record has them and their ``tokenizer`` digest is this tokenizer's
+    (:func:`anatomy.lm.vocab_digest`); otherwise the texts tokenized by ``tokenizer`` (a
+    decode/encode round trip that BPE does not always invert), said in the returned source.
+    Both truncated to ``max_tokens``.
+    """
+    from anatomy.lm import tokenize_texts, vocab_digest
+
+    vocab = vocab_digest(tokenizer)
+    have = [r.get("input_ids") is not None for r in records]
+    if all(have) and all(r.get("tokenizer") == vocab for r in records):
+        ids = []
+        for i, r in enumerate(records):
+            t = r["input_ids"]
+            if not isinstance(t, list) or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                  and x >= 0 for x in t):
+                raise InputError(None, f'record {i + 1}: "input_ids" must be a list of '
+                                       "non-negative integers")
+            ids.append(t[:max_tokens] if max_tokens is not None else list(t))
+        return ids, "the records' input_ids (the tokens as trained)"
+    why = ("the records carry no input_ids" if not any(have) else
+           "the records' input_ids are of another vocabulary" if all(have) else
+           "some records carry no input_ids")
+    return (tokenize_texts(tokenizer, [r["input"] for r in records], max_tokens),
+            f"re-tokenized texts ({why})")
+
+
+def scored_texts(records: Sequence[dict[str, Any]], ids: Sequence[Sequence[int]], tokenizer,
+                 max_tokens: int | None) -> list[str]:
+    """The text each score sees: the record's, or the decoded ids where ``max_tokens``
+    truncated them (zlib then compresses what the model scored)."""
+    if max_tokens is None:
+        return [r["input"] for r in records]
+    return [tokenizer.decode(t) if len(t) == max_tokens else r["input"]
+            for r, t in zip(records, ids, strict=True)]
 
 
 def _require_tokens(ids: Sequence[Sequence[int]], which: str) -> None:
@@ -437,7 +503,10 @@ def run_mia(datasets: str | Sequence[str], *, data_dir: io.PathLike = "data",
                                                        if ref_model else None)}, params)
             config = {"dataset": d, "data_file": str(path), "model": str(target_model),
                       "ref_model": ref_model, **params, "n_examples": len(recs),
-                      "n_members": int(work.labels.sum()), "versions": versions()}
+                      "n_members": int(work.labels.sum()), "tokens": work.token_source,
+                      "ref_tokens": work.ref_token_source, "versions": versions()}
+            if not work.token_source.startswith("the records'"):
+                log.info("%s: scoring %s", d, work.token_source)
 
             def prepare(work=work, target=target, rev=rev):
                 if "model" not in target:

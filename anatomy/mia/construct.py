@@ -52,11 +52,14 @@ def sample_fingerprint(data, *, step_start: int, step_end: int, sample_start: in
 
 def run_sample(data, decode, *, step_start: int, step_end: int, sample_start: int,
                sample_end: int, seed: int, eos_id: int, out_dir: str | Path, model_name: str,
-               tokenizer: str | None = None, overwrite: bool = False) -> SampleResult:
+               tokenizer: str | None = None, vocab: str | None = None,
+               overwrite: bool = False) -> SampleResult:
     """Draw positions as published, fetch and split their instances, write the JSONL.
 
-    ``data`` is an :class:`anatomy.olmo_data.OlmoData`. Writes ``{S0}:{S1}.jsonl`` and
-    ``{S0}:{S1}.failures.jsonl`` (one record per position whose fetch failed, never
+    ``data`` is an :class:`anatomy.olmo_data.OlmoData`; ``vocab`` the data tokenizer's
+    :func:`anatomy.lm.vocab_digest`, stored with each record's ``input_ids``. Writes
+    ``{S0}:{S1}.jsonl`` and ``{S0}:{S1}.failures.jsonl`` (one record per position whose
+    fetch failed, never
     dropped), then the marker ``{S0}:{S1}.jsonl.done.json`` with the fingerprint (config,
     data order, ``tokenizer``, B, EOS id, seed). A rerun with the same fingerprint is
     skipped (a bash loop resumes); one with another B or seed is refused, unless
@@ -83,7 +86,7 @@ def run_sample(data, decode, *, step_start: int, step_end: int, sample_start: in
     positions = sampling.draw_positions(step_start, step_end, data.batch_size, sample_start,
                                         sample_end, seed)
     records, failures = sampling.sample_records(positions, data.tokens_at_positions, eos_id,
-                                                decode)
+                                                decode, vocab=vocab)
     io.write_jsonl(fail_path, failures)
     io.write_jsonl(out, records)
     summary = {"positions": len(positions), "records": len(records),

@@ -19,7 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from anatomy.io import InputError, PathLike, iter_jsonl
+from anatomy.io import InputError, PathLike, iter_jsonl_numbered
+from anatomy.mia.sampling import TOKEN_FIELDS
 
 SampleFile = tuple[int, int, Path]
 
@@ -80,7 +81,8 @@ def take_class(files: list[SampleFile], quota: int, max_length: int, label: int,
     A record is taken when ``max_length//2 < length <= max_length`` and its position
     ``idx[0]`` differs from the last taken record's, i.e. the first qualifying document of
     each drawn instance. Output records are ``{"input", "label", "idx", "length", "step"}``
-    with ``step = idx[0] // batch_size``.
+    with ``step = idx[0] // batch_size``, plus the sample's ``input_ids`` and ``tokenizer``
+    when it has them.
 
     ``step_range`` (``[start, end)``), when given, is checked for every taken record: a step
     outside it means the files were sampled with another batch size or belong to another
@@ -94,7 +96,7 @@ def take_class(files: list[SampleFile], quota: int, max_length: int, label: int,
     for _, _, path in files:
         if len(out) >= quota:
             break
-        for line, rec in enumerate(iter_jsonl(path, required=("input", "idx", "length")), 1):
+        for line, rec in iter_jsonl_numbered(path, required=("input", "idx", "length")):
             pos = _idx_position(rec, path, line)
             if not lo < rec["length"] <= max_length or pos == last_pos:
                 continue
@@ -104,8 +106,12 @@ def take_class(files: list[SampleFile], quota: int, max_length: int, label: int,
                                        f"{batch_size}, outside steps [{step_range[0]}, "
                                        f"{step_range[1]}); was it sampled with another "
                                        "batch size?", line)
-            out.append({"input": rec["input"], "label": label, "idx": rec["idx"],
-                        "length": rec["length"], "step": step})
+            taken = {"input": rec["input"], "label": label, "idx": rec["idx"],
+                     "length": rec["length"], "step": step}
+            for key in TOKEN_FIELDS:  # the trained token ids, scored as they were trained
+                if key in rec:
+                    taken[key] = rec[key]
+            out.append(taken)
             last_pos = pos
             if len(out) >= quota:
                 break

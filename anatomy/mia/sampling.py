@@ -29,6 +29,10 @@ from anatomy.progress import progress
 
 log = logging.getLogger("anatomy")
 Fetched = np.ndarray | Exception
+# what a sample record keeps of its tokens: the ids as trained, and which vocabulary they
+# are ids of (:func:`anatomy.lm.vocab_digest`), so scoring can use them instead of a
+# decode/re-encode round trip that BPE does not always invert
+TOKEN_FIELDS = ("input_ids", "tokenizer")
 FetchMany = Callable[[list[int]], Sequence[Fetched]]
 Decode = Callable[[list[int]], str]
 
@@ -132,24 +136,31 @@ def split_on_eos(tokens: np.ndarray, eos_id: int) -> list[tuple[int, int]]:
 
 
 def samples_from_instance(position: int, tokens: np.ndarray, eos_id: int,
-                          decode: Decode) -> list[dict[str, Any]]:
+                          decode: Decode, vocab: str | None = None) -> list[dict[str, Any]]:
     """One record per whole document in a training instance, in the published JSONL schema.
 
     ``{"input": decode(tokens), "idx": [position, paragraph_idx], "length": n_tokens}``, with
     ``paragraph_idx`` counting from 1 and ``position`` the data-order position (not the
-    instance id). ``decode`` receives the span as a list of ints.
+    instance id), plus ``input_ids`` (the span as trained) and, given ``vocab``, the
+    ``tokenizer`` digest those ids belong to. ``decode`` receives the span as a list of ints.
     """
     tokens = np.asarray(tokens)
     if tokens.ndim != 1:
         raise ValueError(f"instance at position {position} has shape {tokens.shape}, "
                          "expected one row of tokens")
-    return [{"input": decode(tokens[s:e].tolist()), "idx": [int(position), k],
-             "length": e - s}
-            for k, (s, e) in enumerate(split_on_eos(tokens, eos_id), 1)]
+    out = []
+    for k, (s, e) in enumerate(split_on_eos(tokens, eos_id), 1):
+        ids = tokens[s:e].tolist()
+        rec = {"input": decode(ids), "idx": [int(position), k], "length": e - s,
+               "input_ids": ids}
+        if vocab is not None:
+            rec["tokenizer"] = vocab
+        out.append(rec)
+    return out
 
 
 def sample_records(positions: Sequence[int], fetch_many: FetchMany, eos_id: int, decode: Decode,
-                   chunk_size: int = 64, desc: str = "sampling"
+                   chunk_size: int = 64, desc: str = "sampling", vocab: str | None = None
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Fetch each position's instance and split it into document records, in draw order.
 
@@ -179,5 +190,5 @@ def sample_records(positions: Sequence[int], fetch_many: FetchMany, eos_id: int,
             if isinstance(got, Exception):
                 failures.append({"position": int(p), "error": f"{type(got).__name__}: {got}"})
             else:
-                records.extend(samples_from_instance(p, got, eos_id, decode))
+                records.extend(samples_from_instance(p, got, eos_id, decode, vocab))
     return records, failures

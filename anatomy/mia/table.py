@@ -1,11 +1,12 @@
-"""The OLMoMIA paper-style results table from ``run_mia.py`` outputs, and AUROC by exposure count.
+"""The OLMoMIA paper-style results tables from ``run_mia.py`` outputs, and AUROC by exposure count.
 
 :func:`build_table` reads ``RESULTS/DATASET/CHECKPOINT/metrics.json`` for every dataset
-(split) and checkpoint: rows = methods (score names), columns = checkpoints (ordered by the
-step in their revision name, ``step100000-tokens442B`` -> 100000) x splits (in the order
-given), cells = the metric x 100 with one decimal, as OLMoMIA (Kim et al. 2024) reports
-AUROC per target checkpoint and split. Written as Markdown (best cell per column in bold),
-CSV and a heat-map PNG.
+(split) and checkpoint: rows = methods (score names, the blind baseline among them),
+columns = checkpoints (ordered by the step in their revision name, ``step100000-tokens442B``
+-> 100000) x splits (in the order given), cells = the metric x 100 with one decimal. The
+Markdown prints one table per checkpoint (methods x splits), as OLMoMIA (Kim et al. 2024)
+reports AUROC per target checkpoint, best cell per column in bold; also CSV and a heat-map
+PNG of all columns.
 
 :func:`auroc_by_count`: for a split whose scored records carry an integer field (the
 miniworld's planted split: ``planted`` = k copies for members, 0 for controls), the AUROC of
@@ -67,7 +68,9 @@ def split_labels(datasets: Sequence[str]) -> list[str]:
 
 def method_label(name: str) -> str:
     """Display name: ``minkpp_20`` -> ``Min-K%++ 20%``, ``emmia`` -> ``EM-MIA``."""
-    fixed = {"loss": "Loss", "ref": "Ref", "zlib": "Zlib", "emmia": "EM-MIA"}
+    fixed = {"loss": "Loss", "ref": "Ref", "zlib": "Zlib", "emmia": "EM-MIA",
+             "recall_wavg": "ReCaLL-Avg (weighted, prefix subset)",
+             "blind": "Blind (bag of words, no model)"}
     if name in fixed:
         return fixed[name]
     m = re.fullmatch(r"(minkpp|mink)_(.+)", name)
@@ -147,19 +150,26 @@ def _cell(v: float) -> str:
 
 
 def table_markdown(t: Table) -> str:
-    """Rows = methods, columns = checkpoints x splits, the metric x 100; column best bold."""
-    head = f"| {METRIC_TITLES[t.metric]} x100 | " + " | ".join(t.column_labels()) + " |"
-    lines = [head, "|---|" + "---:|" * len(t.columns)]
-    shown = np.round(100 * t.values, 1)  # bold what *looks* best, ties included
+    """One table per checkpoint, as OLMoMIA reports them: rows = methods, columns = splits,
+    the metric x 100; the best of each column in bold (ties included)."""
+    splits = dict(zip(t.datasets, split_labels(t.datasets), strict=True))
+    shown = np.round(100 * t.values, 1)  # bold what *looks* best
     with np.errstate(all="ignore"):
         best = np.nanmax(np.where(np.isnan(shown), -np.inf, shown), axis=0)
-    for i, m in enumerate(t.methods):
-        cells = []
-        for j in range(len(t.columns)):
-            c = _cell(t.values[i, j]) or "-"
-            cells.append(f"**{c}**" if shown[i, j] == best[j] else c)
-        lines.append(f"| {method_label(m)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    blocks = []
+    for ckpt in dict.fromkeys(c for c, _ in t.columns):
+        cols = [j for j, (c, _) in enumerate(t.columns) if c == ckpt]
+        head = (f"| {METRIC_TITLES[t.metric]} x100, {checkpoint_label(ckpt)} | "
+                + " | ".join(splits[t.columns[j][1]] for j in cols) + " |")
+        lines = [head, "|---|" + "---:|" * len(cols)]
+        for i, m in enumerate(t.methods):
+            cells = []
+            for j in cols:
+                c = _cell(t.values[i, j]) or "-"
+                cells.append(f"**{c}**" if shown[i, j] == best[j] else c)
+            lines.append(f"| {method_label(m)} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def table_csv(t: Table) -> str:
@@ -318,6 +328,11 @@ def make_tables(results_dir: io.PathLike, datasets: Sequence[str], metric: str =
         out = results_dir / f"table{slug}"
     t = build_table(results_dir, datasets, metric, methods)
     md = table_markdown(t)
+    if metric.startswith("tpr@") and np.isnan(t.values).any():
+        x = float(metric[4:-1]) / 100
+        md += (f"\n\nEmpty cells: splits with fewer than {round(1 / x)} non-members, where "
+               f"{METRIC_TITLES[metric]} is undefined (one false positive is already an FPR "
+               f"above {100 * x:g}%).")
     counts = {}
     for d in datasets:
         bc = auroc_by_count(results_dir, d, count_field)
