@@ -215,3 +215,22 @@ def test_two_builds_are_identical(tmp_path):
     assert script.main(args) == 0 and (a / "truth.json").stat().st_mtime_ns == mtime
     with pytest.raises(InputError, match=r"seed 3 -> 4 \(pass --overwrite"):
         script.main(args[:3] + ["4"] + args[4:])
+
+
+def test_a_failed_rebuild_leaves_the_old_world(tmp_path, monkeypatch):
+    import build_world as script
+    from anatomy.world import train
+
+    a = tmp_path / "a"
+    args = ["--preset", "micro", "--seed", "3", "--out", str(a), "--no_evidence", "--quiet"]
+    assert script.main(args) == 0
+    before = {p.relative_to(a): p.read_bytes() for p in a.rglob("*") if p.is_file()}
+
+    def broken(*_a, **_k):
+        raise RuntimeError("killed mid-training")
+
+    monkeypatch.setattr(train, "train", broken)
+    with pytest.raises(RuntimeError, match="killed"):
+        script.main(args + ["--overwrite"])
+    assert {p.relative_to(a): p.read_bytes() for p in a.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no .a.building left

@@ -76,14 +76,38 @@ def _templates(n: int, rng: np.random.Generator) -> list[tuple[str, dict]]:
 
 
 def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=None,
-                evidence: bool = True) -> dict:
-    """Build a miniworld into ``out`` (must not exist). Returns the truth dict."""
+                replace: bool = False) -> dict:
+    """Build a miniworld into ``out``; returns the truth dict.
+
+    The world is built under ``.NAME.building`` and moved into place only when complete: a
+    failed build leaves nothing behind, and with ``replace`` an existing world at ``out``
+    stays in place until the new one is whole (then swapped in and the old one removed).
+    Without ``replace`` an existing ``out`` is an error.
+    """
     out = Path(out)
-    if out.exists():
+    if out.exists() and not replace:
         raise io.InputError(out, "output folder exists (remove it or pass --overwrite)")
     tmp = out.with_name(f".{out.name}.building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        truth = _build(preset, out, tmp, seed, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("built %s in %.0fs (%s)", out, truth["timing"]["total_before_evidence"],
+             ", ".join(f"{k} {v:.0f}s" for k, v in truth["timing"].items()))
+    return truth
+
+
+def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
+    """Everything :func:`build_world` writes, into ``tmp``."""
     timing: dict[str, float] = {}
     t0 = time.time()
     P = preset
@@ -391,9 +415,6 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     io.write_json(tmp / "truth.json", truth, indent=1)
     write_mixture_spec(tmp)
     timing["total_before_evidence"] = time.time() - t0
-    os.replace(tmp, out)
-    log.info("built %s in %.0fs (%s)", out, time.time() - t0,
-             ", ".join(f"{k} {v:.0f}s" for k, v in timing.items()))
     truth["timing"] = timing
     return truth
 
@@ -421,11 +442,14 @@ def build_world_once(preset: Preset, out: str | os.PathLike, seed: int = 0, prog
     out = Path(out)
     fp = world_fingerprint(preset, seed)
     output = execution.Output.folder(out, ["truth.json", "config.yaml"])
-    if not execution.check_output(output, fp, overwrite):
+    state, _ = execution.output_state(output, fp)
+    if state == "done" and not overwrite:
+        log.info("%s: up to date (same preset and seed), kept", out)
         return None
-    if out.exists():
-        shutil.rmtree(out)
-    truth = build_world(preset, out, seed=seed, progress=progress)
+    if state in ("differs", "unmarked") and not overwrite:
+        execution.check_output(output, fp)  # raises, naming what differs
+    # the old world (and its marker) stays in place until the new one is complete
+    truth = build_world(preset, out, seed=seed, progress=progress, replace=True)
     execution.mark_output(output, fp, {"n_params": truth["model"]["n_params"]})
     return truth
 
