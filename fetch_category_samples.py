@@ -70,8 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{stats['shards']} shards ({stats['layout']} layout), {stats['records']} records; "
           f"{len(stats['bad_shards'])} bad shards skipped")
     for cat, n in stats["kept"].items():
-        print(f"{cat}: {n} of {stats['eligible'][cat]} eligible -> "
-              f"{args.out_dir}/{stats['files'][cat]}")
+        dropped = [f"{stats['too_short'][cat]} shorter than --min_chars {args.min_chars}",
+                   f"{stats['duplicates'][cat]} duplicates"]
+        print(f"{cat}: {n} of {stats['distinct'][cat]} distinct eligible records "
+              f"({'; '.join(dropped)}) -> {args.out_dir}/{stats['files'][cat]}")
+    if stats["unmapped"]:
+        print("records of sets outside the map: " + ", ".join(
+            f"{k} {v}" for k, v in stats["unmapped"].items()))
     return 0
 
 

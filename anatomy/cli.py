@@ -137,10 +137,15 @@ def require_world(args: argparse.Namespace) -> Path:
 
 def run(main: Callable[[list[str] | None], int]) -> None:
     """Run a script's ``main`` and exit; a user's bad input is one stderr line, exit 2."""
+    from anatomy.byte_ranges import FetchError
+
     try:
         code = main(None)
     except InputError as e:
         print(f"error: {e.message}", file=sys.stderr)
+        code = 2
+    except FetchError as e:  # a server or file that could not be read, after the retries
+        print(f"error: {e}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

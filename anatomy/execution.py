@@ -682,6 +682,7 @@ def run_step(step: Step, ranks: Ranks = Ranks(), *, overwrite: bool = False,
                                        "--world_size with --merge")
         world = sizes[0] if sizes else 1
     parts = Parts(out.parts_dir, fp, world)
+    made = _missing_parents(parts.top)
     if getattr(step, "per_rank", False):
         # an associative reduction (e.g. bottom-k samples): one unit per rank, whose
         # composition depends on W but whose merge does not; units live in W's own folders
@@ -710,7 +711,16 @@ def run_step(step: Step, ranks: Ranks = Ranks(), *, overwrite: bool = False,
         if output_state(out, fp)[0] == "done":  # merged by a rank that finished just before
             return StepResult("skipped", out, summary=recorded_summary(out))
         t = time.time()
-        summary = dict(step.merge(parts.load_unit) or {})
+        try:
+            summary = dict(step.merge(parts.load_unit) or {})
+        except InputError:
+            # the units are bad input for the merge (e.g. a category left empty): the same
+            # flags would fail again, so leave nothing behind
+            parts.remove()
+            for d in made:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
         mark_output(out, fp, summary)
         log.info("%s: merged %d parts into %s (%.1fs)", step.name, world, out.name,
                  time.time() - t)

@@ -17,7 +17,9 @@ import gzip
 import io
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -48,13 +50,59 @@ class InputError(Exception):
 # atomic writes
 
 
+_HOST = socket.gethostname().replace(".", "-") or "host"
+_STALE_ELSEWHERE_S = 24 * 3600
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    prefix = f".{path.name}."
+    try:
+        entries = [e for e in os.scandir(path.parent)
+                   if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return
+    for e in entries:
+        parts = e.name[len(prefix):].split(".")
+        if len(parts) != 4 or not parts[1].isdigit():
+            continue  # not ours
+        host, pid = parts[0], int(parts[1])
+        if host == _HOST:
+            if pid == os.getpid() or _alive(pid):
+                continue
+        else:
+            try:
+                if time.time() - e.stat().st_mtime < _STALE_ELSEWHERE_S:
+                    continue
+            except FileNotFoundError:
+                continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(e.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[str]:
     """A temporary file's name beside ``path``; on success it is fsynced and renamed onto
-    ``path``, on an exception removed (``path`` is left untouched)."""
+    ``path``, on an exception removed (``path`` is left untouched).
+
+    Temporary names carry the writer's host and pid (``.NAME.HOST.PID.XXXX.tmp``), so the
+    next writer of ``path`` removes what a killed one left: its own host's temporaries whose
+    process is gone, other hosts' after a day.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         yield tmp
@@ -165,17 +213,71 @@ def require_file(path: PathLike, what: str = "file") -> Path:
     return p
 
 
+class ZstdFrames(io.RawIOBase):
+    """Decompress a ``.zst`` file frame by frame, refusing what is not a whole stream.
+
+    zstandard's stream reader returns what it could decode and then EOF when the file ends
+    inside a frame (a shard truncated by a failed copy reads as a short shard, exit 0); here
+    a file that ends mid-frame, or holds no frame at all, raises :class:`InputError`.
+    """
+
+    def __init__(self, raw: IO[bytes], path: PathLike, chunk: int = 1 << 16):
+        import zstandard
+
+        self.raw, self.path, self.chunk = raw, path, chunk
+        self._dctx = zstandard.ZstdDecompressor()
+        self._dobj = self._dctx.decompressobj()
+        self._buf = b""
+        self._mid_frame = False
+        self._frames = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        while not self._buf and not self._done:
+            data = self.raw.read(self.chunk)
+            if not data:
+                self._done = True
+                if self._mid_frame:
+                    raise InputError(self.path, "truncated zstd stream (the file ends inside a "
+                                                "frame): a partial copy?")
+                if self._frames == 0:
+                    raise InputError(self.path, "empty .zst file (no zstd frame)")
+                return
+            out = []
+            while data:
+                self._mid_frame = True
+                out.append(self._dobj.decompress(data))
+                if not self._dobj.eof:
+                    break
+                self._frames += 1
+                self._mid_frame = False
+                data = self._dobj.unused_data
+                self._dobj = self._dctx.decompressobj()
+            self._buf = b"".join(out)
+
+    def readinto(self, b) -> int:
+        self._fill()
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
 def open_text(path: PathLike) -> IO[str]:
     """Open a text file for reading, decompressing ``.gz`` and ``.zst`` by suffix."""
     p = require_file(path)
     if p.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
     if p.suffix == ".zst":
-        import zstandard
-
         raw = open(p, "rb")  # noqa: SIM115 - closed with the wrapper
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-        return io.TextIOWrapper(reader, encoding="utf-8")
+        return io.TextIOWrapper(io.BufferedReader(ZstdFrames(raw, p)), encoding="utf-8")
     return open(p, encoding="utf-8")  # noqa: SIM115
 
 
@@ -206,6 +308,8 @@ def iter_jsonl_numbered(path: PathLike, required: Iterable[str] = ()
                     raise InputError(path, f"invalid JSON ({e.msg})", lineno) from None
                 if not isinstance(rec, dict):
                     raise InputError(path, "expected a JSON object", lineno)
+                if "\\ud" in line or "\\uD" in line:  # a \uXXXX escape of a surrogate
+                    _check_unicode(rec, path, lineno)
                 for key in required:
                     if key not in rec:
                         raise InputError(path, f'missing field "{key}"', lineno)
@@ -218,6 +322,17 @@ def iter_jsonl_numbered(path: PathLike, required: Iterable[str] = ()
         if type(e).__module__.startswith("zstandard"):
             raise InputError(path, f"corrupt zstd stream ({e})", lineno + 1) from None
         raise
+
+
+def _check_unicode(rec: dict[str, Any], path: PathLike, lineno: int) -> None:
+    """JSON can escape a lone surrogate ("\\ud83d"), which no UTF-8 writer or tokenizer
+    accepts: one clear error at read time instead of a traceback far downstream."""
+    try:
+        json.dumps(rec, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = e.object[e.start:e.end].encode("unicode_escape").decode()
+        raise InputError(path, f"a string holds a lone surrogate ({bad}): not valid Unicode",
+                         lineno) from None
 
 
 def read_jsonl(path: PathLike, required: Iterable[str] = ()) -> list[dict[str, Any]]:

@@ -264,6 +264,19 @@ def vocab_digest(tokenizer) -> str:
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
+def check_finite_weights(model, where: str) -> None:
+    """One clear error for a checkpoint with NaN or inf weights (a diverged or corrupt
+    save), naming the first such parameter, instead of NaN scores far downstream."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                n_bad = int((~torch.isfinite(p)).sum())
+                raise InputError(where, f"parameter {name} holds {n_bad} NaN or inf values: "
+                                        "a diverged or corrupt checkpoint")
+
+
 def load_causal_lm(name_or_path: str | os.PathLike, revision: str | int | None = None,
                    dtype: str = "float32", device: str | None = None, int8: bool = False,
                    trust_remote_code: bool = False):
@@ -286,6 +299,7 @@ def load_causal_lm(name_or_path: str | os.PathLike, revision: str | int | None =
     model = _hub_errors(src, lambda: AutoModelForCausalLM.from_pretrained(
         src, revision=rev, dtype=torch_dtype, trust_remote_code=trust_remote_code))
     model.eval()
+    check_finite_weights(model, src if rev is None else f"{src}@{rev}")
     if int8:
         from torch.ao.quantization import quantize_dynamic
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from anatomy.io import InputError, read_json, read_jsonl, write_jsonl
@@ -85,8 +86,14 @@ def test_chunks_layout_matches_independent_bottom_k(chunks, tmp_path):
                                "line": int(r["id"].rsplit(":", 1)[1])}
     n_unmapped = sum(1 for row in rows if row[2] == "RedPajamaOther")
     assert stats["unmapped"] == {"RedPajamaOther": n_unmapped}
-    assert stats["too_short"] == sum(1 for row in rows if row[2] != "RedPajamaOther"
-                                     and len(row[3].strip()) < 5)
+    for cat in want:  # every dropped record counted, per category, against a recount
+        mine = [r for r in rows if sp.DEFAULT_SET_MAP.get(r[2]) == cat]
+        long = [r for r in mine if len(r[3].strip()) >= 5]
+        distinct = {" ".join(r[3].split()).lower() for r in long}
+        assert stats["too_short"][cat] == len(mine) - len(long)
+        assert stats["eligible"][cat] == len(long)
+        assert stats["distinct"][cat] == len(distinct) and stats["distinct_exact"][cat]
+        assert stats["duplicates"][cat] == len(long) - len(distinct)
     assert read_json(out / sp.STATS_FILE)["stats"]["kept"] == stats["kept"]
 
 
@@ -179,6 +186,20 @@ def test_corrupt_shards(chunks, tmp_path):
         assert [r["id"] for r in read_jsonl(tmp_path / "o" / f"{cat}.jsonl")] == ids
 
 
+@pytest.mark.parametrize("damage", ["truncated", "emptied"])
+def test_a_truncated_or_emptied_shard_is_corruption(chunks, tmp_path, damage):
+    """A .jsonl.zst cut inside its zstd frame used to read as a shorter shard, exit 0."""
+    root, rows = chunks
+    shard = root / "train/chunk1/example_train_0.jsonl.zst"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    with pytest.raises(InputError, match="truncated zstd|empty .zst") as e:
+        sp.fetch_category_samples(root, 5, tmp_path / "o", seed=1)
+    assert e.value.path == str(shard)
+    stats = sp.fetch_category_samples(root, 5, tmp_path / "o", seed=1, skip_bad=True)
+    assert len(stats["bad_shards"]) == 1 and "example_train_0" in stats["bad_shards"][0]
+
+
 def test_output_policy(chunks, tmp_path):
     root, _ = chunks
     first = sp.fetch_category_samples(root, 2, tmp_path / "o")
@@ -253,3 +274,25 @@ def test_miniworld_pools_known_categories(tiny_world, tiny_truth, tmp_path):
         recs = read_jsonl(out / f"{c}.jsonl")
         assert recs
         assert all(truth[(r["source"]["shard"], r["source"]["line"])] == c for r in recs)
+
+
+def test_distinct_sketch_estimates_above_k():
+    """Exact below k distinct values; above, within a few percent (KMV, 1/sqrt(k) error);
+    merging two halves' sketches equals the sketch of the whole."""
+    rng = np.random.default_rng(0)
+    vals = rng.integers(0, 2**64, 50_000, dtype=np.uint64).tolist() * 2  # 50,000 twice
+    sk = sp.DistinctSketch(k=1024, values=vals)
+    assert not sk.exact and abs(sk.estimate() / 50_000 - 1) < 0.1
+    a = sp.DistinctSketch(k=1024, values=vals[:60_000])
+    merged = sp.DistinctSketch(k=1024, values=a.values() + vals[60_000:])
+    assert merged.values() == sk.values()
+    small = sp.DistinctSketch(k=1024, values=[5, 5, 7])
+    assert small.exact and small.estimate() == 2
+
+
+def test_a_category_left_empty_is_one_error_saying_why(chunks, tmp_path):
+    root, _ = chunks
+    with pytest.raises(InputError, match=r"no sample for 7 categories \(arxiv: \d+ records "
+                                         r"shorter than --min_chars 100000"):
+        sp.fetch_category_samples(root, 5, tmp_path / "o", min_chars=100_000)
+    assert not (tmp_path / "o").exists()

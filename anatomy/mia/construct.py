@@ -199,6 +199,8 @@ def run_vecs(*, data_dir: str | Path, dataset_name: str, model: str | None, max_
     out = Path(data_dir) / "vecs" / f"{dataset_name}.npy"
     src = Path(data_dir) / f"{dataset_name}.jsonl"
     texts = [r["input"] for r in read_texts(src)]
+    if not texts:
+        raise io.InputError(src, "the pool is empty: nothing to embed")
     dev = lm.resolve_device(device, ranks.local_rank)
     emb_src = str(lm.default_embedder_path()) if model is None else model
     fp = execution.fingerprint(
@@ -223,10 +225,14 @@ def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, nu
     """Random / Mix-1 / Mix-2 / Easy / Medium / Hard splits, the histogram, and stats."""
     name = pool_name(model_name, max_length, num_data)
     recs = read_texts(Path(data_dir) / f"{name}.jsonl")
-    vecs = io.load_npy(Path(data_dir) / "vecs" / f"{name}.npy")
-    if len(vecs) != len(recs):
-        raise io.InputError(Path(data_dir) / "vecs" / f"{name}.npy",
-                            f"{len(vecs)} vectors for {len(recs)} pool records")
+    vec_path = Path(data_dir) / "vecs" / f"{name}.npy"
+    vecs = io.load_npy(vec_path)
+    if vecs.ndim != 2 or len(vecs) != len(recs):
+        raise io.InputError(vec_path, f"{vecs.shape} vectors for {len(recs)} pool records")
+    bad = np.flatnonzero(~np.isfinite(vecs).all(axis=1))
+    if bad.size:
+        raise io.InputError(vec_path, f"row {bad[0]} (pool record {bad[0] + 1}) holds NaN or "
+                                      f"inf values ({bad.size} rows in all): re-embed the pool")
     stem = Path(data_dir) / f"{model_name}_{max_length}_{num_sample}"
     outs = {s: Path(f"{stem}_{s}.jsonl") for s in clustering.SPLITS}
     stats_path = Path(f"{stem}_stats.json")

@@ -500,19 +500,20 @@ class _MinkppStep:
 
 def _pool_sizes(samples_dir: Path, counts: Mapping[str, int], merge_web: bool
                 ) -> tuple[dict[str, float], str]:
-    """Per-category pool sizes the samples were drawn from (``eligible`` in the fetch meta
-    file), else the sample counts themselves."""
+    """Per-category pool sizes the samples were drawn from: the distinct eligible texts in
+    the fetch meta file (duplicates do not count), else the sample counts themselves."""
     from anatomy.mixture.slimpajama import STATS_FILE
 
     meta = samples_dir / STATS_FILE
     if meta.is_file():
-        elig = (io.read_json(meta).get("stats") or {}).get("eligible") or {}
+        st = io.read_json(meta).get("stats") or {}
+        elig = st.get("distinct") or st.get("eligible") or {}
         sizes: dict[str, float] = {}
         for c, n in elig.items():
             key = "web" if merge_web and c.lower() in ("commoncrawl", "c4") else c
             sizes[key] = sizes.get(key, 0.0) + float(n)
         if all(c in sizes and sizes[c] > 0 for c in counts):
-            return {c: sizes[c] for c in counts}, f"eligible records ({meta.name})"
+            return {c: sizes[c] for c in counts}, f"distinct eligible records ({meta.name})"
     return {c: float(n) for c, n in counts.items()}, "sample counts"
 
 

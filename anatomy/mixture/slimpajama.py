@@ -140,6 +140,44 @@ def find_shards(root: PathLike, mapping: Mapping[str, str]) -> tuple[str, list[S
     return layout, shards
 
 
+class DistinctSketch:
+    """How many distinct texts a category holds: a k-minimum-values sketch (Bar-Yossef et
+    al. 2002) over 64-bit text hashes. Exact below ``k`` distinct texts; above, the estimate
+    ``(k - 1) / (k-th smallest hash / 2**64)`` has a relative error of about 1/sqrt(k)
+    (1.6% at k = 4096). Mergeable across shards and ranks, in memory O(k), so duplicates are
+    counted (and kept out of the pool sizes) without a set of every text."""
+
+    def __init__(self, k: int = 4096, values: Iterable[int] = ()):
+        self.k = k
+        self.heap: list[int] = []  # max-heap (negated) of the k smallest hashes
+        self.members: set[int] = set()
+        for v in values:
+            self.offer(v)
+
+    def offer(self, h: int) -> None:
+        if h in self.members:
+            return
+        if len(self.heap) < self.k:
+            heapq.heappush(self.heap, -h)
+            self.members.add(h)
+        elif h < -self.heap[0]:
+            old = -heapq.heapreplace(self.heap, -h)
+            self.members.discard(old)
+            self.members.add(h)
+
+    @property
+    def exact(self) -> bool:
+        return len(self.heap) < self.k
+
+    def estimate(self) -> float:
+        if self.exact:
+            return float(len(self.heap))
+        return (self.k - 1) / (-self.heap[0] / 2.0 ** 64)
+
+    def values(self) -> list[int]:
+        return sorted(self.members)
+
+
 class _BottomK:
     """The ``n`` smallest-key items, at most one per text hash when ``dedup``."""
 
@@ -175,9 +213,10 @@ class _ShardResult:
     eligible: dict[str, int] = field(default_factory=dict)
     unmapped: dict[str, int] = field(default_factory=dict)
     records: int = 0
-    too_short: int = 0
+    too_short: dict[str, int] = field(default_factory=dict)
     error: tuple[str, int | None] | None = None  # (problem, line)
     bad_shards: list[str] = field(default_factory=list)  # a rank's skipped shards
+    distinct: dict[str, list[int]] = field(default_factory=dict)  # DistinctSketch values
 
 
 def _set_name(meta: Any) -> str:
@@ -191,6 +230,7 @@ def _sample_shard(task: tuple) -> _ShardResult:
     root, shard, mapping, n, seed, min_chars, max_chars, dedup = task
     res = _ShardResult(shard.relpath)
     tops: dict[str, _BottomK] = {}
+    sketches: dict[str, DistinctSketch] = {}
     try:
         for lineno, rec in iter_jsonl_numbered(Path(root) / shard.relpath):
             if not isinstance(rec.get("text"), str):
@@ -218,13 +258,16 @@ def _sample_shard(task: tuple) -> _ShardResult:
                     continue
             text = rec["text"]
             if len(text.strip()) < min_chars:
-                res.too_short += 1
+                res.too_short[cat] = res.too_short.get(cat, 0) + 1
                 continue
             res.eligible[cat] = res.eligible.get(cat, 0) + 1
             key = record_key(seed, shard.relpath, lineno)
             if cat not in tops:
                 tops[cat] = _BottomK(n, dedup)
+                sketches[cat] = DistinctSketch()
             th = _text_hash(text) if dedup else key
+            if dedup:
+                sketches[cat].offer(int.from_bytes(th[:8], "big"))
             out = {"id": f"{shard.relpath}:{lineno}",
                    "text": text if max_chars is None else text[:max_chars],
                    "meta": meta if isinstance(meta, dict) else {"value": meta},
@@ -234,6 +277,7 @@ def _sample_shard(task: tuple) -> _ShardResult:
         res.error = (e.problem, e.line)
         return res
     res.kept = {c: t.sorted() for c, t in tops.items()}
+    res.distinct = {c: sk.values() for c, sk in sketches.items()}
     return res
 
 
@@ -251,8 +295,10 @@ def _reduce(results: Iterable[_ShardResult], root: PathLike, n: int, dedup: bool
             cats: list[str], skip_bad: bool) -> tuple[dict[str, _BottomK], dict[str, Any]]:
     """Merge shard (or rank) results: bottom-k per category, summed counts, bad shards."""
     merged = {c: _BottomK(n, dedup) for c in cats}
-    stats: dict[str, Any] = {"records": 0, "too_short": 0, "eligible": dict.fromkeys(cats, 0),
-                             "unmapped": {}, "bad_shards": []}
+    sketches = {c: DistinctSketch() for c in cats}
+    stats: dict[str, Any] = {"records": 0, "too_short": dict.fromkeys(cats, 0),
+                             "eligible": dict.fromkeys(cats, 0), "unmapped": {},
+                             "bad_shards": [], "sketches": sketches}
     for res in results:
         if res.error is not None:
             problem, line = res.error
@@ -264,9 +310,13 @@ def _reduce(results: Iterable[_ShardResult], root: PathLike, n: int, dedup: bool
             continue
         stats["bad_shards"] += res.bad_shards
         stats["records"] += res.records
-        stats["too_short"] += res.too_short
+        for c, k in res.too_short.items():
+            stats["too_short"][c] += k
         for c, k in res.eligible.items():
             stats["eligible"][c] += k
+        for c, vals in res.distinct.items():
+            for v in vals:
+                sketches[c].offer(v)
         for name, k in res.unmapped.items():
             stats["unmapped"][name] = stats["unmapped"].get(name, 0) + k
         for c, items in res.kept.items():
@@ -281,19 +331,40 @@ def _tasks(root: PathLike, shards: list[Shard], mapping: Mapping[str, str], n: i
 
 
 def _finish(merged: dict[str, _BottomK], stats: dict[str, Any], layout: str, n_shards: int,
-            n_per_category: int) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+            n_per_category: int, dedup: bool, min_chars: int
+            ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """The samples and the statistics, every dropped record counted per category:
+    ``too_short`` (under ``min_chars``), ``duplicates`` (eligible records whose text another
+    eligible record has, estimated by :class:`DistinctSketch` above 4096 distinct texts),
+    ``unmapped`` (set names outside the map), ``bad_shards``. ``distinct`` (eligible minus
+    duplicates) is the pool size the Min-K%++ arm weights by. A category left with no sample
+    is one error saying why."""
     cats = sorted(merged)
     samples = {c: [rec for _, _, rec in merged[c].sorted()] for c in cats}
-    stats = {"layout": layout, "shards": n_shards, "records": stats["records"],
-             "too_short": stats["too_short"], "eligible": stats["eligible"],
-             "kept": {c: len(v) for c, v in samples.items()},
-             "unmapped": dict(sorted(stats["unmapped"].items())),
-             "bad_shards": sorted(stats["bad_shards"])}
+    sk = stats["sketches"]
+    distinct = ({c: (round(sk[c].estimate()) if stats["eligible"][c] else 0) for c in cats}
+                if dedup else dict(stats["eligible"]))
+    out = {"layout": layout, "shards": n_shards, "records": stats["records"],
+           "too_short": stats["too_short"], "eligible": stats["eligible"],
+           "distinct": distinct,
+           "distinct_exact": {c: (sk[c].exact if dedup else True) for c in cats},
+           "duplicates": {c: max(0, stats["eligible"][c] - distinct[c]) for c in cats},
+           "kept": {c: len(v) for c, v in samples.items()},
+           "unmapped": dict(sorted(stats["unmapped"].items())),
+           "bad_shards": sorted(stats["bad_shards"])}
+    empty = [c for c in cats if out["kept"][c] == 0]
+    if empty and n_per_category > 0:
+        why = "; ".join(
+            f"{c}: {out['too_short'][c]} records shorter than --min_chars {min_chars}"
+            if out["too_short"][c] else f"{c}: no record of its set names" for c in empty)
+        raise InputError(None, f"no sample for {len(empty)} categories ({why}); lower "
+                               "--min_chars, or pass --set_map with the sets these shards "
+                               "hold")
     for c in cats:
-        if stats["kept"][c] < n_per_category:
+        if out["kept"][c] < n_per_category:
             log.warning("%s: only %d of %d requested records available", c,
-                        stats["kept"][c], n_per_category)
-    return samples, stats
+                        out["kept"][c], n_per_category)
+    return samples, out
 
 
 def sample_categories(root: PathLike, n_per_category: int, seed: int = 42, num_proc: int = 1,
@@ -317,21 +388,24 @@ def sample_categories(root: PathLike, n_per_category: int, seed: int = 42, num_p
         results = progress(results, len(tasks))
     merged, stats = _reduce(results, root, n_per_category, dedup, sorted(set(mapping.values())),
                             skip_bad)
-    return _finish(merged, stats, layout, len(shards), n_per_category)
+    return _finish(merged, stats, layout, len(shards), n_per_category, dedup, min_chars)
 
 
 def _pack(merged: dict[str, _BottomK], stats: dict[str, Any]) -> dict[str, Any]:
     """A rank's reduction as JSON (text hashes as hex)."""
     kept = {c: [[k, t.hex() if isinstance(t, bytes) else t, r] for k, t, r in b.sorted()]
             for c, b in merged.items()}
-    return {"kept": kept, "stats": stats}
+    st = {k: v for k, v in stats.items() if k != "sketches"}
+    st["distinct"] = {c: [str(v) for v in sk.values()] for c, sk in stats["sketches"].items()}
+    return {"kept": kept, "stats": st}
 
 
 def _unpack(payload: Mapping[str, Any]) -> _ShardResult:
     st = payload["stats"]
     return _ShardResult("", {c: [tuple(x) for x in v] for c, v in payload["kept"].items()},
                         dict(st["eligible"]), dict(st["unmapped"]), st["records"],
-                        st["too_short"], None, list(st["bad_shards"]))
+                        dict(st["too_short"]), None, list(st["bad_shards"]),
+                        {c: [int(v) for v in vals] for c, vals in st["distinct"].items()})
 
 
 class _FetchStep:
@@ -364,7 +438,8 @@ class _FetchStep:
     def merge(self, load) -> dict[str, Any]:
         merged, stats = _reduce((_unpack(load(u)) for u in range(self.n_units)), self.root,
                                 self.n, self.dedup, self.cats, self.skip_bad)
-        samples, stats = _finish(merged, stats, self.layout, len(self.shards), self.n)
+        samples, stats = _finish(merged, stats, self.layout, len(self.shards), self.n,
+                                 self.dedup, self.min_chars)
         for c, path in self.files.items():
             write_jsonl(path, samples[c])
         stats["files"] = {c: p.name for c, p in self.files.items()}
