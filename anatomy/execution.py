@@ -463,6 +463,36 @@ def check_output(output: Output, fp: Fingerprint, overwrite: bool = False) -> bo
     return True
 
 
+@contextlib.contextmanager
+def staged(output: Output):
+    """Write an output of several files so that it appears whole or not at all.
+
+    Yields ``stage(final_path) -> path to write``; the files are written into a hidden
+    staging folder beside the marker and moved into place together when the block ends
+    without an error (then the caller writes the marker). A killed writer leaves only the
+    staging folder, which the next run replaces; readers that check the marker
+    (:func:`anatomy.mixture.classifier.load_category_samples`) never see part of an output.
+    """
+    stage_dir = output.marker.with_name(f".staging-{output.marker.name[:-len('.json')]}")
+    shutil.rmtree(stage_dir, ignore_errors=True)
+    stage_dir.mkdir(parents=True)
+    moves: dict[Path, Path] = {}
+
+    def stage(final: PathLike) -> Path:
+        final = Path(final)
+        p = stage_dir / output.key(final).replace("/", "__")
+        moves[final] = p
+        return p
+
+    try:
+        yield stage
+        for final, p in moves.items():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, final)
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+
+
 def mark_output(output: Output, fp: Fingerprint, summary: Mapping[str, Any] | None = None
                 ) -> None:
     """Write the completion marker, after every output file is in place."""

@@ -73,6 +73,11 @@ def test_stratified_split_and_sample_loading(tmp_path):
     s = clf_mod.load_category_samples(tmp_path, merge_web=True)
     assert s.categories == ["github", "web"]
     assert np.bincount(s.labels).tolist() == [4, 8]
+    # every record not used is counted: blank texts, and what the balance cap cut
+    io.write_jsonl(tmp_path / "github.jsonl", [{"text": "a b"}, {"text": "  "},
+                                               {"text": "c d"}, {"text": ""}])
+    s = clf_mod.load_category_samples(tmp_path, merge_web=True, balance=True)
+    assert s.dropped == {"blank": {"github": 2, "web": 0}, "capped": {"github": 0, "web": 6}}
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"txt": 1}\n')
     with pytest.raises(InputError, match="bad.jsonl:2"):
         clf_mod.load_category_samples(tmp_path)

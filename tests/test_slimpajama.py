@@ -296,3 +296,30 @@ def test_a_category_left_empty_is_one_error_saying_why(chunks, tmp_path):
                                          r"shorter than --min_chars 100000"):
         sp.fetch_category_samples(root, 5, tmp_path / "o", min_chars=100_000)
     assert not (tmp_path / "o").exists()
+
+
+def test_killed_mid_write_leaves_no_part_of_the_output(chunks, tmp_path, monkeypatch):
+    """A writer killed after some category files used to leave a folder of some categories
+    that a rerun refused and run_labelshift read as a smaller mixture."""
+    from anatomy.mixture.classifier import load_category_samples
+
+    root, _ = chunks
+    out = tmp_path / "o"
+    real, written = sp.write_jsonl, []
+
+    def dies_on_the_third(path, recs):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # the process is killed mid-write
+        written.append(path)
+        return real(path, recs)
+
+    monkeypatch.setattr(sp, "write_jsonl", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        sp.fetch_category_samples(root, 5, out, seed=1)
+    assert not list(out.glob("*.jsonl"))  # the two finished files never appeared
+    with pytest.raises(InputError, match="incomplete output of fetch_category_samples"):
+        load_category_samples(out)
+    monkeypatch.setattr(sp, "write_jsonl", real)
+    stats = sp.fetch_category_samples(root, 5, out, seed=1)  # a rerun simply completes
+    assert sum(stats["kept"].values()) == 35 and len(list(out.glob("*.jsonl"))) == 7
+    assert len(load_category_samples(out).categories) == 7

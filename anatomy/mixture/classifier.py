@@ -11,14 +11,14 @@ stratified validation split, never scoring the training texts.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from anatomy.classifiers import TrainedClassifier, train_text_classifier
-from anatomy.io import InputError, PathLike, iter_jsonl
+from anatomy.io import InputError, PathLike, iter_jsonl_numbered
 
 log = logging.getLogger("anatomy")
 
@@ -36,6 +36,9 @@ class CategorySamples:
     labels: np.ndarray  # int64, index into ``categories``
     categories: list[str]
     files: dict[str, list[str]]  # category -> sample files it came from
+    # records not used, per reason and category: "blank" texts, "capped" by max_per_class
+    # or balance
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _category_of(path: Path) -> str:
@@ -55,30 +58,39 @@ def load_category_samples(samples_dir: PathLike, merge_web: bool = False,
     into one ``web`` class (SlimPajama's 7 sets -> 6 classes; files that are neither are
     untouched). ``max_per_class`` keeps a uniform random subset (seeded) of larger classes;
     ``balance`` cuts every class to the smallest one, as the published tool does, so the
-    classifier's training priors are uniform. Empty texts are dropped. Raises InputError when
+    classifier's training priors are uniform. Blank texts are dropped; every dropped record
+    is counted per category in ``dropped`` ("blank", "capped"). Raises InputError when
     the folder has no sample files or a class has fewer than ``min_per_class`` texts.
     """
     d = Path(samples_dir)
     if not d.is_dir():
         raise InputError(d, "samples folder not found (write one with "
                             "fetch_category_samples.py --out_dir DIR)")
+    ours = [p.name for p in d.iterdir() if p.name.startswith(("fetch_category_samples",
+                                                                ".staging-fetch_category"))]
+    if ours and "fetch_category_samples.done.json" not in ours:
+        raise InputError(d, "an incomplete output of fetch_category_samples.py (no completion "
+                            "marker): run it again")
     files = sorted(p for p in d.iterdir() if p.is_file() and p.name.endswith(SAMPLE_SUFFIXES))
     if not files:
         raise InputError(d, "no <category>.jsonl sample files here")
     by_cat: dict[str, list[str]] = {}
     sources: dict[str, list[str]] = {}
+    blank: dict[str, int] = {}
     for f in files:
         cat = _category_of(f)
         if merge_web and cat.lower() in WEB_PARTS:
             cat = "web"
         texts = by_cat.setdefault(cat, [])
         sources.setdefault(cat, []).append(f.name)
-        for rec in iter_jsonl(f, required=("text",)):
+        for line, rec in iter_jsonl_numbered(f, required=("text",)):
             t = rec["text"]
             if not isinstance(t, str):
-                raise InputError(f, '"text" is not a string')
+                raise InputError(f, '"text" is not a string', line)
             if t.strip():
                 texts.append(t)
+            else:
+                blank[cat] = blank.get(cat, 0) + 1
     cats = sorted(by_cat)
     small = [c for c in cats if len(by_cat[c]) < min_per_class]
     if small:
@@ -91,14 +103,22 @@ def load_category_samples(samples_dir: PathLike, merge_web: bool = False,
         smallest = min(len(by_cat[c]) for c in cats)
         cap = smallest if cap is None else min(cap, smallest)
     texts, labels = [], []
+    capped: dict[str, int] = {}
     for j, c in enumerate(cats):
         t = by_cat[c]
         if cap is not None and len(t) > cap:
             keep = np.sort(rng.choice(len(t), cap, replace=False))
+            capped[c] = len(t) - cap
             t = [t[i] for i in keep]
         texts += t
         labels += [j] * len(t)
-    return CategorySamples(texts, np.asarray(labels, dtype=np.int64), cats, sources)
+    dropped = {"blank": {c: blank.get(c, 0) for c in cats},
+               "capped": {c: capped.get(c, 0) for c in cats}}
+    for why, counts in dropped.items():
+        if any(counts.values()):
+            log.info("%s: %s", d, ", ".join(f"{c} {n}" for c, n in counts.items() if n)
+                     + f" records dropped ({why})")
+    return CategorySamples(texts, np.asarray(labels, dtype=np.int64), cats, sources, dropped)
 
 
 def train_domain_classifier(samples: CategorySamples, spec: str = "tfidf",

@@ -302,6 +302,7 @@ def run_labelshift(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
     boot = ls.bootstrap_priors(estimator, Zv, yv, Zt, n_boot=n_boot, seed=seed, ci=ci,
                                progress=progress)
     summary = _labelshift_summary(config, cats, trained, Zv, yv, Zt, ests, boot, gen_stats)
+    summary["samples_dropped"] = samples.dropped
     _write_labelshift(out, summary, ests, cats, plots)
     execution.mark_output(est_out, est_fp, {"estimator": estimator})
     return summary
@@ -528,6 +529,7 @@ def load_reference(path: PathLike, categories: Sequence[str], merge_web: bool = 
 
     keys = {category_key(c): c for c in categories}
     out: dict[str | None, list[str]] = {}
+    blank = 0
     for i, rec in enumerate(io.iter_jsonl(path, required=("text",)), 1):
         if not isinstance(rec["text"], str):
             raise InputError(path, '"text" is not a string', i)
@@ -543,8 +545,12 @@ def load_reference(path: PathLike, categories: Sequence[str], merge_web: bool = 
             cat = keys[k]
         if rec["text"].strip():
             out.setdefault(cat, []).append(rec["text"])
+        else:
+            blank += 1
     if not out:
         raise InputError(path, "no reference texts")
+    if blank:
+        log.info("%s: %d blank reference texts left out", path, blank)
     return out
 
 
@@ -709,6 +715,8 @@ def _minkpp_summary(scores: np.ndarray, samples, ref_texts, ref_slices, *, sizes
     n_s = len(samples.texts)
     sample_scores = scores[:n_s]
     by_cat = {c: sample_scores[samples.labels == j] for j, c in enumerate(cats)}
+    # texts of fewer than 2 tokens have no score: counted, then left out
+    n_unscored = {c: int((~np.isfinite(v)).sum()) for c, v in by_cat.items()}
     by_cat = {c: v[np.isfinite(v)] for c, v in by_cat.items()}
     refs: dict[str, np.ndarray] | None = None
     ref_kind: dict[str, str] = {}
@@ -727,7 +735,10 @@ def _minkpp_summary(scores: np.ndarray, samples, ref_texts, ref_slices, *, sizes
     rows = []
     for c in cats:
         g = gmm.membership_rate_gmm(by_cat[c], seed=seed, n_boot=0)
-        row = {"category": c, "n": int(by_cat[c].size), "pi_hat": g["point"],
+        row = {"category": c, "n": int(by_cat[c].size), "n_unscored": n_unscored[c],
+               "n_dropped_blank": samples.dropped.get("blank", {}).get(c, 0),
+               "n_dropped_capped": samples.dropped.get("capped", {}).get(c, 0),
+               "pi_hat": g["point"],
                "score_mean": float(by_cat[c].mean()), "score_std": float(by_cat[c].std()),
                "gmm_means": g["gmm_means"], "gmm_stds": g["gmm_stds"]}
         if refs is not None:
@@ -782,11 +793,20 @@ def _minkpp_summary(scores: np.ndarray, samples, ref_texts, ref_slices, *, sizes
 
 def load_reference_records(recs: Sequence[Mapping[str, Any]], categories: Sequence[str]
                            ) -> dict[str | None, list[str]]:
-    """In-memory version of :func:`load_reference` for records with a known ``category``."""
+    """In-memory version of :func:`load_reference` for records with a known ``category``;
+    records of other categories and blank texts are counted in the log, then left out."""
     out: dict[str | None, list[str]] = {}
+    other = blank = 0
     for r in recs:
-        if r["category"] in categories and r["text"].strip():
+        if r["category"] not in categories:
+            other += 1
+        elif not r["text"].strip():
+            blank += 1
+        else:
             out.setdefault(r["category"], []).append(r["text"])
+    if other or blank:
+        log.info("reference non-members: %d of other categories and %d blank left out",
+                 other, blank)
     return out
 
 

@@ -438,12 +438,15 @@ class _FetchStep:
     def merge(self, load) -> dict[str, Any]:
         merged, stats = _reduce((_unpack(load(u)) for u in range(self.n_units)), self.root,
                                 self.n, self.dedup, self.cats, self.skip_bad)
+        from anatomy.execution import staged
+
         samples, stats = _finish(merged, stats, self.layout, len(self.shards), self.n,
                                  self.dedup, self.min_chars)
-        for c, path in self.files.items():
-            write_jsonl(path, samples[c])
         stats["files"] = {c: p.name for c, p in self.files.items()}
-        write_json(self.output.files[-1], {"args": self.args, "stats": stats})
+        with staged(self.output) as stage:  # every category file appears, or none
+            for c, path in self.files.items():
+                write_jsonl(stage(path), samples[c])
+            write_json(stage(self.output.files[-1]), {"args": self.args, "stats": stats})
         return {"kept": stats["kept"]}
 
 
