@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(cfg.path, "no tokenizer: pass --tokenizer")
     tok_src = args.tokenizer or cfg.resolve_name(cfg.tokenizer)
     tok = load_tokenizer(tok_src)
-    with OlmoData(cfg, args.global_indices, args.batch_size, num_workers=args.num_workers) as data:
+    with OlmoData(cfg, args.global_indices, args.batch_size, retries=args.retries,
+                  backoff=args.retry_backoff, num_workers=args.num_workers) as data:
         res = run_sample(data, lambda ids: tok.decode(ids), step_start=args.step_start,
                          step_end=args.step_end, sample_start=args.sample_start,
                          sample_end=args.sample_end, seed=args.seed,

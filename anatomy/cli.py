@@ -163,6 +163,10 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="data order (path or URL; default: from the config)")
     g.add_argument("--model_name", default=None,
                    help="name used in output paths (default: the config's, e.g. OLMo-7B)")
+    g.add_argument("--retries", type=int, default=5,
+                   help="attempts after a failed remote read (short reads, 5xx answers)")
+    g.add_argument("--retry_backoff", type=float, default=1.0,
+                   help="seconds before the first retry, doubled each time")
 
 
 def olmo_config(args: argparse.Namespace):
