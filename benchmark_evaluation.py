@@ -28,8 +28,10 @@ def build_parser():
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--results_dir", help="one run folder (or its summary.json)")
     src.add_argument("--compare", nargs="+", metavar="DIR", help="several run folders")
-    g.add_argument("--ground_truth", required=True,
-                   help="spec YAML with category_weights (or a miniworld truth.json)")
+    g.add_argument("--ground_truth", required=True, nargs="+",
+                   help="spec YAML(s) with category_weights (or a miniworld truth.json); with "
+                        "several (e.g. the training mixture and a pool's member mixture) "
+                        "every method is scored against each, one table per truth")
     g.add_argument("--pool_priors", default=None,
                    help="spec of the sampling pool's mixture (e.g. bench/specs/slimpajama.yaml)"
                         " for the pool baselines")
@@ -55,13 +57,22 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.tol < 0:
         raise InputError(None, "--tol must be >= 0")
-    rows = run_benchmark(args.compare or [args.results_dir], args.ground_truth, tol=args.tol,
-                         out_dir=args.output_dir, plots=not args.no_plots,
-                         report=not args.no_report, pool_priors=args.pool_priors,
-                         merge=True if args.merge_web else None, field=args.estimate,
-                         overwrite=args.overwrite)
-    print(f"{len(rows[0]['categories'])} categories: {', '.join(rows[0]['categories'])}")
-    print(format_table(rows), end="")
+    from pathlib import Path
+
+    from anatomy.mixture.evaluate import spec_title
+
+    several = len(args.ground_truth) > 1
+    for spec in args.ground_truth:
+        out = Path(args.output_dir) / Path(spec).stem if several else args.output_dir
+        rows = run_benchmark(args.compare or [args.results_dir], spec, tol=args.tol,
+                             out_dir=out, plots=not args.no_plots, report=not args.no_report,
+                             pool_priors=args.pool_priors,
+                             merge=True if args.merge_web else None, field=args.estimate,
+                             overwrite=args.overwrite)
+        if several:
+            print(f"\nagainst {spec_title(spec)} ({spec}):")
+        print(f"{len(rows[0]['categories'])} categories: {', '.join(rows[0]['categories'])}")
+        print(format_table(rows), end="")
     if not (args.no_plots and args.no_report):
         cli.log.info("report and plots in %s", args.output_dir)
     return 0

@@ -34,6 +34,8 @@ def build_parser():
     g.add_argument("--min_cross_dist", type=float, default=None)
     g.add_argument("--niter", type=int, default=50, help="k-means iterations")
     g.add_argument("--data_dir", default="data")
+    g.add_argument("--world", default=None,
+                   help="a miniworld: count each split's planted passages (its truth file)")
     cli.add_run_args(p, seed=42, world=False)
     return p
 
@@ -48,12 +50,15 @@ def main(argv: list[str] | None = None) -> int:
                            num_sample=args.num_sample, num_cluster=args.num_cluster,
                            min_inter_dist=args.min_inter_dist, seed=args.seed,
                            min_cross_dist=args.min_cross_dist, niter=args.niter,
-                           overwrite=args.overwrite)
-    print("| split | members | non-members | cross dist | within members | within non-members |")
-    print("|---|---|---|---|---|---|")
+                           world=args.world, overwrite=args.overwrite)
+    planted = args.world is not None
+    print("| split | members | non-members | cross dist | within members | within non-members |"
+          + (" planted |" if planted else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if planted else ""))
     for s in stats:
+        extra = f" {s['planted']['n']} |" if planted else ""
         print(f"| {s['split']} | {s['members']} | {s['nonmembers']} | {s['cross_dist']:.3f} | "
-              f"{s['within_member_dist']:.3f} | {s['within_nonmember_dist']:.3f} |")
+              f"{s['within_member_dist']:.3f} | {s['within_nonmember_dist']:.3f} |{extra}")
     return 0
 
 

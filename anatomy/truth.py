@@ -38,6 +38,25 @@ class World:
         return f"miniworld-{self.truth['preset']['name']}"
 
     @cached_property
+    def corpus_digest(self) -> str:
+        """12 hex digits of sha256 over the corpus manifest (every source file and its
+        sha256): worlds built from different installed files differ here, so a reader can
+        tell a regression from a different world."""
+        import hashlib
+        import json
+
+        sources = io.read_json(self.root / "corpus" / "manifest.json")["sources"]
+        blob = json.dumps(sorted(sources.items()), separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """One line naming this world: preset, seed, corpus digest, model size."""
+        t = self.truth
+        return (f"{self.name} (seed {t['seed']}, corpus {self.corpus_digest}, "
+                f"{t['model']['n_params'] / 1e6:.2f}M params, bf16 training "
+                f"{'on' if t['model']['bf16'] else 'off'})")
+
+    @cached_property
     def docs(self) -> dict[int, dict]:
         return {r["doc"]: r for r in io.iter_jsonl(self.root / "truth" / "docs.jsonl.gz")}
 
@@ -75,6 +94,19 @@ class World:
 
     def planted(self, kind: str) -> list[dict]:
         return self.truth["planted"][kind]
+
+    @cached_property
+    def planted_sha1(self) -> dict[str, str]:
+        """sha1 of every planted passage's tokens (uint16 little-endian) -> its plant kind."""
+        return {r["sha1"]: kind for kind, rows in self.truth["planted"].items() for r in rows}
+
+    def plant_kind(self, input_ids) -> str | None:
+        """Which plant a document's token ids are (``mia``, ``mia_control``, ``mem_dense``,
+        ``templates`` ...), or None for an ordinary document."""
+        import hashlib
+
+        blob = np.asarray(input_ids, dtype="<u2").tobytes()
+        return self.planted_sha1.get(hashlib.sha1(blob).hexdigest())
 
     def checkpoint_path(self, step: int) -> Path:
         for c in self.truth["checkpoints"]:

@@ -58,7 +58,8 @@ def run_a(tiny_world, tiny_truth, tmp_path_factory):
     assert vecs_script.main(["--dataset_name", name, "--data_dir", str(d), "--quiet"]) == 0
     assert clustering_script.main(["--model_name", "miniworld-tiny", "--max_length", "64",
                                    "--num_data", str(n), "--num_sample", "10",
-                                   "--num_cluster", "2", "--data_dir", str(d), "--quiet"]) == 0
+                                   "--num_cluster", "2", "--data_dir", str(d), "--quiet",
+                                   "--world", str(tiny_world)]) == 0
     assert control_script.main([*w, "--data_dir", str(d)]) == 0
     return d, {"T1": T1, "T2": T2, "T3": T3, "pool": name}
 
@@ -135,6 +136,11 @@ def test_splits(run_a):
         assert [r["label"] for r in recs] == [1] * 5 + [0] * 5
     assert stats["easy"]["cross_dist"] > stats["hard"]["cross_dist"]
     assert (d / "miniworld-tiny_64_10.png").stat().st_size > 1000
+    # the paper's splits are ordinary documents: the membership plants are longer than the
+    # L=64 bucket, so none is in any split (whatever else was planted is counted)
+    for split in ("random", "mix1", "mix2", "easy", "medium", "hard"):
+        p = stats[split]["planted"]
+        assert p["unknown"] == 0 and not {"mia", "mia_control"} & set(p["by_kind"]), p
 
 
 def test_control_split_from_truth(run_a, tiny_truth):
@@ -188,7 +194,8 @@ def test_construction_scripts_follow_the_output_policy(run_a, tiny_world, capsys
          "batch_size 16 -> 8"),
         (vecs_script, ["--dataset_name", f["pool"], "--data_dir", str(d), "--quiet"],
          d / "vecs" / f"{f['pool']}.npy", ["--max_length", "128"], "max_length 256 -> 128"),
-        (clustering_script, split, d / "miniworld-tiny_64_10_hard.jsonl",
+        (clustering_script, [*split, "--world", str(tiny_world)],
+         d / "miniworld-tiny_64_10_hard.jsonl",
          ["--min_inter_dist", "0.5"], "min_inter_dist 0.6 -> 0.5"),
         (control_script, [*w, "--data_dir", str(d)], d / "miniworld-tiny_control.jsonl",
          ["--min_count", "4"], "min_count 8 -> 4"),

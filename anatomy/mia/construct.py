@@ -221,8 +221,12 @@ def run_vecs(*, data_dir: str | Path, dataset_name: str, model: str | None, max_
 def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, num_data: int,
                    num_sample: int, num_cluster: int, min_inter_dist: float, seed: int,
                    min_cross_dist: float | None = None, niter: int = 50,
+                   world: str | Path | None = None,
                    overwrite: bool = False) -> list[dict[str, Any]]:
-    """Random / Mix-1 / Mix-2 / Easy / Medium / Hard splits, the histogram, and stats."""
+    """Random / Mix-1 / Mix-2 / Easy / Medium / Hard splits, the histogram, and stats.
+
+    With a miniworld (``world``), each split's stats also count its planted passages, by
+    kind, from the records' token ids (the paper's splits should hold none)."""
     name = pool_name(model_name, max_length, num_data)
     recs = read_texts(Path(data_dir) / f"{name}.jsonl")
     vec_path = Path(data_dir) / "vecs" / f"{name}.npy"
@@ -240,7 +244,8 @@ def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, nu
                               Path(f"{stem}_splits.done.json"))
     fp = execution.fingerprint(
         "clustering", {"pool": Path(data_dir) / f"{name}.jsonl",
-                       "vecs": Path(data_dir) / "vecs" / f"{name}.npy"},
+                       "vecs": Path(data_dir) / "vecs" / f"{name}.npy",
+                       "truth": None if world is None else Path(world) / "truth.json"},
         {"num_sample": num_sample, "num_cluster": num_cluster,
          "min_inter_dist": min_inter_dist, "min_cross_dist": min_cross_dist, "seed": seed,
          "niter": niter})
@@ -252,11 +257,34 @@ def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, nu
     stats = []
     for s in clustering.SPLITS:
         io.write_jsonl(outs[s], clustering.split_records(recs, splits[s]))
-        stats.append(splits[s].stats())
+        st = splits[s].stats()
+        if world is not None:
+            st["planted"] = plant_share([recs[i] for i in splits[s].rows], world)
+        stats.append(st)
     clustering.plot_distance_histogram(vecs, labels, f"{stem}.png")
     io.write_json(stats_path, stats)
     execution.mark_output(output, fp)
     return stats
+
+
+def plant_share(records: list[dict[str, Any]], world: str | Path) -> dict[str, Any]:
+    """How many of the records are planted passages of the miniworld, by kind, matched on
+    their ``input_ids``; records without ids are counted as unknown."""
+    from anatomy.truth import World
+
+    w = World.open(world)
+    kinds: dict[str, int] = {}
+    unknown = 0
+    for r in records:
+        if r.get("input_ids") is None:
+            unknown += 1
+            continue
+        k = w.plant_kind(r["input_ids"])
+        if k is not None:
+            kinds[k] = kinds.get(k, 0) + 1
+    n = len(records) - unknown
+    return {"n": sum(kinds.values()), "share": sum(kinds.values()) / n if n else None,
+            "by_kind": dict(sorted(kinds.items())), "unknown": unknown}
 
 
 def control_splits(world_dir: str | Path, data_dir: str | Path, min_count: int = 8,

@@ -391,6 +391,16 @@ def _details(r: Mapping) -> list[str]:
     return out + [""]
 
 
+def spec_title(path: PathLike) -> str:
+    """A spec's ``name`` (or the file's stem), to label a table scored against it."""
+    p = Path(path)
+    if p.suffix in (".yaml", ".yml"):
+        data = read_yaml(p)
+        if isinstance(data, Mapping) and isinstance(data.get("name"), str):
+            return data["name"]
+    return p.stem
+
+
 PLOTS = ("comparison.png", "errors.png")
 
 

@@ -682,7 +682,9 @@ def run_minkpp_mix(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
                            "reference": ref_input},
         {**config, "reference_nonmembers": str(reference_nonmembers), "n_reference": n_reference,
          "batch_size": batch_size, "device": dev.type})
-    files = [*MINKPP_FILES, *(["reference_nonmembers.jsonl"] if ref_recs is not None else [])]
+    variants = ["gmm", *(["calibrated"] if ref_texts else [])]
+    files = [*MINKPP_FILES, *(f"variants/minkpp_{v}/summary.json" for v in variants),
+             *(["reference_nonmembers.jsonl"] if ref_recs is not None else [])]
     output = execution.Output.folder(out, files)
 
     def finish(scores: np.ndarray) -> dict[str, Any]:
@@ -812,6 +814,13 @@ def load_reference_records(recs: Sequence[Mapping[str, Any]], categories: Sequen
 
 def _write_minkpp(out: Path, s: dict, samples, scores: np.ndarray) -> None:
     io.write_json(out / "summary.json", s)
+    # one folder per rate estimator, so benchmark_evaluation.py --compare OUT/variants/*
+    # scores each under its own name (the summary's "priors" are the primary one's)
+    for name, mix in s["mixtures"].items():
+        io.write_json(out / "variants" / f"minkpp_{name}" / "summary.json", {
+            "method": f"minkpp_{name}", "categories": s["categories"], "priors": mix,
+            "estimates": "global_mixture_over_sampled_pool: the mixture of the pool's "
+                         "members"})
     cats = s["categories"]
     keys = [k for k in ("pi_hat", "pi_hat_mean", "pi_hat_ci_lo", "pi_hat_ci_hi",
                         "pi_calibrated", "pi_calibrated_mean", "pi_calibrated_ci_lo",
