@@ -115,12 +115,17 @@ def _hub_revisions(name: str) -> list[str]:
 
 
 def resolve_revision(name_or_path: str | os.PathLike, revision: str | int | None = None,
-                     step: int | None = None) -> str | None:
+                     step: int | None = None, config=None) -> str | None:
     """The full revision name for a full name or a bare step; None when neither is given.
 
     ``revision`` may be a full name (``step100000-tokens442B``, ``main``) or a bare step
     (``100000`` / ``"100000"``); ``step`` is the same as a bare-step revision. A local folder's
-    revisions are its ``step{S}-tokens*`` subfolders, a hub repo's are its branches.
+    revisions are its ``step{S}-tokens*`` subfolders, a hub repo's are its branches. Where a
+    hub repo's branches cannot be listed (offline), a training config
+    (:class:`anatomy.olmo_config.OlmoDataConfig`: ``config``, else the repo's
+    ``configs/<model>.yaml``, e.g. configs/OLMo-7B.yaml for allenai/OLMo-7B) names the
+    revision: ``data_anatomy.checkpoints[step]``, else OLMo's rule
+    ``step{S}-tokens{round(S * B * L / 1e9)}B`` from its batch size and sequence length.
     Raises InputError when the step or the named subfolder does not exist.
     """
     if revision is None and step is None:
@@ -138,7 +143,18 @@ def resolve_revision(name_or_path: str | os.PathLike, revision: str | int | None
                                     f'{" ..." if len(avail) > 5 else ""})')
         return rev
     s = int(rev if rev is not None else step)
-    avail = _local_revisions(local) if is_local else _hub_revisions(str(name_or_path))
+    if not is_local:
+        try:
+            avail = _hub_revisions(str(name_or_path))
+        except InputError:
+            from anatomy.olmo_config import checkpoint_revision, known_config
+
+            cfg = config if config is not None else known_config(str(name_or_path))
+            if cfg is None:
+                raise
+            return checkpoint_revision(cfg, s)
+    else:
+        avail = _local_revisions(local)
     found = [r for r in avail if (m := _REVISION_RE.match(r)) and int(m.group(1)) == s]
     if len(found) != 1:
         steps = sorted({int(m.group(1)) for r in avail if (m := _REVISION_RE.match(r))})
@@ -230,7 +246,18 @@ def load_tokenizer(name_or_path: str | os.PathLike, revision: str | int | None =
                     raise
         raise InputError(p, "no tokenizer.json or tokenizer_config.json here")
     src, rev, _ = _locate(name_or_path, revision, need="tokenizer_config.json")
-    return _hub_errors(src, lambda: AutoTokenizer.from_pretrained(src, revision=rev))
+    try:
+        return _hub_errors(src, lambda: AutoTokenizer.from_pretrained(src, revision=rev))
+    except (ValueError, InputError):
+        # e.g. allenai/OLMo-7B names ai2-olmo's OLMoTokenizerFast class: its tokenizer.json
+        # is a plain fast tokenizer
+        from huggingface_hub import hf_hub_download
+
+        try:
+            tj = hf_hub_download(src, "tokenizer.json", revision=rev)
+        except Exception:
+            raise InputError(None, f"cannot load the tokenizer of {src}") from None
+        return PreTrainedTokenizerFast(tokenizer_file=tj)
 
 
 def load_model_config(name_or_path: str | os.PathLike, revision: str | int | None = None,
@@ -296,10 +323,27 @@ def load_causal_lm(name_or_path: str | os.PathLike, revision: str | int | None =
 
     src, rev, _ = _locate(name_or_path, revision)
     torch_dtype = torch.float32 if int8 else _torch_dtype(dtype)
+    raw = _raw_config(src, rev)
+    if raw is not None and not trust_remote_code:
+        from anatomy import hf_olmo
+
+        if hf_olmo.is_hf_olmo(raw):  # OLMo-7B's revisions: ai2-olmo's format
+            folder = _checkpoint_folder(src, rev)
+            model = hf_olmo.load_hf_olmo(raw, read_state_dict(folder), str(folder),
+                                         dtype=torch_dtype)
+            check_finite_weights(model, src if rev is None else f"{src}@{rev}")
+            return _finish_lm(model, int8, device)
     model = _hub_errors(src, lambda: AutoModelForCausalLM.from_pretrained(
         src, revision=rev, dtype=torch_dtype, trust_remote_code=trust_remote_code))
     model.eval()
     check_finite_weights(model, src if rev is None else f"{src}@{rev}")
+    return _finish_lm(model, int8, device)
+
+
+def _finish_lm(model, int8: bool, device: str | None):
+    import torch
+
+    model.eval()
     if int8:
         from torch.ao.quantization import quantize_dynamic
 
@@ -307,6 +351,68 @@ def load_causal_lm(name_or_path: str | os.PathLike, revision: str | int | None =
             warnings.simplefilter("ignore")
             return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     return model.to(resolve_device(device))
+
+
+def _raw_config(src: str, rev: str | None) -> dict | None:
+    """A checkpoint's ``config.json`` as a dict (a local folder, or the hub's cached file)."""
+    import json
+
+    p = Path(src)
+    if p.is_dir():
+        f = p / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            f = Path(hf_hub_download(src, "config.json", revision=rev))
+        except Exception:  # let from_pretrained report it in its own words
+            return None
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _checkpoint_folder(src: str, rev: str | None) -> Path:
+    """A local folder holding the checkpoint's weights (downloaded from the hub if needed)."""
+    p = Path(src)
+    if p.is_dir():
+        return p
+    from huggingface_hub import snapshot_download
+
+    return Path(_hub_errors(src, lambda: snapshot_download(
+        src, revision=rev, allow_patterns=["*.json", "*.safetensors", "*.bin"])))
+
+
+def read_state_dict(folder: str | os.PathLike) -> dict:
+    """Every tensor of a checkpoint folder: ``model.safetensors`` / ``pytorch_model.bin``,
+    or their sharded ``*.index.json`` forms."""
+    import json
+
+    import torch
+
+    folder = Path(folder)
+    for index, kind in (("model.safetensors.index.json", "st"),  # noqa: B007 - used below
+                        ("pytorch_model.bin.index.json", "pt")):
+        if (folder / index).is_file():
+            shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            break
+    else:
+        if (folder / "model.safetensors").is_file():
+            shards, kind = ["model.safetensors"], "st"
+        elif (folder / "pytorch_model.bin").is_file():
+            shards, kind = ["pytorch_model.bin"], "pt"
+        else:
+            raise InputError(folder, "no model.safetensors or pytorch_model.bin here")
+    out: dict = {}
+    for shard in shards:
+        if kind == "st":
+            from safetensors.torch import load_file
+
+            out.update(load_file(str(folder / shard)))
+        else:
+            out.update(torch.load(folder / shard, map_location="cpu", weights_only=True))
+    return out
 
 
 @dataclass

@@ -207,3 +207,26 @@ def batch_sizes_from_checkpoints(names: Iterable[str], seq_len: int) -> list[int
     if hi is math.inf:
         return []
     return list(range(lo, int(hi) + 1))
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def known_config(model_name: str) -> OlmoDataConfig | None:
+    """The training config this repository ships for a hub model (``configs/OLMo-7B.yaml``
+    for ``allenai/OLMo-7B``), or None."""
+    path = CONFIGS / f"{model_name.rstrip('/').split('/')[-1]}.yaml"
+    return load_olmo_config(path) if path.is_file() else None
+
+
+def checkpoint_revision(config: OlmoDataConfig, step: int) -> str:
+    """The hub revision of a training step: the config's ``data_anatomy.checkpoints``, else
+    OLMo's naming ``step{S}-tokens{round(S * B * L / 1e9)}B`` (tokens seen, in billions).
+
+    Example: OLMo-7B (B = 2160, L = 2048), step 100000 -> ``step100000-tokens442B``.
+    """
+    named = config.checkpoints.get(int(step))
+    if named is not None:
+        return named
+    tokens = int(step) * config.batch_size * config.seq_len
+    return f"step{int(step)}-tokens{round(tokens / 1e9)}B"
