@@ -3,6 +3,8 @@
 # Expects the world at $WORLD (make demo builds it) and the venv's python at $PY.
 # `bash demo.sh A` (or B) runs one pipeline's part alone. Every step records a fingerprint of
 # its inputs and flags, so a second run skips what is done: rm -rf $OUT to redo everything.
+# The figures the README quotes are written to $OUT/figures.md (with the world's corpus
+# digest), as printed here.
 set -euo pipefail
 PARTS=${1:-AB}
 PY=${PY:-.venv/bin/python}
@@ -12,8 +14,9 @@ export TQDM_DISABLE=${TQDM_DISABLE:-1} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$OUT"
 q="--quiet"
 SECONDS=0
+FIG="$OUT/figures.md"
 
-# facts of the world (steps, checkpoints, name) from its config
+# facts of the world (steps, checkpoints, name) from its config and truth
 read -r NAME T1 T2 T3 CKPTS < <($PY - "$WORLD" <<'EOF'
 import sys
 from anatomy.olmo_config import load_olmo_config
@@ -23,20 +26,24 @@ steps = sorted(c.checkpoints)[:4]   # the four targets: T1, 2T1, 3T1, T2
 print(c.model_name, m[1], n[0], n[1], ",".join(map(str, steps)))
 EOF
 )
-echo "== miniworld $NAME: members = steps [0, $T1), non-members = [$T2, $T3), targets = $CKPTS"
+DESCRIBE=$($PY -c "from anatomy.truth import World; print(World.open('$WORLD').describe())")
+echo "== $DESCRIBE: members = steps [0, $T1), non-members = [$T2, $T3), targets = $CKPTS"
 cat "$WORLD/evidence.json" >/dev/null 2>&1 && $PY -c "
 from anatomy.world.evidence import format_evidence; import json
 print(format_evidence(json.load(open('$WORLD/evidence.json'))))"
+fig() { printf '%s\n' "$@" >> "$FIG.tmp"; }
+: > "$FIG.tmp"
+fig "# make demo figures" "" "World: $DESCRIBE" ""
 
 if [[ $PARTS == *A* ]]; then
 echo
 echo "== A. OLMoMIA: sample (disjoint jobs) -> filter -> vecs -> clustering -> attacks"
 L=64; N=${DEMO_POOL:-400}; M=${DEMO_SPLIT:-100}; K=${DEMO_CLUSTERS:-2}
-for s in 0 400; do          # members: a loop of disjoint jobs, as users run them
+for s in 0 400 800; do      # members: a loop of disjoint jobs, as users run them
   $PY sample.py --world "$WORLD" --step_start 0 --step_end "$T1" \
       --sample_start $s --sample_end $((s + 400)) --out_dir "$OUT" $q
 done
-for s in 0 400 800; do      # non-members: their documents are sparser (fewer short plants)
+for s in 0 400 800; do      # non-members
   $PY sample.py --world "$WORLD" --step_start "$T2" --step_end "$T3" \
       --sample_start $s --sample_end $((s + 400)) --out_dir "$OUT" $q
 done
@@ -45,16 +52,29 @@ $PY filter.py --world "$WORLD" --member_step_start 0 --member_step_end "$T1" \
     --data_dir "$OUT"
 $PY generate_vecs.py --dataset_name "${NAME}_${L}_${N}" --data_dir "$OUT" $q
 $PY clustering.py --model_name "$NAME" --max_length $L --num_data "$N" --num_sample "$M" \
-    --num_cluster "$K" --min_inter_dist 0.6 --data_dir "$OUT" $q
+    --num_cluster "$K" --min_inter_dist 0.6 --data_dir "$OUT" --world "$WORLD" $q \
+    | tee "$OUT/splits.md"
 $PY control_split.py --world "$WORLD" --data_dir "$OUT" $q
 SPLITS="random mix1 mix2 easy medium hard"
-DATASETS=""
-for s in $SPLITS; do DATASETS="$DATASETS ${NAME}_${L}_${M}_$s"; done
-DATASETS="$DATASETS ${NAME}_control ${NAME}_planted"
-# every (split, checkpoint) pair from one process: each checkpoint is loaded once
-$PY run_mia.py --world "$WORLD" --dataset $DATASETS --data_dir "$OUT" --step ${CKPTS//,/ } \
-    --methods loss zlib mink minkpp emmia --n_prefix 16 --output_dir "$OUT/results" $q > /dev/null
-$PY make_table.py --results_dir "$OUT/results" --datasets $DATASETS --methods loss zlib mink_20 minkpp_20 emmia --quiet
+PAPER=""
+for s in $SPLITS; do PAPER="$PAPER ${NAME}_${L}_${M}_$s"; done
+# every (split, checkpoint) pair from one process, each checkpoint loaded once; EM-MIA
+# (every text a prefix: n^2 ReCaLL pairs) at the first target checkpoint
+$PY run_mia.py --world "$WORLD" --dataset $PAPER "${NAME}_control" "${NAME}_planted" \
+    --data_dir "$OUT" --step ${CKPTS//,/ } --methods loss zlib mink minkpp blind \
+    --output_dir "$OUT/results" $q > /dev/null
+$PY run_mia.py --world "$WORLD" --dataset $PAPER "${NAME}_control" --data_dir "$OUT" \
+    --step "$T1" --methods loss zlib mink minkpp emmia blind \
+    --output_dir "$OUT/results_emmia" $q > /dev/null
+$PY make_table.py --results_dir "$OUT/results" --datasets $PAPER "${NAME}_control" \
+    "${NAME}_planted" --methods loss zlib mink_20 minkpp_20 blind --quiet | tee "$OUT/attacks.md"
+$PY make_table.py --results_dir "$OUT/results_emmia" --datasets $PAPER "${NAME}_control" \
+    --methods loss minkpp_20 emmia blind --quiet | tee "$OUT/attacks_emmia.md"
+fig "## A. OLMoMIA (AUROC x100; splits of $M from a pool of $N, L=$L, $K clusters)" "" \
+    "Split statistics (planted = planted passages in the split, by the truth file):" "" \
+    "$(cat "$OUT/splits.md")" "" "With EM-MIA, at step $T1 (data/demo/attacks_emmia.md):" "" \
+    "$(cat "$OUT/attacks_emmia.md")" "" "Every target checkpoint (data/demo/attacks.md):" "" \
+    "$(cat "$OUT/attacks.md")" ""
 echo "(A finished at ${SECONDS}s)"
 fi
 
@@ -64,16 +84,39 @@ echo
 echo "== B. Training-mixture estimation on the final checkpoint"
 test -f "$WORLD/truth/mixture_spec.yaml" || $PY -c "
 from anatomy.world.build import write_mixture_spec; write_mixture_spec('$WORLD')"
+SETS=$($PY -c "import json; t=json.load(open('$WORLD/truth.json'))
+print(','.join(f'{k}={v}' for k, v in t['pools']['set_names'].items()))")
+# the matched pool (members in proportion to the training mixture) and the rates pool
 $PY fetch_category_samples.py --world "$WORLD" --n_per_category 200 --min_chars 0 \
     --out_dir "$OUT/samples" $q
+$PY fetch_category_samples.py --slimpajama_root "$WORLD/pools_rates" --set_map "$SETS" \
+    --n_per_category 200 --min_chars 0 --out_dir "$OUT/samples_rates" $q > /dev/null
 $PY run_labelshift.py --world "$WORLD" --local_samples_dir "$OUT/samples" --classifier tfidf \
     --num_prompts 500 --max_new_tokens 128 --output_dir "$OUT/mixture" --run_name labelshift \
     $q > /dev/null
-$PY run_minkpp_mix.py --world "$WORLD" --local_samples_dir "$OUT/samples" --mink_ratio 0.1 \
-    --max_tokens 128 --reference_nonmembers world --output_dir "$OUT/mixture" --run_name minkpp \
-    $q > /dev/null
-$PY benchmark_evaluation.py --compare "$OUT/mixture/labelshift" "$OUT"/mixture/labelshift/estimators/* "$OUT/mixture/minkpp" \
-    --ground_truth "$WORLD/truth/mixture_spec.yaml" --output_dir "$OUT/benchmark_output"
+for pool in samples samples_rates; do
+  $PY run_minkpp_mix.py --world "$WORLD" --local_samples_dir "$OUT/$pool" --mink_ratio 0.1 \
+      --max_tokens 128 --reference_nonmembers world --output_dir "$OUT/mixture" \
+      --run_name "minkpp_$pool" $q > /dev/null
+done
+TRAIN="$WORLD/truth/mixture_spec.yaml"
+$PY benchmark_evaluation.py --compare "$OUT"/mixture/labelshift/estimators/* \
+    --ground_truth "$TRAIN" --output_dir "$OUT/benchmark_output/labelshift" --quiet \
+    | tee "$OUT/labelshift.md"
+$PY benchmark_evaluation.py --compare "$OUT"/mixture/minkpp_samples/variants/* \
+    --ground_truth "$TRAIN" "$WORLD/truth/pools_members_spec.yaml" \
+    --output_dir "$OUT/benchmark_output/minkpp_matched" --quiet | tee "$OUT/minkpp_matched.md"
+$PY benchmark_evaluation.py --compare "$OUT"/mixture/minkpp_samples_rates/variants/* \
+    --ground_truth "$TRAIN" "$WORLD/truth/pools_rates_members_spec.yaml" \
+    --output_dir "$OUT/benchmark_output/minkpp_rates" --quiet | tee "$OUT/minkpp_rates.md"
+fig "## B. Mixture estimation (final checkpoint; accuracy = 1 - L1/2)" "" \
+    "Label shift, every estimator, against the training mixture:" "" \
+    "$(cat "$OUT/labelshift.md")" "" \
+    "Min-K%++ on the matched pool (members in proportion to the training mixture):" "" \
+    "$(cat "$OUT/minkpp_matched.md")" "" \
+    "Min-K%++ on the rates pool (membership rates unrelated to the mixture):" "" \
+    "$(cat "$OUT/minkpp_rates.md")" ""
 echo "(B took $((SECONDS - B0))s)"
 fi
-echo "(demo finished in ${SECONDS}s)"
+mv "$FIG.tmp" "$FIG"
+echo "(demo finished in ${SECONDS}s; figures in $FIG)"
