@@ -110,11 +110,15 @@ def decode(ids: list[int]) -> str:
 
 def test_samples_from_instance_schema():
     recs = samples_from_instance(123, np.array([5, E, 1, 2, E, E, 3, E, 8], dtype=np.int64), E,
-                                 decode)
-    assert recs == [{"input": "1 2", "idx": [123, 1], "length": 2},
-                    {"input": "", "idx": [123, 2], "length": 0},
-                    {"input": "3", "idx": [123, 3], "length": 1}]
-    assert list(recs[0]) == ["input", "idx", "length"]  # published field order
+                                 decode, vocab="v1")
+    assert recs == [{"input": "1 2", "idx": [123, 1], "length": 2, "input_ids": [1, 2],
+                     "tokenizer": "v1"},
+                    {"input": "", "idx": [123, 2], "length": 0, "input_ids": [],
+                     "tokenizer": "v1"},
+                    {"input": "3", "idx": [123, 3], "length": 1, "input_ids": [3],
+                     "tokenizer": "v1"}]
+    # the published fields first, in their order; then the trained ids
+    assert list(recs[0]) == ["input", "idx", "length", "input_ids", "tokenizer"]
 
 
 def test_sample_records_keeps_order_and_failures():
@@ -136,8 +140,9 @@ def test_sample_records_keeps_order_and_failures():
     expect = []
     for p in positions:
         if p % 7 != 3:
-            expect += [{"input": f"{p} {p + 1}", "idx": [p, 1], "length": 2},
-                       {"input": f"{p}", "idx": [p, 2], "length": 1}]
+            expect += [{"input": f"{p} {p + 1}", "idx": [p, 1], "length": 2,
+                        "input_ids": [p, p + 1]},
+                       {"input": f"{p}", "idx": [p, 2], "length": 1, "input_ids": [p]}]
     assert recs == expect
 
 
