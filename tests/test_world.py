@@ -133,6 +133,31 @@ def test_pools_layout_and_rates(tiny_world, tiny_truth):
         assert sum(r["trained"] for r in mine) == info["n_trained"]
 
 
+def test_the_matched_pools_members_follow_the_training_mixture(tiny_world, tiny_truth):
+    """The Min-K%++ arm estimates the member mixture of its pool: the matched pool's members
+    are in the training proportions (recounted from its membership file), the rates pool's
+    are not; each has a spec the evaluator scores against."""
+    import yaml
+
+    size = tiny_truth["preset"]["pool_size"]
+    mix = tiny_truth["mixture"]
+    for key in ("pools", "pools_rates"):
+        pool = tiny_truth[key]
+        rows = read_jsonl(tiny_world / pool["membership"])
+        members = {c: sum(r["trained"] for r in rows if r["category"] == c) for c in mix}
+        total = sum(members.values())
+        assert all(pool["categories"][c]["n"] == size for c in mix)  # balanced, as published
+        share = {c: members[c] / total for c in mix}
+        assert share == pytest.approx(pool["member_mixture"])
+        spec = yaml.safe_load((tiny_world / "truth" / f"{key}_members_spec.yaml").read_text())
+        assert spec["category_weights"] == pytest.approx(share, abs=1e-6)
+        gap = max(abs(share[c] - mix[c]) for c in mix)
+        if key == "pools":  # 2 * pool_size members split by largest remainders
+            assert gap <= 1 / total
+        else:
+            assert gap > 0.05
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with single ``Range: bytes=a-b`` support (http.server lacks it)."""
 
