@@ -69,6 +69,7 @@ def attack_figures(run: Path) -> dict[str, float]:
     for line in first[2:]:
         cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
         for split, v in zip(splits, cells[1:], strict=True):
+            split = split.rsplit("_", 1)[-1]  # 64_100_random -> random
             if split in ("random", "hard", "control") and cells[0] in (
                     "Loss", "Min-K%++ 20%", "Blind (bag of words, no model)"):
                 out[f"A {cells[0].split(' (')[0]} / {split}"] = _num(v)
@@ -78,7 +79,9 @@ def attack_figures(run: Path) -> dict[str, float]:
 def mixture_figures(run: Path) -> dict[str, float]:
     out = {}
     for name, row in _table_rows((run / "labelshift.md").read_text()).items():
-        if not name.startswith(("uniform", "pool")):
+        if name == "uniform":
+            out["B uniform vs training mixture"] = row.get("accuracy", float("nan"))
+        elif not name.startswith("pool"):
             out[f"B label shift {name}"] = row.get("accuracy", float("nan"))
     for pool in ("matched", "rates"):
         tables = re.split(r"\nagainst ", (run / f"minkpp_{pool}.md").read_text())
