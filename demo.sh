@@ -31,13 +31,13 @@ echo "== $DESCRIBE: members = steps [0, $T1), non-members = [$T2, $T3), targets 
 cat "$WORLD/evidence.json" >/dev/null 2>&1 && $PY -c "
 from anatomy.world.evidence import format_evidence; import json
 print(format_evidence(json.load(open('$WORLD/evidence.json'))))"
-fig() { printf '%s\n' "$@" >> "$FIG.tmp"; }
-: > "$FIG.tmp"
-fig "# make demo figures" "" "World: $DESCRIBE" ""
+PART_FIG=""
+fig() { printf '%s\n' "$@" >> "$PART_FIG"; }
 
 if [[ $PARTS == *A* ]]; then
 echo
 echo "== A. OLMoMIA: sample (disjoint jobs) -> filter -> vecs -> clustering -> attacks"
+PART_FIG="$OUT/figures_A.md.tmp"; : > "$PART_FIG"
 L=64; N=${DEMO_POOL:-400}; M=${DEMO_SPLIT:-100}; K=${DEMO_CLUSTERS:-2}
 for s in 0 400 800; do      # members: a loop of disjoint jobs, as users run them
   $PY sample.py --world "$WORLD" --step_start 0 --step_end "$T1" \
@@ -75,6 +75,7 @@ fig "## A. OLMoMIA (AUROC x100; splits of $M from a pool of $N, L=$L, $K cluster
     "$(cat "$OUT/splits.md")" "" "With EM-MIA, at step $T1 (data/demo/attacks_emmia.md):" "" \
     "$(cat "$OUT/attacks_emmia.md")" "" "Every target checkpoint (data/demo/attacks.md):" "" \
     "$(cat "$OUT/attacks.md")" ""
+mv "$PART_FIG" "$OUT/figures_A.md"
 echo "(A finished at ${SECONDS}s)"
 fi
 
@@ -82,6 +83,7 @@ if [[ $PARTS == *B* ]]; then
 B0=$SECONDS
 echo
 echo "== B. Training-mixture estimation on the final checkpoint"
+PART_FIG="$OUT/figures_B.md.tmp"; : > "$PART_FIG"
 test -f "$WORLD/truth/mixture_spec.yaml" || $PY -c "
 from anatomy.world.build import write_mixture_spec; write_mixture_spec('$WORLD')"
 SETS=$($PY -c "import json; t=json.load(open('$WORLD/truth.json'))
@@ -116,7 +118,11 @@ fig "## B. Mixture estimation (final checkpoint; accuracy = 1 - L1/2)" "" \
     "$(cat "$OUT/minkpp_matched.md")" "" \
     "Min-K%++ on the rates pool (membership rates unrelated to the mixture):" "" \
     "$(cat "$OUT/minkpp_rates.md")" ""
+mv "$PART_FIG" "$OUT/figures_B.md"
 echo "(B took $((SECONDS - B0))s)"
 fi
+{ printf '# make demo figures\n\nWorld: %s\n\n' "$DESCRIBE"
+  for p in A B; do if [ -f "$OUT/figures_$p.md" ]; then cat "$OUT/figures_$p.md"; fi; done; } \
+    > "$FIG.tmp"
 mv "$FIG.tmp" "$FIG"
 echo "(demo finished in ${SECONDS}s; figures in $FIG)"

@@ -42,15 +42,16 @@ from scipy.special import softmax
 from anatomy.classifiers import bcts_apply, bcts_fit, class_labels, score_matrix, temperature_fit
 
 METHODS = ("em_bcts", "em_ts", "em", "bbse_hard", "bbse_soft", "cls", "pbar")
-# The default is the estimator measured most accurate on the miniworld's real LM
-# generations (accuracy = 1 - L1/2 against truth.json, TF-IDF classifier): small world,
-# 500 generations: bbse_soft 0.909, cls 0.909, em_ts 0.890, em_bcts 0.872, pbar 0.866,
-# uniform 0.688; tiny world, 3 seeds: bbse_soft 0.88-0.91, em_bcts 0.73-0.82. EM+BCTS wins
-# when the target texts look like the classifier's training texts (0.93-0.94 on held-out
-# corpus documents), but on a small model's generations the classifier is overconfident
-# in ways BCTS fitted on real text cannot correct, and EM amplifies it; BBSE's soft
-# confusion matrix absorbs miscalibration instead.
-DEFAULT_METHOD = "bbse_soft"
+# The default is the estimator with the best mean accuracy (1 - L1/2 against the training
+# mixture, TF-IDF classifier, 500 generations of the final checkpoint) on small worlds of
+# seeds 1-3, chosen without the demo world (seed 0), which is reported held out (make
+# demo-seeds; data/demo/seeds.md): pbar 0.831, bbse_soft 0.826, cls 0.826, bbse_hard 0.815,
+# em_ts 0.783, em_bcts 0.775, em 0.741. The top two are 0.005 apart, less than their spread
+# over worlds (sd 0.012), and on the held-out world bbse_soft leads (0.841 vs pbar's 0.819):
+# the rule picks pbar; every estimator is always reported beside it. On a small model's
+# generations the classifier is miscalibrated in ways BCTS fitted on real text does not
+# correct, and EM amplifies it (EM+BCTS wins on held-out corpus text, 0.93-0.94).
+DEFAULT_METHOD = "pbar"
 
 
 # ---------------------------------------------------------------------------------------
