@@ -177,3 +177,61 @@ def olmo_config(args: argparse.Namespace):
     if args.config is None and not Path(path).is_file():
         require_world(args)
     return load_olmo_config(path)
+
+
+def add_memorization_args(p: argparse.ArgumentParser, samples: bool = True) -> None:
+    """Pipeline C's inputs: the training data (OLMo config or Pythia prefix) and the samples."""
+    add_data_args(p)
+    g = p.add_argument_group("Pythia training data (instead of an OLMo config)")
+    g.add_argument("--pythia_data", default=None, metavar="PREFIX",
+                   help="pre-shuffled MMapIndexedDataset PREFIX(.bin/.idx), rows in training "
+                        "order (e.g. pile-deduped-preshuffled/document)")
+    g.add_argument("--pythia_batch_size", type=int, default=1024, help="rows per step")
+    g.add_argument("--pythia_seq_len", type=int, default=2049, help="tokens per row")
+    g.add_argument("--trained_steps", type=int, default=None,
+                   help="steps of the trained stream (default: the config's "
+                        "data_anatomy.trained_steps, else every whole batch)")
+    if samples:
+        g = p.add_argument_group("samples (one of)")
+        g.add_argument("--sequence_ids", default=None, metavar="FILE",
+                       help=".npy of ints, or a .jsonl/.parquet table with sequence_id")
+        g.add_argument("--steps", default=None, metavar="A:B",
+                       help="every sequence trained in steps [A, B)")
+        g.add_argument("--all_sequences", action="store_true",
+                       help="every trained sequence")
+        g.add_argument("--prompt_len", type=int, default=32, help="prompt tokens")
+        g.add_argument("--cont_len", type=int, default=32, help="continuation tokens")
+
+
+def training_data(args: argparse.Namespace):
+    """The :class:`anatomy.memorization.data.TrainingData` the flags name (default: the
+    miniworld's OLMo config)."""
+    from anatomy.memorization.data import open_training_data
+
+    if args.pythia_data is not None:
+        if args.config is not None:
+            raise InputError(None, "give --config or --pythia_data, not both")
+        return open_training_data(pythia_prefix=args.pythia_data,
+                                  batch_size=args.pythia_batch_size,
+                                  seq_len=args.pythia_seq_len, n_steps=args.trained_steps)
+    cfg = olmo_config(args)
+    return open_training_data(cfg.path, global_indices=args.global_indices,
+                              n_steps=args.trained_steps, retries=args.retries)
+
+
+def sample_ids(args: argparse.Namespace, data):
+    from anatomy.memorization.data import select_ids
+
+    return select_ids(data, args.sequence_ids, args.steps, args.all_sequences)
+
+
+def data_tokenizer(args: argparse.Namespace):
+    """``(tokenizer, source)``: --tokenizer, else the OLMo config's, else the world's."""
+    from anatomy.lm import load_tokenizer
+
+    src = getattr(args, "tokenizer", None)
+    if src is None and getattr(args, "pythia_data", None) is None:
+        src = olmo_config(args).tokenizer
+    if src is None:
+        src = str(require_world(args) / "tokenizer")
+    return load_tokenizer(src), str(src)

@@ -149,6 +149,26 @@ class TokenFiles(PoolOwner):
         except Exception as e:  # returned to the caller, who records it per item
             return e
 
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Instances ``[start, stop)`` as a ``(stop - start, seq_len)`` array in the files'
+        dtype: one ranged read per file touched (corpus-wide passes read files in order)."""
+        ends = self._offsets()
+        n = len(self)
+        if not 0 <= start <= stop <= n:
+            raise InstanceOutOfRange(stop - 1, n)
+        out = np.empty((stop - start, self.seq_len), dtype=self.dtype)
+        f = int(np.searchsorted(ends, start, side="right"))
+        i = start
+        while i < stop:
+            first = int(ends[f - 1]) if f else 0
+            j = min(stop, int(ends[f]))
+            a = (i - first) * self.instance_bytes
+            data = self._read(self.paths[f], a, a + (j - i) * self.instance_bytes)
+            out[i - start: j - start] = np.frombuffer(data, dtype=self.dtype).reshape(
+                j - i, self.seq_len)
+            i, f = j, f + 1
+        return out
+
     def instances(self, ids: Iterable[int], num_workers: int = 8
                   ) -> list[np.ndarray | Exception]:
         """Many instances, ``num_workers`` threads at a time, in input order.

@@ -38,7 +38,7 @@ from anatomy.world.tokenizer import PAD_ID, SEPARATOR, train_tokenizer
 
 log = logging.getLogger("anatomy.world")
 
-FORMAT = "data-anatomy-miniworld/1"
+FORMAT = "data-anatomy-miniworld/2"
 CHARS_PER_TOKEN = 5.0  # generous: collect more text than needed (measured ~3.3 on small)
 SET_PREFIX = "World"
 MIA_CATEGORIES = ("docs", "reference")  # pool set names: WorldCode, WorldDocs, ...
@@ -215,21 +215,26 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     # once-seen documents are not crowded out by (or mixed with) heavily repeated text
     n_dense, copies_dense, window = P.mem_dense
     lo = (P.nonmember_start - window) * B * L
+    # Every other copy of a memorization plant, and every template, starts a training
+    # sequence: the published memorization test prompts with a sequence's first 32 tokens
+    # (Biderman et al. 2023), so samples taken as sequence starts include these.
+    def copies(d: int, kind: str, offsets: np.ndarray) -> list[tuple[int, str, int, bool]]:
+        return [(d, kind, int(o), j % 2 == 0) for j, o in enumerate(offsets)]
+
     for d in mem_docs[:n_dense]:
-        plants += [(d, "mem_dense", int(o)) for o in rng.integers(lo, nonmember_lo - margin,
-                                                                   copies_dense)]
+        plants += copies(d, "mem_dense", rng.integers(lo, nonmember_lo - margin, copies_dense))
     n_spread = P.mem_spread[0]
     for d in mem_docs[n_dense:n_dense + n_spread]:
-        plants += [(d, "mem_spread", int(o)) for o in rng.integers(0, train_tokens - margin,
-                                                                    P.mem_spread[1])]
+        plants += copies(d, "mem_spread", rng.integers(0, train_tokens - margin,
+                                                       P.mem_spread[1]))
     # a few dense passages in the last steps: exact recall at the final checkpoint (longer
     # than 64 tokens, so never in an L=64 membership pool of the non-member window)
     n_late, copies_late, window_late = P.mem_late
     for d in mem_docs[n_dense + n_spread:]:
-        plants += [(d, "mem_late", int(o)) for o in rng.integers(
-            (P.steps - window_late) * B * L, train_tokens - margin, copies_late)]
+        plants += copies(d, "mem_late", rng.integers((P.steps - window_late) * B * L,
+                                                     train_tokens - margin, copies_late))
     for d in template_docs:
-        plants.append((d, "template", int(rng.integers(0, train_tokens - margin))))
+        plants.append((d, "template", int(rng.integers(0, train_tokens - margin)), True))
 
     # 5. regular documents, categories drawn in proportion to their token shares ---------
     pools_by_cat = {c: [int(i) for i in idx if int(i) not in used and docs[i]["category"] == c]
@@ -238,7 +243,8 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
                 for c, v in pools_by_cat.items()}
     ptr = dict.fromkeys(CATEGORIES, 0)
     regular: list[int] = []
-    need = total_tokens + sum(len(doc_tokens[p[0]]) + 1 for p in plants)
+    need = total_tokens + sum(len(doc_tokens[p[0]]) + 1 + (L if p[3:] and p[3] else 0)
+                              for p in plants)
     have = 0
     while have < need:
         live = [c for c in CATEGORIES if ptr[c] < len(pools_by_cat[c])]
@@ -254,7 +260,7 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     # 6. the stream, cut into instances and tails; the data order; storage -------------
     tails = [int(x) for x in rng.integers(1, L, P.n_token_files)]
     stream = layout.build_stream(regular, plants, doc_tokens, doc_cat, eos_id,
-                                 n_inst * L + sum(tails))
+                                 n_inst * L + sum(tails), seq_len=L)
     late = [o for o in stream.occurrences
             if o.kind == "mia" and o.offset + o.length >= member_tokens]
     if late:
@@ -299,6 +305,7 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
             "tokenizer": "tokenizer",
             "model": "model",
             "checkpoints": {int(s): r for s, r in revisions.items()},
+            "trained_steps": P.steps,  # the order holds extra instances past the epoch
             "member_steps": [0, P.member_end],
             "nonmember_steps": [P.nonmember_start, P.steps],
             "pools": "pools",
@@ -342,7 +349,9 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
             row = {"doc": d, "sha1": _sha1_tokens(doc_tokens[d]), "category": docs[d]["category"],
                    "length": int(lengths[d]), "count": len(occs),
                    "trained_count": sum(1 for o in occs if slots(o)[1] < trained_slots),
-                   "slots": sl, "steps": [s // B for s in sl]}
+                   "slots": sl, "steps": [s // B for s in sl],
+                   # every copy: [first token in the stream, starts its instance]
+                   "copies": sorted([o.offset, o.aligned] for o in occs)}
             if extra:
                 row.update(extra(d))
             rows.append(row)
@@ -381,9 +390,12 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     doc_rows = []
     for d in sorted(occ_by_doc):
         occs = occ_by_doc[d]
+        # a filler is a document's head, cut to align the plant after it: its row describes
+        # the tokens trained
+        n_tok = occs[0].length if occs[0].kind == "filler" else int(lengths[d])
         doc_rows.append({"doc": d, "category": docs[d]["category"], "source": docs[d]["source"],
-                         "part": docs[d]["part"], "length": int(lengths[d]),
-                         "sha1": _sha1_tokens(doc_tokens[d]),
+                         "part": docs[d]["part"], "length": n_tok,
+                         "sha1": _sha1_tokens(doc_tokens[d][:n_tok]),
                          "kinds": sorted({o.kind for o in occs}),
                          "occurrences": [[o.offset] + slots(o) for o in occs]})
     io.write_jsonl(tmp / "truth" / "docs.jsonl.gz", doc_rows)

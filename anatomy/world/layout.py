@@ -24,9 +24,10 @@ class Occurrence:
     """One document placed in the training stream."""
 
     doc: int  # index into the builder's document table
-    kind: str  # regular | mia | mem_dense | mem_spread | template | tail
+    kind: str  # regular | filler | mia | mem_dense | mem_spread | mem_late | template
     offset: int = -1  # first token in the stream
     length: int = 0  # tokens, without the separator
+    aligned: bool = False  # placed at an instance's first token
 
 
 @dataclass
@@ -36,34 +37,52 @@ class Stream:
     occurrences: list[Occurrence] = field(default_factory=list)
 
 
-def build_stream(regular: list[int], plants: list[tuple[int, str, int]],
-                 doc_tokens: list[np.ndarray], doc_category: list[int], eos_id: int,
-                 n_tokens: int) -> Stream:
-    """Merge regular documents (in order) with plants ``(doc, kind, target_offset)``.
+def build_stream(regular: list[int], plants: list[tuple], doc_tokens: list[np.ndarray],
+                 doc_category: list[int], eos_id: int, n_tokens: int,
+                 seq_len: int | None = None) -> Stream:
+    """Merge regular documents (in order) with plants ``(doc, kind, target_offset[, aligned])``.
 
     A plant goes in at the first document boundary at or after its target offset, so its
-    position is within one document length of the target. Regular documents are consumed
-    until the stream holds ``n_tokens`` tokens; the stream is then cut to exactly that.
+    position is within one document length of the target. An aligned plant must also start
+    an instance (a training sequence's first token, where the memorization test of Biderman
+    et al. 2023 takes its prompt): the gap to the next multiple of ``seq_len`` is filled with
+    the head of the next regular document, cut short and closed by the separator (kind
+    ``filler``), as a data loader's chunking cuts documents anyway. Regular documents are
+    consumed until the stream holds ``n_tokens`` tokens; the stream is then cut to exactly that.
     """
-    plants = sorted(plants, key=lambda p: (p[2], p[0]))
+    plants = sorted(((p[0], p[1], p[2], bool(p[3]) if len(p) > 3 else False) for p in plants),
+                    key=lambda p: (p[2], p[0]))
+    if seq_len is None and any(p[3] for p in plants):
+        raise ValueError("aligned plants need seq_len")
     pieces: list[np.ndarray] = []
     cats: list[np.ndarray] = []
     occ: list[Occurrence] = []
     cursor = 0
     pi = 0
 
-    def put(doc: int, kind: str) -> None:
+    def put(doc: int, kind: str, aligned: bool = False, keep: int | None = None) -> None:
         nonlocal cursor
-        toks = doc_tokens[doc]
-        occ.append(Occurrence(doc, kind, cursor, len(toks)))
+        toks = doc_tokens[doc][:keep]
+        occ.append(Occurrence(doc, kind, cursor, len(toks), aligned))
         pieces.append(toks)
         pieces.append(np.array([eos_id], dtype=np.uint16))
         cats.append(np.full(len(toks) + 1, doc_category[doc], dtype=np.uint8))
         cursor += len(toks) + 1
 
-    for doc in regular:
+    docs = iter(regular)
+    for doc in docs:
         while pi < len(plants) and plants[pi][2] <= cursor:
-            put(plants[pi][0], plants[pi][1])
+            p_doc, p_kind, _, p_aligned = plants[pi]
+            while p_aligned and cursor % seq_len:
+                gap = -cursor % seq_len
+                filler = next(docs, None)
+                if filler is None:
+                    raise RuntimeError("corpus too small to align a plant")
+                if len(doc_tokens[filler]) < gap - 1:  # whole, and the gap shrinks
+                    put(filler, "regular")
+                else:
+                    put(filler, "filler", keep=gap - 1)
+            put(p_doc, p_kind, p_aligned)
             pi += 1
         if cursor >= n_tokens:
             break
