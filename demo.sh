@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # make demo: every pipeline end to end on the miniworld, the way a user runs them from a shell.
 # Expects the world at $WORLD (make demo builds it) and the venv's python at $PY.
-# `bash demo.sh A` (or B) runs one pipeline's part alone. Every step records a fingerprint of
+# `bash demo.sh A` (or B, C) runs one pipeline's part alone. Every step records a fingerprint of
 # its inputs and flags, so a second run skips what is done: rm -rf $OUT to redo everything.
 # The figures the README quotes are written to $OUT/figures.md (with the world's corpus
 # digest), as printed here.
 set -euo pipefail
-PARTS=${1:-AB}
+PARTS=${1:-ABC}
 PY=${PY:-.venv/bin/python}
 WORLD=${WORLD:-data/world}
 OUT=${OUT:-data/demo}
@@ -121,8 +121,36 @@ fig "## B. Mixture estimation (final checkpoint; accuracy = 1 - L1/2)" "" \
 mv "$PART_FIG" "$OUT/figures_B.md"
 echo "(B took $((SECONDS - B0))s)"
 fi
+if [[ $PARTS == *C* ]]; then
+C0=$SECONDS
+echo
+echo "== C. Memorization taxonomy: samples -> scores, duplicates, filters -> combine -> taxonomy"
+PART_FIG="$OUT/figures_C.md.tmp"; : > "$PART_FIG"
+M="$OUT/memorization"
+mkdir -p "$M"
+# a random 3,000 of the trained sequences plus every sequence a memorization plant or a
+# template starts (the published study adds its memorized set to a random sample)
+$PY memorization_samples.py --world "$WORLD" --all_sequences --sample 3000 --add_planted \
+    --output "$M/samples.npy" $q
+S=(--world "$WORLD" --sequence_ids "$M/samples.npy" $q)
+test -f "$M/pythia/document.idx" || $PY convert_to_pythia.py --world "$WORLD" \
+    --out "$M/pythia/document" $q
+$PY memorization_scores.py "${S[@]}" --step $T1 $T2 $T3 --output "$M/scores.parquet"
+$PY filter_duplicates.py "${S[@]}" --output "$M/duplicates.parquet"
+$PY filter_templating.py "${S[@]}" --output "$M/templating.parquet"
+$PY token_frequencies.py "${S[@]}" --output "$M/frequencies.parquet"
+$PY filter_semantic.py "${S[@]}" --output "$M/semantic.parquet"
+$PY classify_code_vs_nl.py "${S[@]}" --output "$M/code_vs_nl.parquet"
+$PY combine_filters.py --inputs "$M"/{scores,duplicates,templating,frequencies,semantic,code_vs_nl}.parquet \
+    --output "$M/combined.parquet" $q
+$PY train_taxonomy.py --combined "$M/combined.parquet" --output_dir "$M/taxonomy" \
+    --world "$WORLD" $q | tee "$M/taxonomy.md"
+fig "## C. Memorization taxonomy" "" "$(cat "$M/taxonomy.md")" ""
+mv "$PART_FIG" "$OUT/figures_C.md"
+echo "(C took $((SECONDS - C0))s)"
+fi
 { printf '# make demo figures\n\nWorld: %s\n\n' "$DESCRIBE"
-  for p in A B; do if [ -f "$OUT/figures_$p.md" ]; then cat "$OUT/figures_$p.md"; fi; done; } \
+  for p in A B C; do if [ -f "$OUT/figures_$p.md" ]; then cat "$OUT/figures_$p.md"; fi; done; } \
     > "$FIG.tmp"
 mv "$FIG.tmp" "$FIG"
 echo "(demo finished in ${SECONDS}s; figures in $FIG)"

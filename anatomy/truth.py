@@ -108,6 +108,37 @@ class World:
         blob = np.asarray(input_ids, dtype="<u2").tobytes()
         return self.planted_sha1.get(hashlib.sha1(blob).hexdigest())
 
+    @cached_property
+    def order(self) -> np.ndarray:
+        """``global_indices``: the stored instance trained at each slot."""
+        return np.fromfile(self.root / "global_indices.npy", dtype="<u4").astype(np.int64)
+
+    def planted_sequence_starts(self, kind: str, prompt_len: int = 32, cont_len: int = 32
+                                ) -> list[dict]:
+        """Per memorization plant (``mem_dense``, ``mem_spread``, ``mem_late``,
+        ``templates``): the sequence ids (instance numbers) of its trained copies that start
+        a training sequence, and ``expected_duplicates``, the number of its trained copies
+        whose continuation (passage tokens ``[P, P + C)``) lies inside one sequence, which is
+        what ``sequence_duplicates`` counts for those samples unless the same tokens also occur
+        elsewhere in the stream. Needs a world built with aligned plants (format 2)."""
+        t = self.truth
+        L, n_trained = t["seq_len"], t["n_trained_instances"]
+        out = []
+        for r in self.planted(kind):
+            if "copies" not in r:
+                raise io.InputError(self.root / "truth.json", "this miniworld records no plant "
+                                    "copies (built by an older version): rebuild it")
+            if r["length"] < prompt_len + cont_len:
+                continue
+            a, b = prompt_len, prompt_len + cont_len - 1  # first and last continuation token
+            trained = [(o, al) for o, al in r["copies"] if (o + b) // L < n_trained]
+            inside = sum((o + a) // L == (o + b) // L for o, _ in trained)
+            starts = [int(self.order[o // L]) for o, al in trained if al]
+            out.append({"doc": r["doc"], "kind": kind, "sequence_ids": starts,
+                        "trained_copies": len(trained), "expected_duplicates": inside,
+                        **({"template": r["template"]} if "template" in r else {})})
+        return out
+
     def checkpoint_path(self, step: int) -> Path:
         for c in self.truth["checkpoints"]:
             if c["step"] == step:

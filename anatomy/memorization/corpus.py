@@ -17,6 +17,8 @@ import numpy as np
 
 from anatomy import execution
 
+_ONE = execution.Ranks()  # one process
+
 ROWS_PER_UNIT = 16384  # Pythia: 16384 x 2049 tokens = 67 MB of uint16 per unit
 
 
@@ -61,7 +63,7 @@ class CorpusCountStep:
         return summary
 
 
-def run_corpus_count(step: CorpusCountStep, ranks: execution.Ranks = execution.Ranks(),
+def run_corpus_count(step: CorpusCountStep, ranks: execution.Ranks = _ONE,
                      overwrite: bool = False, merge: bool = False,
                      progress: bool = True) -> execution.StepResult:
     return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,

@@ -170,26 +170,34 @@ class PythiaTraining(TrainingData):
 
         self.data = PythiaData(prefix, batch_size=batch_size, seq_len=seq_len)
         self.prefix = str(prefix)
-        n_rows = len(self.data.dataset)
+        n_rows = len(self.data)
         steps = n_rows // batch_size if n_steps is None else int(n_steps)
         if steps * batch_size > n_rows or steps <= 0:
             raise InputError(f"{prefix}.idx", f"{steps} steps of {batch_size} rows asked, the "
                                               f"dataset holds {n_rows} rows")
         super().__init__("pythia", batch_size, seq_len, steps)
-        self.token_dtype = np.dtype(self.data.dataset.dtype)
+        self.token_dtype = np.dtype(self.data.data.dtype)
 
     def ids_at_positions(self, positions: np.ndarray) -> np.ndarray:
         return np.asarray(positions, dtype=np.int64)
 
     def rows(self, ids: np.ndarray, length: int) -> np.ndarray:
-        return self.data.dataset.rows(np.asarray(ids, dtype=np.int64), length)
+        return self.data.data.rows(np.asarray(ids, dtype=np.int64), length)
 
     @property
     def n_storage(self) -> int:
-        return len(self.data.dataset)
+        return len(self.data.data)
 
     def storage_block(self, start: int, stop: int) -> np.ndarray:
-        ds = self.data.dataset
+        ds = self.data.data
+        if stop <= start:
+            return np.zeros((0, self.seq_len), dtype=ds.dtype)
+        first, last = int(ds.pointers[start]), int(ds.pointers[stop - 1])
+        if last - first == (stop - 1 - start) * self.seq_len * ds.dtype.itemsize:
+            # rows written back to back (as GPT-NeoX writes them): one contiguous read
+            flat = np.frombuffer(ds._bin_map, dtype=ds.dtype, count=(stop - start) * self.seq_len,
+                                 offset=first)
+            return flat.reshape(stop - start, self.seq_len)
         return ds.rows(np.arange(start, stop, dtype=np.int64), self.seq_len)
 
     def trained_mask(self, start: int, stop: int) -> np.ndarray:
@@ -249,9 +257,26 @@ def parse_steps(spec: str) -> tuple[int, int]:
 
 
 def select_ids(data: TrainingData, sequence_ids: PathLike | None = None,
-               steps: str | None = None, all_sequences: bool = False) -> np.ndarray:
+               steps: str | None = None, all_sequences: bool = False,
+               sample: int | None = None, seed: int = 0) -> np.ndarray:
     """The samples' sequence ids: from a file (checked trained), a step range (in training
-    order) or every trained sequence (in training order)."""
+    order) or every trained sequence (in training order); ``sample`` keeps a uniform random
+    subset of a step range or of every trained sequence (EleutherAI's 5M-sequence
+    "pile" sample is such a subset), in training order."""
+    ids = _select_ids(data, sequence_ids, steps, all_sequences)
+    if sample is None:
+        return ids
+    if sequence_ids is not None:
+        raise InputError(sequence_ids, "--sample draws from --steps or --all_sequences, not "
+                                       "from a given id list")
+    if not 0 < sample <= len(ids):
+        raise InputError(None, f"--sample {sample}: choose 1..{len(ids)}")
+    keep = np.sort(np.random.default_rng(seed).choice(len(ids), sample, replace=False))
+    return ids[keep]
+
+
+def _select_ids(data: TrainingData, sequence_ids: PathLike | None, steps: str | None,
+                all_sequences: bool) -> np.ndarray:
     given = sum(x is not None and x is not False for x in (sequence_ids, steps, all_sequences))
     if given != 1:
         raise InputError(None, "choose the samples with exactly one of --sequence_ids FILE, "

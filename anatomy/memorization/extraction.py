@@ -30,6 +30,8 @@ import numpy as np
 from anatomy import execution
 from anatomy.memorization.table import ID, write_table
 
+_ONE = execution.Ranks()  # one process
+
 COLUMNS = ("memorization_score", "loss", "prompt_perplexity", "generation_perplexity",
            "sequence_perplexity")
 
@@ -147,7 +149,7 @@ def run_memorization_scores(ids: np.ndarray, samples: np.ndarray, checkpoints: S
                             fingerprint_inputs: Mapping[str, Any],
                             params: Mapping[str, Any], prompt_len: int = 32,
                             batch_size: int = 64, published_normalisation: bool = False,
-                            on_cpu: bool = True, ranks: execution.Ranks = execution.Ranks(),
+                            on_cpu: bool = True, ranks: execution.Ranks = _ONE,
                             overwrite: bool = False, merge: bool = False,
                             progress: bool = True) -> execution.StepResult:
     """Score ``samples`` (rows of ``ids``) at every checkpoint into one table (long format:

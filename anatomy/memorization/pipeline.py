@@ -22,6 +22,8 @@ from anatomy import execution, io
 from anatomy.io import InputError, PathLike
 from anatomy.memorization.table import ID, write_table
 
+_ONE = execution.Ranks()  # one process
+
 log = logging.getLogger(__name__)
 
 
@@ -30,8 +32,8 @@ def ids_digest(ids: np.ndarray) -> str:
 
 
 def table_step(name: str, output: PathLike, inputs: Mapping[str, Any], params: Mapping[str, Any],
-               compute: Callable[[], Mapping[str, Any]], overwrite: bool = False
-               ) -> dict[str, Any]:
+               compute: Callable[[], Mapping[str, Any]], overwrite: bool = False,
+               key: str = ID) -> dict[str, Any]:
     """One cheap per-sample step: skip when up to date, else ``compute()`` the columns, write
     the table and its marker. Returns the marker's summary (rows, and per-column sums of
     boolean columns)."""
@@ -40,7 +42,7 @@ def table_step(name: str, output: PathLike, inputs: Mapping[str, Any], params: M
     if not execution.check_output(out, fp, overwrite):
         return {**execution.recorded_summary(out), "status": "skipped"}
     cols = compute()
-    n = write_table(output, cols)
+    n = write_table(output, cols, key)
     summary: dict[str, Any] = {"rows": n}
     for k, v in cols.items():
         a = np.asarray(v)
@@ -55,7 +57,7 @@ def table_step(name: str, output: PathLike, inputs: Mapping[str, Any], params: M
 
 
 def token_count_step(data, counts_path: PathLike, rows_per_unit: int,
-                     ranks: execution.Ranks = execution.Ranks(), overwrite: bool = False,
+                     ranks: execution.Ranks = _ONE, overwrite: bool = False,
                      merge: bool = False, progress: bool = True) -> execution.StepResult:
     """Corpus token counts of the trained stream, summed over storage blocks, to an NPY."""
     from anatomy.memorization.corpus import CorpusCountStep, run_corpus_count
@@ -119,3 +121,282 @@ def templating_table(data, ids: np.ndarray, tokenizer, tokenizer_source: str, ou
 def require_ids(ids: np.ndarray, where: PathLike | None = None) -> None:
     if len(ids) == 0:
         raise InputError(where, "no samples")
+
+
+# ---------------------------------------------------------------------------------------
+# exact duplicate counts
+
+
+def duplicate_count_step(data, queries: np.ndarray, counts_path: PathLike, rows_per_unit: int,
+                         query_digest: str, ranks: execution.Ranks = _ONE,
+                         overwrite: bool = False, merge: bool = False, progress: bool = True
+                         ) -> execution.StepResult:
+    """How often each query n-gram (rows of ``queries``) occurs inside one trained sequence,
+    at any offset, over the whole trained stream: exact counts, summed over storage blocks,
+    saved as an int64 NPY in query order."""
+    from anatomy.memorization.corpus import CorpusCountStep, run_corpus_count
+    from anatomy.memorization.ngram_counts import NgramQuery, count_shard
+
+    query = NgramQuery(queries)
+    counts_path = Path(counts_path)
+
+    def count(rows: np.ndarray) -> np.ndarray:
+        return count_shard(rows, query)
+
+    def finish(total: np.ndarray, rows: int) -> dict[str, Any]:
+        total = np.concatenate([total, np.zeros(len(queries) - len(total), np.int64)])
+        io.save_npy(counts_path, total)
+        return {"queries": len(queries), "zero": int((total == 0).sum()),
+                "max": int(total.max()) if len(total) else 0}
+
+    out = execution.Output.file(counts_path)
+    fp = execution.fingerprint("ngram_counts", {"data": data.sources()},
+                               {"data": data.layout(), "rows_per_unit": rows_per_unit,
+                                "queries": query_digest, "n": int(queries.shape[1])})
+    step = CorpusCountStep("ngram_counts", data, count, finish, out, fp, rows_per_unit)
+    return run_corpus_count(step, ranks, overwrite, merge, progress)
+
+
+def duplicates_table(ids: np.ndarray, counts_path: PathLike, output: PathLike,
+                     overwrite: bool = False) -> dict[str, Any]:
+    """``sequence_duplicates`` per sample from the continuation counts."""
+    def compute():
+        c = io.load_npy(counts_path)
+        if len(c) != len(ids):
+            raise InputError(counts_path, f"{len(c)} counts for {len(ids)} samples")
+        return {ID: ids, "sequence_duplicates": c.astype(np.int64)}
+
+    return table_step("filter_duplicates", output, {"counts": counts_path},
+                      {"ids": ids_digest(ids)}, compute, overwrite)
+
+
+def load_ngrams(path: PathLike) -> tuple[np.ndarray, str]:
+    """Query n-grams from a ``.npy`` (K, n) or JSONL with ``tokens``; and their digest."""
+    p = io.require_file(path, "n-gram file")
+    if str(p).endswith(".npy"):
+        q = io.load_npy(p)
+        if q.ndim != 2 or not np.issubdtype(q.dtype, np.integer):
+            raise InputError(p, f"expected a 2-D integer array (K, n), got {q.dtype} {q.shape}")
+    else:
+        rows = []
+        for i, rec in enumerate(io.iter_jsonl(p, required=("tokens",)), 1):
+            t = rec["tokens"]
+            if not isinstance(t, list) or not t or not all(isinstance(x, int) and x >= 0
+                                                           for x in t):
+                raise InputError(p, '"tokens" must be a non-empty list of token ids', i)
+            if rows and len(t) != len(rows[0]):
+                raise InputError(p, f"n-grams of one length only: {len(t)} tokens here, "
+                                    f"{len(rows[0])} on line 1", i)
+            rows.append(t)
+        if not rows:
+            raise InputError(p, "no n-grams")
+        q = np.array(rows, dtype=np.int64)
+    q = np.ascontiguousarray(q.astype(np.int64))
+    return q, hashlib.sha1(q.tobytes()).hexdigest() + f":{q.shape[1]}"
+
+
+def ngram_table(counts_path: PathLike, output: PathLike, digest: str,
+                overwrite: bool = False) -> dict[str, Any]:
+    def compute():
+        c = io.load_npy(counts_path).astype(np.int64)
+        return {"ngram": np.arange(len(c)), "count": c}
+
+    return table_step("ngram_counts_table", output, {"counts": counts_path},
+                      {"queries": digest}, compute, overwrite, key="ngram")
+
+
+# ---------------------------------------------------------------------------------------
+# semantic and textual matches
+
+
+def semantic_table(data, ids: np.ndarray, tokenizer, tokenizer_source: str, output: PathLike,
+                   embedder_source: str | None = None, corpus_ids: np.ndarray | None = None,
+                   prompt_len: int = 32, cont_len: int = 32, batch_size: int = 64,
+                   device: str | None = None, overwrite: bool = False, progress: bool = True
+                   ) -> dict[str, Any]:
+    """``0_8_snowclones``, ``0_9_snowclones`` (semantic matches), ``0_8_templates``,
+    ``0_9_templates`` (textual matches) of each sample against a corpus of samples (default:
+    the samples themselves, the published "pile" scheme)."""
+    from anatomy.lm import load_embedder
+    from anatomy.memorization.semantic import semantic_columns
+
+    def compute():
+        samples = data.samples(ids, prompt_len, cont_len)
+        texts = decode_samples(tokenizer, samples)
+        prompts = decode_samples(tokenizer, samples[:, :prompt_len])
+        c_texts = c_prompts = None
+        if corpus_ids is not None:
+            cs = data.samples(corpus_ids, prompt_len, cont_len)
+            c_texts = decode_samples(tokenizer, cs)
+            c_prompts = decode_samples(tokenizer, cs[:, :prompt_len])
+        emb = load_embedder(embedder_source, device=device)
+        cols = semantic_columns(emb, texts, prompts, c_texts, c_prompts,
+                                batch_size=batch_size, progress=progress)
+        return {ID: ids, **cols}
+
+    from anatomy.lm import default_embedder_path
+
+    return table_step("filter_semantic", output,
+                      {"data": data.sources(), "tokenizer": tokenizer_source,
+                       "embedder": embedder_source or str(default_embedder_path())},
+                      {"data": data.layout(), "ids": ids_digest(ids),
+                       "corpus": None if corpus_ids is None else ids_digest(corpus_ids),
+                       "prompt_len": prompt_len, "cont_len": cont_len,
+                       "batch_size": batch_size}, compute, overwrite)
+
+
+# ---------------------------------------------------------------------------------------
+# code vs natural language
+
+
+def world_code_and_prose(world: PathLike, tokenizer, n_per_class: int = 400,
+                         window: int = 64, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Training texts for the code-vs-NL classifier from a miniworld's corpus: ``window``-token
+    pieces of its code documents and of its prose (docs, reference) documents, decoded."""
+    from anatomy.truth import World
+
+    w = World.open(world)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[str]] = {"code": [], "prose": []}
+    docs = sorted(w.docs.values(), key=lambda r: r["doc"])
+    for cls, cats in (("code", {"code"}), ("prose", {"docs", "reference"})):
+        pick = [r["doc"] for r in docs if r["category"] in cats and r["length"] >= window
+                and "filler" not in r["kinds"]]
+        for d in rng.permutation(pick)[:n_per_class]:
+            toks = w.doc_tokens(int(d))
+            a = int(rng.integers(0, len(toks) - window + 1))
+            out[cls].append(tokenizer.decode(toks[a:a + window].tolist()))
+    if not out["code"] or not out["prose"]:
+        raise InputError(world, "the world has no code or no prose documents to train on")
+    return out["code"], out["prose"]
+
+
+def code_vs_nl_table(data, ids: np.ndarray, tokenizer, tokenizer_source: str, output: PathLike,
+                     classifier, classifier_id: Mapping[str, Any],
+                     thresholds: tuple[float, float], prompt_len: int = 32, cont_len: int = 32,
+                     overwrite: bool = False) -> dict[str, Any]:
+    """``nl_scores`` (probability of natural language) and ``nl_label`` (nl / code /
+    uncertain by the two thresholds) per sample."""
+    from anatomy.memorization.code_vs_nl import nl_label, nl_scores
+
+    def compute():
+        texts = decode_samples(tokenizer, data.samples(ids, prompt_len, cont_len))
+        s = nl_scores(classifier, texts)
+        return {ID: ids, "nl_scores": s, "nl_label": nl_label(s, thresholds)}
+
+    return table_step("classify_code_vs_nl", output,
+                      {"data": data.sources(), "tokenizer": tokenizer_source},
+                      {"data": data.layout(), "ids": ids_digest(ids), "classifier": classifier_id,
+                       "thresholds": list(thresholds), "prompt_len": prompt_len,
+                       "cont_len": cont_len}, compute, overwrite)
+
+
+# ---------------------------------------------------------------------------------------
+# the taxonomic model
+
+TAXONOMY_FILES = ("category_shares.csv", "metrics.csv", "coefficients.csv",
+                  "correlations.csv", "summary.json", "report.md", "model_performance.png",
+                  "model_weights.png", "correlations.png", "category_shares.png")
+
+
+def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None = None,
+                 threshold: float = 5, folds: int = 10, seed: int = 1024,
+                 search: bool = False, max_rules: int | None = None,
+                 published_scaling: bool = False, world: PathLike | None = None,
+                 overwrite: bool = False) -> str:
+    """Category shares at every checkpoint, baseline vs taxonomic models at one (default:
+    the last), correlations and plots; the report as markdown (also ``report.md``)."""
+    import pandas as pd
+
+    from anatomy.memorization import taxonomy as tx
+    from anatomy.memorization.report import markdown, world_check
+    from anatomy.memorization.table import read_table
+
+    out = Path(out_dir)
+    files = [*TAXONOMY_FILES, *(["partition_search.csv"] if search else [])]
+    output = execution.Output.folder(out, files)
+    fp = execution.fingerprint("train_taxonomy", {"combined": combined, "world": world},
+                               {"checkpoint": checkpoint, "threshold": threshold,
+                                "folds": folds, "seed": seed, "search": search,
+                                "max_rules": max_rules, "published_scaling": published_scaling})
+    if not execution.check_output(output, fp, overwrite):
+        return (out / "report.md").read_text()
+    df = read_table(combined)
+    need = [c for c in (*tx.CONTINUOUS_FEATURES, "is_incrementing", "is_repeating",
+                        "memorization_score") if c not in df.columns]
+    if need:
+        raise InputError(combined, f"no column(s) {', '.join(need)}: combine every filter's "
+                                   "table first (combine_filters.py)")
+    has_ck = "checkpoint" in df.columns
+    ckpts = list(dict.fromkeys(df["checkpoint"])) if has_ck else []
+    if has_ck:
+        ck = checkpoint or ckpts[-1]
+        if ck not in ckpts:
+            raise InputError(combined, f"no checkpoint {ck!r} (has {', '.join(ckpts)})")
+        one = df[df["checkpoint"] == ck].reset_index(drop=True)
+    else:
+        ck, one = None, df
+    shares = tx.category_shares(df, "checkpoint" if has_ck else None, threshold)
+    result = tx.fit_taxonomy(one.drop(columns=["checkpoint"], errors="ignore"),
+                             threshold=threshold, folds=folds, seed=seed,
+                             published_scaling=published_scaling)
+    corr = tx.correlations(one.drop(columns=["checkpoint"], errors="ignore"),
+                           threshold=threshold, seed=seed)
+    with execution.staged(output) as stage:
+        shares.to_csv(stage(out / "category_shares.csv"), index=False)
+        result.metrics.to_csv(stage(out / "metrics.csv"), index=False)
+        result.coefficients.to_csv(stage(out / "coefficients.csv"))
+        corr.to_csv(stage(out / "correlations.csv"), index=False)
+        tx.plot_model_performance(result.metrics, stage(out / "model_performance.png"))
+        tx.plot_weights(result, stage(out / "model_weights.png"))
+        tx.plot_correlations(corr, stage(out / "correlations.png"))
+        tx.plot_category_shares(shares, stage(out / "category_shares.png"))
+        if search:
+            rules = tx.partition_search(one.drop(columns=["checkpoint"], errors="ignore"),
+                                        threshold=threshold, seed=seed, max_rules=max_rules)
+            rules.to_csv(stage(out / "partition_search.csv"), index=False)
+        lines = [f"Memorized samples by category (recitation: sequence_duplicates > "
+                 f"{threshold:g}; reconstruction: templating; else recollection):", ""]
+        tab = []
+        for key, g in (shares.groupby("checkpoint", sort=False) if has_ck
+                       else [(None, shares)]):
+            r = {"checkpoint": key} if has_ck else {}
+            n_mem, n = int(g["n_memorized"].iloc[0]), int(g["n_samples"].iloc[0])
+            r.update(memorized=f"{n_mem}/{n}")
+            for _, row in g.iterrows():
+                share = row["share"]
+                r[row["category"]] = (f"{int(row['count'])} ({100 * share:.1f}%)"
+                                      if n_mem else "0")
+            tab.append(r)
+        lines += [markdown(pd.DataFrame(tab)), ""]
+        m = result.metrics
+        agg = m[m.metric.isin(["roc_auc", "pr_auc", "precision", "recall", "f1", "ece"])]
+        rows = []
+        for (model, cat), g in agg.groupby(["model", "category"], sort=False):
+            r = {"model": model, "category": cat,
+                 "n test (memorized)": f"{int(g['n_test'].iloc[0])} "
+                                       f"({int(g['n_positive'].iloc[0])})"}
+            for _, row in g.iterrows():
+                mean, std = row["mean"], row["std"]
+                r[row["metric"]] = ("nan" if np.isnan(row["value"]) else
+                                    f"{row['value']:.3f}" if np.isnan(mean) else
+                                    f"{mean:.3f} +- {std:.3f}")
+            rows.append(r)
+        lines += [f"Taxonomic vs baseline model at {ck or 'the table'} (test split "
+                  f"{len(result.test)} rows; mean +- sd over {folds} training folds):", "",
+                  markdown(pd.DataFrame(rows)), ""]
+        if result.constant:
+            lines += ["Categories scored by a constant prior (one class in training): "
+                      + ", ".join(f"{k} ({v:.3f})" for k, v in result.constant.items()), ""]
+        if world is not None:
+            lines += ["The miniworld's planted sequences (truth file) in the table:", "",
+                      markdown(world_check(world, df)), ""]
+        report = "\n".join(lines)
+        io.write_text(stage(out / "report.md"), report)
+        io.write_json(stage(out / "summary.json"), {
+            "checkpoint": ck, "checkpoints": ckpts, "threshold": threshold, "folds": folds,
+            "n_rows": len(one), "constant": result.constant,
+            "aggregate": {f"{mo}_{me}": result.metric(mo, "aggregate", me, "value")
+                          for mo in ("taxonomic", "baseline") for me in tx.METRICS}})
+    execution.mark_output(output, fp, {"rows": len(one)})
+    return report

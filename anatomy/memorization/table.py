@@ -38,15 +38,15 @@ def _py(v):
     return v
 
 
-def write_table(path: PathLike, columns: Mapping[str, np.ndarray | list]) -> int:
-    """Atomically write columns (``sequence_id`` first) as parquet or JSONL; returns rows."""
-    if ID not in columns:
-        raise ValueError(f"a feature table needs a {ID!r} column")
-    names = [ID] + [k for k in columns if k != ID]
-    n = len(columns[ID])
+def write_table(path: PathLike, columns: Mapping[str, np.ndarray | list], key: str = ID) -> int:
+    """Atomically write columns (``key`` first) as parquet or JSONL; returns rows."""
+    if key not in columns:
+        raise ValueError(f"a feature table needs a {key!r} column")
+    names = [key] + [k for k in columns if k != key]
+    n = len(columns[key])
     for k in names:
         if len(columns[k]) != n:
-            raise ValueError(f"column {k!r} has {len(columns[k])} rows, {ID} has {n}")
+            raise ValueError(f"column {k!r} has {len(columns[k])} rows, {key} has {n}")
     if table_format(path) == "jsonl":
         cols = {k: columns[k] for k in names}
         return io.write_jsonl(path, ({k: _py(cols[k][i]) for k in names} for i in range(n)))

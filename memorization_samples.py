@@ -1,0 +1,67 @@
+"""Choose pipeline C's samples once and write their sequence ids (a .npy every step reads).
+
+Samples are trained sequences: every one trained in --steps A:B, or --all_sequences, or a
+uniform --sample N of those (EleutherAI's study scores a 5M-sequence random sample of
+Pythia's 146M). On the miniworld, --add_planted also adds every trained sequence that
+starts with a memorization plant or a template (the builder records them), as the
+published study adds its set of memorized sequences to the random sample. Ids are written in
+training order (random ones first, then planted ones not already drawn).
+"""
+
+from __future__ import annotations
+
+from anatomy import cli
+
+EXAMPLES = """examples:
+  python memorization_samples.py --all_sequences --sample 3000 --add_planted \\
+      --output data/memorization/samples.npy
+  python memorization_samples.py --pythia_data pile/document --steps 0:143000 \\
+      --sample 5000000 --output samples.npy
+"""
+
+
+def build_parser():
+    p = cli.parser(__doc__, EXAMPLES)
+    cli.add_memorization_args(p)
+    p.add_argument("--add_planted", action="store_true",
+                   help="miniworld: add every sequence starting with a memorization plant")
+    p.add_argument("--output", default="data/memorization/samples.npy", help=".npy of ids")
+    cli.add_run_args(p, seed=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup(args)
+    import numpy as np
+
+    from anatomy import io
+
+    data = cli.training_data(args)
+    ids = cli.sample_ids(args, data)
+    n_random = len(ids)
+    if args.add_planted:
+        from anatomy.truth import World
+
+        if data.kind != "olmo":
+            raise cli.InputError(None, "--add_planted needs the miniworld's OLMo data")
+        w = World.open(cli.require_world(args))
+        planted = [i for k in ("mem_dense", "mem_spread", "mem_late", "templates")
+                   for r in w.planted_sequence_starts(k, args.prompt_len, args.cont_len)
+                   for i in r["sequence_ids"]]
+        extra = np.setdiff1d(np.unique(planted), ids)
+        ids = np.concatenate([ids, extra])
+    if not args.overwrite and __import__("os").path.exists(args.output):
+        old = io.load_npy(args.output)
+        if old.shape == ids.shape and (old == ids).all():
+            print(f"{args.output} is up to date ({len(ids)} ids)")
+            return 0
+        raise cli.InputError(args.output, "exists with other ids; pass --overwrite")
+    io.save_npy(args.output, ids.astype(np.int64))
+    print(f"{len(ids)} samples ({n_random} drawn, {len(ids) - n_random} planted added) -> "
+          f"{args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

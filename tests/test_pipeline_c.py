@@ -1,0 +1,214 @@
+"""Pipeline C end to end on the tiny miniworld, through the scripts' own ``main``.
+
+Independent checks: the Pythia-format copy against the OLMo token files read through the
+data order; duplicate counts against a plain Python dict of every in-sequence window of the
+trained stream (read with numpy from the token files); the truth file's plant copies;
+memorization scores against ``transformers``' greedy ``generate``; perplexities against a
+per-token loop over ``torch.log_softmax``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import classify_code_vs_nl as nl_script
+import combine_filters as combine_script
+import convert_to_pythia as convert_script
+import filter_duplicates as dup_script
+import filter_semantic as semantic_script
+import filter_templating as templ_script
+import memorization_samples as samples_script
+import memorization_scores as scores_script
+import token_frequencies as freq_script
+import train_taxonomy as taxonomy_script
+from anatomy import io
+from anatomy.truth import World
+
+
+def trained_rows(world: Path) -> np.ndarray:
+    """Every trained instance in slot order, straight from the files (plain numpy)."""
+    t = io.read_json(world / "truth.json")
+    L = t["seq_len"]
+    parts = []
+    for p in t["token_files"]:
+        a = np.fromfile(world / p, dtype="<u2")
+        parts.append(a[: len(a) // L * L].reshape(-1, L))
+    order = np.fromfile(world / "global_indices.npy", dtype="<u4")
+    return np.concatenate(parts)[order[: t["n_trained_instances"]]]
+
+
+def brute_counts(rows: np.ndarray, n: int) -> Counter:
+    c: Counter = Counter()
+    for r in rows.tolist():
+        for i in range(len(r) - n + 1):
+            c[tuple(r[i:i + n])] += 1
+    return c
+
+
+@pytest.fixture(scope="module")
+def c_run(tiny_world, tmp_path_factory):
+    """Samples (random + planted starts), the Pythia copy and every feature table."""
+    d = tmp_path_factory.mktemp("pipeline_c")
+    w = ["--world", str(tiny_world), "--quiet"]
+    ids_f = d / "samples.npy"
+    assert samples_script.main([*w, "--all_sequences", "--sample", "120", "--add_planted",
+                                "--output", str(ids_f)]) == 0
+    convert_script.main([*w, "--out", str(d / "pythia" / "document")])
+    s = ["--sequence_ids", str(ids_f)]
+    last = str(io.read_json(tiny_world / "truth.json")["preset"]["steps"])
+    assert scores_script.main([*w, *s, "--step", last, "--output",
+                               str(d / "scores.parquet")]) == 0
+    # two ranks in turn, small units: the second merges
+    for r in ("0", "1"):
+        assert dup_script.main([*w, *s, "--rows_per_unit", "500", "--rank", r,
+                                "--world_size", "2", "--output", str(d / "dups.parquet")]) == 0
+    assert templ_script.main([*w, *s, "--output", str(d / "templating.parquet")]) == 0
+    assert freq_script.main([*w, *s, "--output", str(d / "freq.jsonl")]) == 0
+    assert semantic_script.main([*w, *s, "--output", str(d / "semantic.parquet")]) == 0
+    assert nl_script.main([*w, *s, "--output", str(d / "nl.parquet")]) == 0
+    tables = [d / f for f in ("scores.parquet", "dups.parquet", "templating.parquet",
+                              "freq.jsonl", "semantic.parquet", "nl.parquet")]
+    assert combine_script.main(["--inputs", *map(str, tables), "--output",
+                                str(d / "combined.parquet"), "--quiet"]) == 0
+    return d, np.load(ids_f)
+
+
+def test_both_readers_give_the_same_samples(tiny_world, c_run):
+    from anatomy.memorization.data import open_training_data
+
+    d, _ = c_run
+    t = io.read_json(tiny_world / "truth.json")
+    olmo = open_training_data(tiny_world / "config.yaml")
+    pythia = open_training_data(pythia_prefix=d / "pythia" / "document",
+                                batch_size=t["batch_size"], seq_len=t["seq_len"])
+    assert olmo.n_steps == pythia.n_steps == t["preset"]["steps"]
+    a = olmo.ids_for_steps(3, 6)
+    b = pythia.ids_for_steps(3, 6)
+    assert (b == np.arange(3 * t["batch_size"], 6 * t["batch_size"])).all()
+    assert (olmo.samples(a) == pythia.samples(b)).all()
+    rows = trained_rows(tiny_world)
+    assert (pythia.samples(b) == rows[b][:, :64]).all()
+    # the corpus passes see the same multiset of trained rows through either reader
+    k = 3
+    tok = lambda data: np.bincount(np.concatenate(  # noqa: E731
+        [data.shard(u, k).ravel() for u in range(k)]), minlength=t["vocab_size"])
+    direct = np.bincount(rows.ravel().astype(np.int64), minlength=t["vocab_size"])
+    assert (tok(olmo) == direct).all()
+    assert (tok(pythia) == direct).all()
+
+
+def test_duplicate_counts_equal_a_brute_force_recount_and_the_truth(tiny_world, c_run):
+    d, ids = c_run
+    rows = trained_rows(tiny_world)
+    w = World.open(tiny_world)
+    olmo_order = w.order
+    slot_of = {int(i): s for s, i in enumerate(olmo_order[: len(rows)])}
+    brute = brute_counts(rows, 32)
+    df = pd.read_parquet(d / "dups.parquet")
+    assert (df.sequence_id.to_numpy() == ids).all()
+    want = [brute[tuple(rows[slot_of[int(i)], 32:64].tolist())] for i in ids]
+    assert df.sequence_duplicates.tolist() == want
+    assert min(want) >= 1
+    # planted passages: the truth file's copies whose continuation lies inside one sequence
+    by_id = dict(zip(df.sequence_id, df.sequence_duplicates, strict=True))
+    checked = 0
+    for kind in ("mem_dense", "mem_late"):
+        for r in w.planted_sequence_starts(kind):
+            toks = w.doc_tokens(r["doc"])
+            cont = tuple(toks[32:64].tolist())
+            # the continuation also at another offset of the passage itself?
+            selfhits = sum(tuple(toks[i:i + 32].tolist()) == cont
+                           for i in range(len(toks) - 31))
+            for i in r["sequence_ids"]:
+                if selfhits == 1:
+                    assert by_id[i] == r["expected_duplicates"]
+                    checked += 1
+                else:
+                    assert by_id[i] >= r["expected_duplicates"]
+    assert checked > 10
+
+
+def test_an_ngram_straddling_two_sequences_is_not_counted(tiny_world, c_run, tmp_path):
+    rows = trained_rows(tiny_world)
+    flat = rows.ravel()
+    L = rows.shape[1]
+    brute = brute_counts(rows, 16)
+    # pick a straddling 16-gram (8 + 8 tokens across slots t, t+1) never inside one sequence
+    for t in range(len(rows) - 1):
+        g = flat[(t + 1) * L - 8:(t + 1) * L + 8]
+        if brute[tuple(g.tolist())] == 0:
+            break
+    inside = rows[5, 10:26]
+    q = tmp_path / "q.jsonl"
+    io.write_jsonl(q, [{"tokens": g.tolist()}, {"tokens": inside.tolist()}])
+    out = tmp_path / "counts.jsonl"
+    assert dup_script.main(["--world", str(tiny_world), "--ngrams", str(q), "--output", str(out),
+                            "--quiet"]) == 0
+    got = [r["count"] for r in io.read_jsonl(out)]
+    assert got == [0, brute[tuple(inside.tolist())]]
+    assert got[1] >= 1
+
+
+def test_memorization_scores_against_transformers(tiny_world, c_run):
+    import torch
+
+    from anatomy.lm import load_causal_lm
+    from anatomy.memorization.data import open_training_data
+
+    d, ids = c_run
+    df = pd.read_parquet(d / "scores.parquet")
+    assert (df.sequence_id.to_numpy() == ids).all()
+    data = open_training_data(tiny_world / "config.yaml")
+    pick = np.r_[np.argsort(-df.memorization_score.to_numpy())[:4], [0, 1, 2]]
+    samples = data.samples(ids[pick])
+    model = load_causal_lm(tiny_world / "model")
+    for j, x in zip(pick, samples, strict=True):
+        ids_t = torch.tensor(x[None, :32])
+        with torch.no_grad():
+            g = model.generate(ids_t, attention_mask=torch.ones_like(ids_t), do_sample=False,
+                               max_new_tokens=32, min_new_tokens=32,
+                               pad_token_id=0)[0, 32:].numpy()
+            logits = model(torch.tensor(x[None])).logits[0].double()
+        lp = [float(torch.log_softmax(logits[t - 1], -1)[x[t]]) for t in range(1, 64)]
+        row = df.iloc[j]
+        assert row.memorization_score == pytest.approx(float((g == x[32:]).mean()))
+        assert row.prompt_perplexity == pytest.approx(np.exp(-np.mean(lp[:31])), rel=1e-4)
+        assert row.generation_perplexity == pytest.approx(np.exp(-np.mean(lp[31:])), rel=1e-4)
+        assert row.sequence_perplexity == pytest.approx(np.exp(-np.mean(lp)), rel=1e-4)
+        assert row.loss == pytest.approx(-np.mean(lp), rel=1e-4)
+    # the published normalisation: prompt x generation = sequence
+    from anatomy.memorization.extraction import perplexities
+
+    lp = np.random.default_rng(0).normal(-3, 1, (5, 63))
+    p = perplexities(lp, 32, published_normalisation=True)
+    assert np.allclose(p["prompt_perplexity"] * p["generation_perplexity"],
+                       p["sequence_perplexity"])
+
+
+def test_combined_table_and_taxonomy(tiny_world, c_run):
+    d, ids = c_run
+    df = pd.read_parquet(d / "combined.parquet")
+    assert len(df) == len(ids)
+    assert sorted(df.sequence_id) == sorted(ids)
+    for c in ("memorization_score", "sequence_duplicates", "is_incrementing", "is_repeating",
+              "max_frequency", "0_8_snowclones", "0_8_templates", "nl_scores",
+              "huffman_coding_length", "generation_perplexity", "checkpoint"):
+        assert c in df.columns
+    # templates that start a sequence and fill its window are flagged
+    w = World.open(tiny_world)
+    by = df.set_index("sequence_id")
+    inc = [i for r in w.planted_sequence_starts("templates") for i in r["sequence_ids"]
+           if r["template"]["kind"] == "incrementing"]
+    assert by.loc[inc, "is_incrementing"].mean() >= 0.5
+    out = d / "taxonomy"
+    assert taxonomy_script.main(["--combined", str(d / "combined.parquet"), "--output_dir",
+                                 str(out), "--folds", "3", "--quiet"]) == 0
+    shares = pd.read_csv(out / "category_shares.csv")
+    assert {"recitation", "reconstruction", "recollection"} <= set(shares.category)
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert {"baseline", "taxonomic"} <= set(metrics.model)
