@@ -199,6 +199,10 @@ def add_memorization_args(p: argparse.ArgumentParser, samples: bool = True) -> N
                        help="every sequence trained in steps [A, B)")
         g.add_argument("--all_sequences", action="store_true",
                        help="every trained sequence")
+        g.add_argument("--sample", type=int, default=None, metavar="N",
+                       help="a uniform random subset of N of those (with --steps or "
+                            "--all_sequences), in training order")
+        g.add_argument("--sample_seed", type=int, default=0, help="seed of --sample")
         g.add_argument("--prompt_len", type=int, default=32, help="prompt tokens")
         g.add_argument("--cont_len", type=int, default=32, help="continuation tokens")
 
@@ -222,7 +226,8 @@ def training_data(args: argparse.Namespace):
 def sample_ids(args: argparse.Namespace, data):
     from anatomy.memorization.data import select_ids
 
-    return select_ids(data, args.sequence_ids, args.steps, args.all_sequences)
+    return select_ids(data, args.sequence_ids, args.steps, args.all_sequences, args.sample,
+                      args.sample_seed)
 
 
 def data_tokenizer(args: argparse.Namespace):
