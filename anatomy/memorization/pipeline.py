@@ -264,6 +264,8 @@ def world_code_and_prose(world: PathLike, tokenizer, n_per_class: int = 400,
                 and "filler" not in r["kinds"]]
         for d in rng.permutation(pick)[:n_per_class]:
             toks = w.doc_tokens(int(d))
+            if len(toks) < window:  # the stream's last document, cut short
+                continue
             a = int(rng.integers(0, len(toks) - window + 1))
             out[cls].append(tokenizer.decode(toks[a:a + window].tolist()))
     if not out["code"] or not out["prose"]:
