@@ -14,8 +14,6 @@ from anatomy import cli
 
 EXAMPLES = """examples:
   python convert_to_pythia.py --world data/world --out data/world/pythia/document
-  python filter_duplicates.py --pythia_data data/world/pythia/document \\
-      --pythia_batch_size 16 --pythia_seq_len 128 --all_sequences --output dups.parquet
 """
 
 

@@ -24,8 +24,8 @@ from anatomy import cli
 
 EXAMPLES = """examples:
   python filter_duplicates.py --all_sequences --output data/memorization/duplicates.parquet
-  sbatch --array=0-255 --wrap "python filter_duplicates.py --pythia_data pile/document \\
-      --sequence_ids samples.npy --output duplicates.parquet"
+  python filter_duplicates.py --pythia_data pile/document --sequence_ids samples.npy \\
+      --rank 0 --world_size 256 --output duplicates.parquet
   python filter_duplicates.py --ngrams spans.jsonl --output span_counts.jsonl
 """
 

@@ -17,8 +17,8 @@ from anatomy import cli
 
 EXAMPLES = """examples:
   python token_frequencies.py --all_sequences --output data/memorization/frequencies.parquet
-  sbatch --array=0-63 --wrap "python token_frequencies.py --pythia_data pile/document \\
-      --counts pile_counts.npy --counts_only"
+  python token_frequencies.py --pythia_data pile/document --counts pile_counts.npy \\
+      --counts_only --rank 0 --world_size 64
   python token_frequencies.py --pythia_data pile/document --counts pile_counts.npy \\
       --sequence_ids samples.npy --output frequencies.parquet
 """
