@@ -299,8 +299,8 @@ class _Design:
     features: list[str]
 
 
-def _design(df: pd.DataFrame, features: Sequence[str] | None, duplicates_threshold: float
-            ) -> _Design:
+def _design(df: pd.DataFrame, features: Sequence[str] | None, duplicates_threshold: float,
+            need_label: bool = True) -> _Design:
     _one_checkpoint(df)
     feats = list(FEATURES if features is None else features)
     if not feats:
@@ -315,8 +315,12 @@ def _design(df: pd.DataFrame, features: Sequence[str] | None, duplicates_thresho
         raise ValueError(f"features {bad} hold NaN, inf or non-numeric values; fill or drop "
                          "those rows first")
     scaled = np.array([f not in BINARY_FEATURES for f in feats])
-    return _Design(x=x, y=memorized(df).to_numpy(), cats=categorize(df, duplicates_threshold)
-                   .to_numpy(), scaled=scaled, features=feats)
+    if need_label or "memorization_score" in df.columns:
+        y = memorized(df).to_numpy()
+    else:
+        y = np.zeros(len(df), dtype=bool)
+    return _Design(x=x, y=y, cats=categorize(df, duplicates_threshold).to_numpy(),
+                   scaled=scaled, features=feats)
 
 
 def _split(d: _Design, test_size: float, seed: int, train_only: Any
@@ -453,8 +457,8 @@ class TaxonomyResult:
 
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
         """``category``, ``baseline_prob`` and ``taxonomic_prob`` for new rows (same columns),
-        through the fitted scaler and models."""
-        d = _design(df, self.features, self.duplicates_threshold)
+        through the fitted scaler and models; ``memorization_score`` is not needed."""
+        d = _design(df, self.features, self.duplicates_threshold, need_label=False)
         x = _transform(d, self.scaler)
         tax = np.empty(len(df))
         for c in CATEGORIES:
@@ -538,8 +542,8 @@ def fit_taxonomy(df: pd.DataFrame, features: Sequence[str] | None = None,
       the training rows; each fold's training part ((folds − 1)/folds of them; 99% with the
       published 100 folds) refits scaler and models, scored on the fixed test split.
       ``resample="test"`` (published): the full-fit models' test predictions are subsampled the
-      same way per category, subsamples with a single class skipped. ``folds < 2``: none, std
-      NaN.
+      same way per category, subsamples with a single class skipped. ``folds < 2``: no
+      resampling, ``mean`` and ``std`` NaN (read ``value``).
     """
     if resample not in ("train", "test"):
         raise ValueError(f"resample is 'train' or 'test', not {resample!r}")
@@ -589,8 +593,6 @@ def fit_taxonomy(df: pd.DataFrame, features: Sequence[str] | None = None,
     records = []
     for (model, c, metric), value in full.items():
         mean, std, n_ok = _nan_stats(per_fold[(model, c, metric)])
-        if folds < 2:
-            mean, n_ok = value, 0
         m = np.ones(len(test), bool) if c == AGGREGATE else c_te == c
         records.append({"model": model, "category": c, "metric": metric, "value": value,
                         "mean": mean, "std": std, "n_folds": n_ok, "n_test": int(m.sum()),
@@ -915,8 +917,9 @@ def plot_model_performance(metrics_df: pd.DataFrame, path: PathLike,
         ax.set_title(_LABELS.get(metric, metric))
         if metric != "ece":
             ax.set_ylim(0, 1.05)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=max(len(models), 1), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return _save(fig, path)
 
 
