@@ -24,13 +24,14 @@ world: $(STAMP)
 demo: world
 	WORLD=$(WORLD) PY=$(PY) bash demo.sh $(PARTS)
 
-# the headline figures over world seeds 0-3 (about 4 builds and 4 demos: an hour on 2 cores)
+# the headline figures of parts A and B over world seeds 0-3 (about 4 builds and 4 demos: an
+# hour on 2 cores)
 SEEDS ?= 1 2 3
 demo-seeds: demo
 	for s in $(SEEDS); do \
 	  test -f $(WORLD)-seed$$s/truth.json || $(PY) build_world.py --preset $(PRESET) --seed $$s \
 	      --out $(WORLD)-seed$$s --quiet || exit 1; \
-	  WORLD=$(WORLD)-seed$$s OUT=data/demo-seed$$s PY=$(PY) bash demo.sh || exit 1; \
+	  WORLD=$(WORLD)-seed$$s OUT=data/demo-seed$$s PY=$(PY) bash demo.sh AB || exit 1; \
 	done
 	$(PY) benchmarks/world_seeds.py --runs $(foreach s,$(SEEDS),data/demo-seed$(s)) \
 	    --select $(foreach s,$(SEEDS),data/demo-seed$(s)) --held_out data/demo \

@@ -133,6 +133,16 @@ def test_duplicate_counts_equal_a_brute_force_recount_and_the_truth(tiny_world, 
     assert checked > 10
 
 
+def test_one_rank_writes_the_bytes_of_two(tiny_world, c_run, tmp_path):
+    d, _ = c_run
+    out = tmp_path / "dups.parquet"
+    assert dup_script.main(["--world", str(tiny_world), "--sequence_ids", str(d / "samples.npy"),
+                            "--output", str(out), "--quiet"]) == 0
+    assert out.read_bytes() == (d / "dups.parquet").read_bytes()
+    assert Path(f"{out}.counts.npy").read_bytes() == Path(f"{d}/dups.parquet.counts.npy"
+                                                           ).read_bytes()
+
+
 def test_an_ngram_straddling_two_sequences_is_not_counted(tiny_world, c_run, tmp_path):
     rows = trained_rows(tiny_world)
     flat = rows.ravel()
