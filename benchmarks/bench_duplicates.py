@@ -53,10 +53,12 @@ CONT = slice(32, 64)
 
 def build_parser():
     p = cli.parser(__doc__, EXAMPLES)
-    p.add_argument("--parts", nargs="+", default=["a", "b"], choices=["a", "b"],
+    p.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"],
                    help="which comparisons to run")
     p.add_argument("--dict_tokens", type=int, default=3_000_000,
                    help="(a) stream size in tokens (rounded up to whole 2049-token rows)")
+    p.add_argument("--many_queries", type=int, default=1_000_000,
+                   help="(c) queries of the many-queries scan")
     p.add_argument("--tokens", type=int, default=50_000_000,
                    help="(b) stream size in tokens (rounded up to whole 2049-token rows)")
     p.add_argument("--peer_threads", type=int, default=1,
@@ -238,6 +240,37 @@ def part_b(args, lines):
                  f"filter table, so re-measure at the real K)")
 
 
+def part_c(args, lines):
+    """(c) the cost sheet's other figures on the (b) stream: token counts (np.bincount per
+    block, the token_frequencies map) and count_shard with --many_queries queries (32-grams
+    at random in-row offsets), since the published sample has 5M continuations."""
+    rows, _ = make_stream(args.tokens, args.seed + 1)
+    n_tok = rows.size
+    t = time.perf_counter()
+    for a in range(0, len(rows), 4096):
+        np.bincount(rows[a:a + 4096].ravel(), minlength=VOCAB)
+    s_bin = time.perf_counter() - t
+    rng = np.random.default_rng(args.seed)
+    r = rng.integers(0, len(rows), args.many_queries)
+    o = rng.integers(0, ROW - 32 + 1, args.many_queries)
+    q = rows[r[:, None], o[:, None] + np.arange(32)]
+    t = time.perf_counter()
+    query = nc.NgramQuery(q)
+    build = time.perf_counter() - t
+    t = time.perf_counter()
+    c = nc.count_shard(rows, query)
+    scan = time.perf_counter() - t
+    assert (c >= 1).all()
+    lines.append(f"\n(c) the (b) stream, {n_tok:,} tokens, one core\n")
+    lines.append(row("pass", "seconds", "tokens/s", "300B tokens, core-hours"))
+    lines.append(row(*["---"] * 4))
+    lines.append(row("token counts (np.bincount per 4,096 rows)", f"{s_bin:.2f}",
+                     f"{n_tok / s_bin:,.0f}", f"{300e9 / (n_tok / s_bin) / 3600:.2f}"))
+    lines.append(row(f"count_shard, {args.many_queries:,} queries (+ {build:.1f} s to "
+                     "build the query)", f"{scan:.2f}", f"{n_tok / scan:,.0f}",
+                     f"{300e9 / (n_tok / scan) / 3600:.1f}"))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     lines = [f"seed {args.seed}; numpy {np.__version__}; chunk {args.chunk_tokens:,} tokens; "
@@ -246,6 +279,8 @@ def main(argv=None) -> int:
         part_a(args, lines)
     if "b" in args.parts:
         part_b(args, lines)
+    if "c" in args.parts:
+        part_c(args, lines)
     print("\n".join(lines))
     return 0
 

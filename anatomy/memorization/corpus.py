@@ -44,7 +44,11 @@ class CorpusCountStep:
 
     def compute_unit(self, unit: int) -> Mapping[str, Any]:
         rows = self.data.shard(unit, self.n_units)
-        return {"counts": np.asarray(self.count(rows), dtype=np.int64),
+        c = np.asarray(self.count(rows), dtype=np.int64)
+        # sparse: a block of the Pile holds few of 5M queried continuations, and 9k units
+        # of dense 5M-vectors would be 360 GB of parts
+        idx = np.flatnonzero(c)
+        return {"size": len(c), "index": idx.astype(np.int64), "counts": c[idx],
                 "rows": len(rows), "tokens": int(rows.size)}
 
     def merge(self, load) -> Mapping[str, Any]:
@@ -52,10 +56,11 @@ class CorpusCountStep:
         rows = tokens = 0
         for u in range(self.n_units):
             part = load(u)
-            c = np.asarray(part["counts"], dtype=np.int64)
-            if len(c) > len(total):
-                total = np.concatenate([total, np.zeros(len(c) - len(total), np.int64)])
-            total[: len(c)] += c
+            size = int(part["size"])
+            if size > len(total):
+                total = np.concatenate([total, np.zeros(size - len(total), np.int64)])
+            total[np.asarray(part["index"], dtype=np.int64)] += np.asarray(part["counts"],
+                                                                           dtype=np.int64)
             rows += int(part["rows"])
             tokens += int(part["tokens"])
         summary = dict(self.finish(total, rows))
