@@ -244,9 +244,17 @@ def splits(tiny_world, tmp_path_factory):
 
 @pytest.mark.slow
 def test_torchrun_run_mia_equals_one_process(tiny_world, splits, tmp_path):
+    from anatomy.io import read_jsonl, write_jsonl
+
+    # 12 members + 12 non-members of the control split: EM-MIA's all-prefix matrix is
+    # quadratic, and 24 texts still make 6 prefix blocks over 2 ranks
+    recs = read_jsonl(splits / "miniworld-tiny_control.jsonl")
+    small = [r for r in recs if r["label"] == 1][:12] + [r for r in recs if r["label"] == 0][:12]
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "miniworld-tiny_control.jsonl", small)
     args = ["run_mia.py", "--world", str(tiny_world), "--dataset", "miniworld-tiny_control",
-            "--data_dir", str(splits), "--step", "40", "--methods", "loss", "minkpp", "emmia",
-            "--prefix_block", "4", "--batch_size", "8", "--quiet"]
+            "--data_dir", str(tmp_path / "data"), "--step", "40", "--methods", "loss",
+            "minkpp", "emmia", "--prefix_block", "4", "--batch_size", "8", "--quiet"]
     # one process with 2 threads (2 units at a time) vs 2 ranks of 1 thread each
     _run([*args, "--output_dir", str(tmp_path / "one"), "--threads", "2"])
     p = _torchrun([*args, "--output_dir", str(tmp_path / "two")])
