@@ -222,3 +222,26 @@ def test_combined_table_and_taxonomy(tiny_world, c_run):
     assert {"recitation", "reconstruction", "recollection"} <= set(shares.category)
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"baseline", "taxonomic"} <= set(metrics.model)
+
+
+def test_bad_sample_choices_are_one_clear_error(tiny_world, tmp_path):
+    from anatomy.io import InputError
+
+    t = io.read_json(tiny_world / "truth.json")
+    w = World.open(tiny_world)
+    untrained = int(w.order[t["n_trained_instances"]])  # the order runs past the epoch
+    cases = {"never trained": [untrained], "out of range": [t["n_instances"] + 5],
+             "listed twice": [3, 3]}
+    for msg, ids in cases.items():
+        f = tmp_path / f"{len(ids)}_{ids[0]}.npy"
+        np.save(f, np.array(ids))
+        with pytest.raises(InputError, match=msg):
+            templ_script.main(["--world", str(tiny_world), "--sequence_ids", str(f),
+                               "--output", str(tmp_path / "t.parquet"), "--quiet"])
+    with pytest.raises(InputError, match="exactly one"):
+        templ_script.main(["--world", str(tiny_world), "--steps", "0:2", "--all_sequences",
+                           "--output", str(tmp_path / "t.parquet"), "--quiet"])
+    with pytest.raises(InputError, match="past the trained stream"):
+        templ_script.main(["--world", str(tiny_world), "--steps", "0:100000",
+                           "--output", str(tmp_path / "t.parquet"), "--quiet"])
+    assert not (tmp_path / "t.parquet").exists()
