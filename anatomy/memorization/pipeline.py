@@ -357,6 +357,13 @@ def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None =
             rules = tx.partition_search(one.drop(columns=["checkpoint"], errors="ignore"),
                                         threshold=threshold, seed=seed, max_rules=max_rules)
             rules.to_csv(stage(out / "partition_search.csv"), index=False)
+            top = rules.head(5)[["rank", "feature_1", "quantile_1", "threshold_1",
+                                 "feature_2", "quantile_2", "threshold_2", "f1", "pr_auc"]]
+            search_lines = [f"Partition search ({len(rules)} rules: class 1 if f1 >= t1, else "
+                            "class 2 if f2 >= t2, else class 3), best aggregate F1 first:", "",
+                            markdown(top), ""]
+        else:
+            search_lines = []
         lines = [f"Memorized samples by category (recitation: sequence_duplicates > "
                  f"{threshold:g}; reconstruction: templating; else recollection):", ""]
         tab = []
@@ -387,6 +394,7 @@ def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None =
         lines += [f"Taxonomic vs baseline model at {ck or 'the table'} (test split "
                   f"{len(result.test)} rows; mean +- sd over {folds} training folds):", "",
                   markdown(pd.DataFrame(rows)), ""]
+        lines += search_lines
         if result.constant:
             lines += ["Categories scored by a constant prior (one class in training): "
                       + ", ".join(f"{k} ({v:.3f})" for k, v in result.constant.items()), ""]
