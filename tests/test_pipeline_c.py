@@ -217,7 +217,14 @@ def test_combined_table_and_taxonomy(tiny_world, c_run):
     assert by.loc[inc, "is_incrementing"].mean() >= 0.5
     out = d / "taxonomy"
     assert taxonomy_script.main(["--combined", str(d / "combined.parquet"), "--output_dir",
-                                 str(out), "--folds", "3", "--quiet"]) == 0
+                                 str(out), "--folds", "3", "--search", "--max_rules", "6",
+                                 "--quiet"]) == 0
+    rules = pd.read_csv(out / "partition_search.csv")
+    if (df.memorization_score == 1.0).any():
+        assert list(rules["rank"]) == [1, 2, 3, 4, 5, 6]
+    else:  # the tiny model memorizes nothing here (on this CPU): no candidates, said so
+        assert "no memorized samples" in (out / "report.md").read_text()
+        assert rules.empty
     shares = pd.read_csv(out / "category_shares.csv")
     assert {"recitation", "reconstruction", "recollection"} <= set(shares.category)
     metrics = pd.read_csv(out / "metrics.csv")

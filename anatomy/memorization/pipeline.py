@@ -353,7 +353,11 @@ def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None =
         tx.plot_weights(result, stage(out / "model_weights.png"))
         tx.plot_correlations(corr, stage(out / "correlations.png"))
         tx.plot_category_shares(shares, stage(out / "category_shares.png"))
-        if search:
+        if search and not tx.memorized(one).any():
+            # the candidates are quantiles of the memorized rows: none, no rules
+            io.write_text(stage(out / "partition_search.csv"), "rank\n")
+            search_lines = [f"Partition search: no memorized samples at {ck}, no rules.", ""]
+        elif search:
             rules = tx.partition_search(one.drop(columns=["checkpoint"], errors="ignore"),
                                         threshold=threshold, seed=seed, max_rules=max_rules)
             rules.to_csv(stage(out / "partition_search.csv"), index=False)
