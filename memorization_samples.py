@@ -33,6 +33,8 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup(args)
+    from pathlib import Path
+
     import numpy as np
 
     from anatomy import io
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                    for i in r["sequence_ids"]]
         extra = np.setdiff1d(np.unique(planted), ids)
         ids = np.concatenate([ids, extra])
-    if not args.overwrite and __import__("os").path.exists(args.output):
+    if not args.overwrite and Path(args.output).exists():
         old = io.load_npy(args.output)
         if old.shape == ids.shape and (old == ids).all():
             print(f"{args.output} is up to date ({len(ids)} ids)")

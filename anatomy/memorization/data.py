@@ -16,7 +16,6 @@ order, Pythia rows in order) and keeps only trained sequences.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -237,14 +236,6 @@ def open_training_data(config_path: PathLike | None = None, pythia_prefix: PathL
                     retries=retries)
     return OlmoTraining(data, n_steps if n_steps is not None else world_steps(config))
 
-
-def pythia_prefix(path: PathLike) -> Path:
-    """``X``, ``X.bin`` or ``X.idx`` -> ``X``."""
-    p = str(path)
-    for suf in (".bin", ".idx"):
-        if p.endswith(suf):
-            return Path(p[: -len(suf)])
-    return Path(p)
 
 
 def parse_steps(spec: str) -> tuple[int, int]:

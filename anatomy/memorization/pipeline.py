@@ -118,10 +118,6 @@ def templating_table(data, ids: np.ndarray, tokenizer, tokenizer_source: str, ou
                        "cont_len": cont_len, "published": published}, compute, overwrite)
 
 
-def require_ids(ids: np.ndarray, where: PathLike | None = None) -> None:
-    if len(ids) == 0:
-        raise InputError(where, "no samples")
-
 
 # ---------------------------------------------------------------------------------------
 # exact duplicate counts
@@ -335,14 +331,15 @@ def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None =
         ck = checkpoint or ckpts[-1]
         if ck not in ckpts:
             raise InputError(combined, f"no checkpoint {ck!r} (has {', '.join(ckpts)})")
-        one = df[df["checkpoint"] == ck].reset_index(drop=True)
+        # the models and correlations are fitted at one checkpoint: without its column
+        one = df[df["checkpoint"] == ck].drop(columns=["checkpoint"]).reset_index(drop=True)
     else:
         ck, one = None, df
     shares = tx.category_shares(df, "checkpoint" if has_ck else None, threshold)
-    result = tx.fit_taxonomy(one.drop(columns=["checkpoint"], errors="ignore"),
+    result = tx.fit_taxonomy(one,
                              threshold=threshold, folds=folds, seed=seed,
                              published_scaling=published_scaling)
-    corr = tx.correlations(one.drop(columns=["checkpoint"], errors="ignore"),
+    corr = tx.correlations(one,
                            threshold=threshold, seed=seed)
     with execution.staged(output) as stage:
         shares.to_csv(stage(out / "category_shares.csv"), index=False)
@@ -358,7 +355,7 @@ def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None =
             io.write_text(stage(out / "partition_search.csv"), "rank\n")
             search_lines = [f"Partition search: no memorized samples at {ck}, no rules.", ""]
         elif search:
-            rules = tx.partition_search(one.drop(columns=["checkpoint"], errors="ignore"),
+            rules = tx.partition_search(one,
                                         threshold=threshold, seed=seed, max_rules=max_rules)
             rules.to_csv(stage(out / "partition_search.csv"), index=False)
             top = rules.head(5)[["rank", "feature_1", "quantile_1", "threshold_1",
