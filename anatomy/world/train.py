@@ -65,7 +65,7 @@ def make_model(vocab_size: int, seq_len: int, d_model: int, n_layers: int, n_hea
 
 
 def train(storage: np.ndarray, order: np.ndarray, *, steps: int, batch_size: int, lr: float,
-          model, checkpoints: dict[int, Path], tokenizer_dir: Path, seed: int,
+          model, checkpoints: dict[int, Path], tokenizer_dir: Path | None, seed: int,
           progress=None) -> dict:
     """Train for ``steps`` steps; save a checkpoint after each step in ``checkpoints``.
 
@@ -87,7 +87,8 @@ def train(storage: np.ndarray, order: np.ndarray, *, steps: int, batch_size: int
         frac = (s - warm) / max(1, steps - warm)
         return lr * (MIN_LR + (1 - MIN_LR) * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    # the tokenizer is only saved beside checkpoints (selection's models keep none)
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if checkpoints else None
     losses, hashes = [], []
     model.train()
     t0 = time.time()

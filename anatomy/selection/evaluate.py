@@ -1,0 +1,251 @@
+"""Evaluate selections the way DsDm does: train one model per selection, measure the target.
+
+Engstrom et al. 2024, Sec. 4: every selection is trained on with the same architecture, budget
+and seed, and scored by the held-out target loss; random selections trained with 1x, 2x, 4x
+... the budget give the **compute multiplier** of a method (Sec. 4.2, the paper's headline
+measure: the random-data compute that matches its target loss). Here the budget is one epoch
+over the selection (:mod:`anatomy.selection.training`), so a random selection of b·n rows costs
+b times a method's n; the multiplier inverts the least-squares line of random's target loss
+against log2(b) (log-linear interpolation that tolerates noise between budgets), and says
+when it extrapolates past the measured budgets.
+
+Every (selection, seed) model is one unit of a step on the execution layer, so ranks train
+them in parallel and a killed run resumes; each model is evaluated on every target given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anatomy import execution, io
+from anatomy.io import InputError, PathLike
+from anatomy.selection import indices as rules
+from anatomy.selection.pool import CandidatePool
+from anatomy.selection.targets import Target
+from anatomy.selection.training import Arch, group_losses, tokenize_docs, train_lm
+
+_ONE = execution.Ranks()
+
+
+@dataclass
+class Selection:
+    """A selection to evaluate: its indices, a label, the target it was made for."""
+
+    label: str
+    indices: np.ndarray
+    method: str
+    target: str | None = None  # None: untargeted (random, semdedup)
+    budget: float = 1.0  # random baselines: multiples of n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "method": self.method, "target": self.target,
+                "budget": self.budget, "n": int(len(self.indices))}
+
+
+def read_selection(path: PathLike) -> Selection:
+    """A ``select_data.py`` output: ``F.npy`` and its sidecar ``F.json``."""
+    p = io.require_file(path, "selection")
+    idx = io.load_npy(p)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise InputError(p, f"a selection is a 1-D integer array, got {idx.dtype} {idx.shape}")
+    if len(np.unique(idx)) != len(idx):
+        raise InputError(p, "the selection repeats indices")
+    side = Path(str(p)[: -len(".npy")] + ".json")
+    meta = io.read_json(side) if side.is_file() else {}
+    method = meta.get("method", p.stem)
+    target = meta.get("target")
+    label = f"{method}" + (f" ({target})" if target else "")
+    return Selection(label, idx.astype(np.int64), method, target)
+
+
+def random_baselines(n_pool: int, n: int, budgets: Sequence[float], seed: int
+                     ) -> list[Selection]:
+    """Uniform selections of ``b * n`` rows for each budget ``b`` (nested draws: the same
+    permutation's prefixes, so a bigger budget only adds rows)."""
+    out = []
+    biggest = int(round(max(budgets) * n))
+    if biggest > n_pool:
+        raise InputError(None, f"random budget {max(budgets)} x {n} = {biggest} rows is more "
+                               f"than the pool's {n_pool}")
+    perm = rules.uniform(n_pool, biggest, seed)
+    for b in budgets:
+        k = int(round(b * n))
+        out.append(Selection(f"random x{b:g}", perm[:k], "random", None, float(b)))
+    return out
+
+
+class _EvalStep:
+    name = "eval_selection"
+    on_cpu = True
+
+    def __init__(self, pool: CandidatePool, selections: list[Selection],
+                 targets: list[Target], arch: Arch, seeds: Sequence[int], out: Path,
+                 fp: execution.Fingerprint):
+        self.pool, self.selections, self.targets = pool, selections, targets
+        self.arch, self.seeds, self.out = arch, list(seeds), out
+        self.n_units = len(selections) * len(self.seeds)
+        self.output = execution.Output.folder(out, ["results.json"])
+        self.fingerprint = fp
+        L = pool.seq_len or 128
+        self.eval_docs = {t.name: {g: tokenize_docs(pool.tokenizer, texts, L)
+                                   for g, texts in t.eval_groups.items()} for t in targets}
+
+    def compute_unit(self, u: int) -> dict[str, Any]:
+        j, s = divmod(u, len(self.seeds))
+        sel, seed = self.selections[j], self.seeds[s]
+        from anatomy.selection.dsdm import _vocab
+
+        vocab, eos, pad = _vocab(self.pool)
+        rows = self.pool.token_matrix(np.sort(sel.indices))
+        model, info = train_lm(rows, self.arch, vocab_size=vocab, eos_id=eos, pad_id=pad,
+                               seed=seed)
+        model.eval()
+        losses = {t: group_losses(model, docs) for t, docs in self.eval_docs.items()}
+        return {"result": json.dumps({"selection": j, "seed": seed, "train": info,
+                                      "losses": losses})}
+
+    def merge(self, load) -> dict[str, Any]:
+        runs = [json.loads(str(load(u)["result"])) for u in range(self.n_units)]
+        res = {"selections": [s.to_dict() for s in self.selections],
+               "targets": [t.name for t in self.targets], "seeds": self.seeds,
+               "arch": self.arch.to_dict(), "pool": self.pool.source, "runs": runs}
+        with execution.staged(self.output) as stage:
+            io.write_json(stage(self.out / "results.json"), res)
+        return {"models": len(runs)}
+
+
+def evaluate_selections(pool: CandidatePool, selections: list[Selection],
+                        targets: list[Target], arch: Arch, seeds: Sequence[int],
+                        out: PathLike, ranks: execution.Ranks = _ONE, overwrite: bool = False,
+                        merge: bool = False, progress: bool = True) -> execution.StepResult:
+    """Train ``len(selections) x len(seeds)`` models, evaluate each on every target;
+    ``out/results.json`` holds every run."""
+    if not selections:
+        raise InputError(None, "no selections to evaluate")
+    for s in selections:
+        if len(s.indices) and (s.indices.min() < 0 or s.indices.max() >= len(pool)):
+            raise InputError(None, f"selection {s.label} has indices outside the pool's "
+                                   f"{len(pool)} rows")
+    out = Path(out)
+    fp = execution.fingerprint(
+        "eval_selection", None,
+        {"pool": pool.identity(), "arch": arch.to_dict(), "seeds": list(seeds),
+         "selections": [{**s.to_dict(), "digest": _digest(s.indices)} for s in selections],
+         "targets": [{"name": t.name, "digest": _digest_texts(t)} for t in targets]})
+    step = _EvalStep(pool, selections, targets, arch, seeds, out, fp)
+    return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
+                              show_progress=progress)
+
+
+def _digest(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a, dtype="<i8").tobytes()).hexdigest()[:16]
+
+
+def _digest_texts(t: Target) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for g, texts in sorted(t.eval_groups.items()):
+        h.update(g.encode())
+        for x in texts:
+            h.update(x.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# the table, the multiplier, the plot
+
+
+def compute_multiplier(loss: float, budgets: Sequence[float], losses: Sequence[float]
+                       ) -> tuple[float, bool]:
+    """The random budget whose fitted loss equals ``loss``: least squares of random's loss
+    on log2(budget), inverted. Returns ``(multiplier, extrapolated)``; NaN when random's
+    loss does not fall with budget (no compute scale to read a multiplier on)."""
+    b = np.log2(np.asarray(budgets, dtype=np.float64))
+    y = np.asarray(losses, dtype=np.float64)
+    if len(b) < 2 or np.ptp(b) == 0:
+        return float("nan"), False
+    slope, icpt = np.polyfit(b, y, 1)
+    if slope >= 0:
+        return float("nan"), False
+    x = (loss - icpt) / slope
+    return float(2.0 ** x), bool(x < b.min() - 1e-9 or x > b.max() + 1e-9)
+
+
+def summarize(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per target: one row per selection (mean and std over seeds of the target loss, and
+    per group), the compute multiplier of every non-random selection."""
+    sels = results["selections"]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for t in results["targets"]:
+        rows = []
+        for j, s in enumerate(sels):
+            if s["target"] not in (None, t):
+                continue
+            runs = [r for r in results["runs"] if r["selection"] == j]
+            vals = np.array([r["losses"][t]["mean"] for r in runs])
+            groups = {g: float(np.mean([r["losses"][t][g] for r in runs]))
+                      for g in runs[0]["losses"][t] if g != "mean"}
+            rows.append({**s, "loss": float(vals.mean()),
+                         "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                         "seeds": len(vals), "groups": groups})
+        rand = [r for r in rows if r["method"] == "random" and r["target"] is None]
+        budgets = [r["budget"] for r in rand]
+        for r in rows:
+            if len(rand) >= 2 and not (r["method"] == "random" and r["target"] is None):
+                m, ext = compute_multiplier(r["loss"], budgets, [x["loss"] for x in rand])
+                r["multiplier"], r["extrapolated"] = m, ext
+        out[t] = rows
+    return out
+
+
+def format_table(summary: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown: per target, loss ± std per selection, its compute multiplier."""
+    lines = []
+    for t, rows in summary.items():
+        seeds = rows[0]["seeds"] if rows else 0
+        lines += [f"target {t} (held-out loss, nats/token; mean ± std over {seeds} seeds):", "",
+                  "| selection | n | loss | ± | compute multiplier |", "|---|---|---|---|---|"]
+        for r in rows:
+            m = r.get("multiplier")
+            if m is None:
+                mult = "—"
+            elif np.isnan(m):
+                mult = "n/a"
+            else:
+                mult = f"{m:.2f}x" + (" (extrapolated)" if r.get("extrapolated") else "")
+            lines.append(f"| {r['label']} | {r['n']} | {r['loss']:.4f} | {r['std']:.4f} | "
+                         f"{mult} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_summary(summary: dict[str, list[dict[str, Any]]], path: PathLike) -> None:
+    """The paper's main-figure shape: per target, bars of target loss per method with the
+    random budgets beside them (error bars: std over seeds)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * max(1, len(summary)), 3.8))
+    axes = fig.subplots(1, max(1, len(summary)), squeeze=False)[0]
+    for ax, (t, rows) in zip(axes, summary.items(), strict=False):
+        labels = [r["label"].replace(f" ({t})", "") for r in rows]
+        vals = [r["loss"] for r in rows]
+        colors = ["#bbbbbb" if r["method"] == "random" else "#3b6ea8" for r in rows]
+        ax.bar(range(len(rows)), vals, yerr=[r["std"] for r in rows], color=colors)
+        ax.set_xticks(range(len(rows)), labels, rotation=40, ha="right", fontsize=8)
+        lo, hi = min(vals), max(vals)
+        ax.set_ylim(lo - 0.15 * (hi - lo + 1e-6), hi + 0.1 * (hi - lo + 1e-6))
+        ax.set_title(f"target: {t}")
+        ax.set_ylabel("held-out target loss")
+    fig.tight_layout()
+    path = Path(path)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")

@@ -1,0 +1,202 @@
+"""``get_indices``: one entry point for every selection method, computed on any pool.
+
+Mirrors DsDm's ``get_indices(method, selection_size, target_task)`` (``dsdm/selections.py``),
+which only reads released score files; here each method computes its scores on the given pool
+and target (or reads given scores, e.g. the released ones), then applies its rule:
+
+=========== ========== ============================================ ====================
+method      target     rule on the scores                            nested across n
+=========== ========== ============================================ ====================
+dsdm        required   top-n of the TRAK datamodel score              yes
+classifier  required   GPT-3's Pareto(9) keep rule, or top-n          top-n only
+dsir        required   Gumbel top-k of the log importance weights     no (seeded)
+random      ignored    uniform without replacement                    no (seeded)
+semdedup    ignored    top-n of 1 − max earlier similarity (ε so n    yes (uniform within
+                       remain), or uniform within a kept fraction     the kept set: no)
+=========== ========== ============================================ ====================
+
+Returned: ``n`` unique in-range int64 indices, best first (ties by index). Untargeted methods
+refuse a target (as the published asserts do) unless ``ignore_target=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anatomy import execution
+from anatomy.io import InputError, PathLike
+from anatomy.selection import indices as rules
+from anatomy.selection.pool import CandidatePool, open_pool
+from anatomy.selection.targets import Target, load_target
+
+TARGETED = ("dsdm", "classifier", "dsir")
+UNTARGETED = ("random", "semdedup")
+METHODS = TARGETED + UNTARGETED
+_ONE = execution.Ranks()
+
+
+def check_method(method: str, target: Any, ignore_target: bool = False) -> None:
+    if method not in METHODS:
+        raise InputError(None, f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    if method in TARGETED and target is None:
+        raise InputError(None, f"{method} is a targeted method: give a target")
+    if method in UNTARGETED and target is not None and not ignore_target:
+        raise InputError(None, f"{method} is untargeted: it takes no target (the published "
+                               "get_indices asserts this too)")
+
+
+def resolve_pool(pool: CandidatePool | PathLike, **kw: Any) -> CandidatePool:
+    return pool if isinstance(pool, CandidatePool) else open_pool(pool, **kw)
+
+
+def resolve_target(target: Target | str | None, pool: CandidatePool | None,
+                   world: PathLike | None = None, text_key: str = "text") -> Target | None:
+    if target is None or isinstance(target, Target):
+        return target
+    w = world if world is not None else (pool.world if pool is not None else None)
+    t = load_target(str(target), w, text_key)
+    if not t.texts():
+        raise InputError(None, f"target {target!r} is empty")
+    return t
+
+
+def method_scores(method: str, pool: CandidatePool, target: Target | None, *, seed: int = 0,
+                  work_dir: PathLike = "data/selections/work", ranks: execution.Ranks = _ONE,
+                  overwrite: bool = False, progress: bool = False, **options: Any
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-candidate scores (float32, higher = keep, NaN = no score) and what made them."""
+    check_method(method, target, ignore_target=True)
+    work = Path(work_dir)
+    if method == "random":
+        return np.full(len(pool), np.nan, np.float32), {"rule": "uniform"}
+    if method in TARGETED and (target is None or not target.texts()):
+        raise InputError(None, f"{method}: the target has no texts")
+    if method == "dsir":
+        from anatomy.selection.dsir import dsir_scores
+
+        s, info = dsir_scores(pool, target.source_texts(), ranks=ranks, **_pick(options, (
+            "mode", "min_example_length", "num_buckets", "ngrams", "laplace")))
+        return np.asarray(s, np.float32), {"rule": "gumbel_top_k", **info}
+    if method == "classifier":
+        from anatomy.selection.classifier import classifier_scores
+
+        s = classifier_scores(pool, target.source_texts(), seed=seed,
+                              **_pick(options, ("negatives",)))
+        return np.asarray(s, np.float32), {"rule": options.get("rule", "pareto")}
+    if method == "semdedup":
+        from anatomy.selection.semdedup import semdedup_embeddings, semdedup_scores
+
+        emb_opts = _pick(options, ("model", "kind", "batch_size", "max_length"))
+        ident = execution.fingerprint("semdedup_embeddings", None,
+                                      {"pool": pool.identity(), **emb_opts}).digest()[:16]
+        emb = semdedup_embeddings(pool, out=work / "embeddings" / f"{ident}.npy", ranks=ranks,
+                                  **emb_opts)
+        k = options.get("n_clusters") or max(1, int(round(np.sqrt(len(pool) / 2))))
+        s, info = semdedup_scores(emb, k, seed=options.get("kmeans_seed", 1234),
+                                  **_pick(options, ("order", "niter")))
+        return np.asarray(s, np.float32), {"rule": "top_n (epsilon so that n remain)",
+                                           "n_clusters": k, **_jsonable(info)}
+    # dsdm
+    from anatomy.selection.dsdm import DsdmConfig, dsdm_scores, pool_features, train_proxies
+    from anatomy.selection.training import Arch
+
+    cfg = DsdmConfig(**_pick(options, tuple(f.name for f in fields(DsdmConfig))))
+    arch = Arch(**_pick(options.get("arch", {}) or {}, tuple(f.name for f in fields(Arch))))
+    models = options.get("proxy_models")
+    pdig = execution.fingerprint("dsdm", None, {"pool": pool.identity()}).digest()[:12]
+    if not models:
+        models, res = train_proxies(pool, cfg, arch, work / "proxies" / pdig, seed=seed,
+                                    ranks=ranks, overwrite=overwrite, progress=progress)
+        if not res.final:
+            raise _Waiting(res)
+    fdig = execution.fingerprint("dsdm_features", {"models": list(map(str, models))},
+                                 {"pool": pool.identity(), **cfg.to_dict()}).digest()[:12]
+    res = pool_features(pool, models, cfg, work / "features" / f"{pdig}-{fdig}", ranks=ranks,
+                        overwrite=overwrite, progress=progress)
+    if not res.final:
+        raise _Waiting(res)
+    s, info = dsdm_scores(pool, target, models, work / "features" / f"{pdig}-{fdig}", cfg)
+    return s, {"rule": "top_n", "proxies": [str(m) for m in models], **info}
+
+
+class _Waiting(Exception):
+    """This rank finished its share of a sharded step; another rank (or --merge) merges."""
+
+    def __init__(self, result: execution.StepResult):
+        super().__init__("waiting for other ranks")
+        self.result = result
+
+
+def _pick(options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k in names and v is not None}
+
+
+def _jsonable(info: Any) -> dict[str, Any]:
+    if not isinstance(info, dict):
+        return {}
+    out = {}
+    for k, v in info.items():
+        if isinstance(v, np.ndarray):
+            continue  # per-row arrays (cluster ids) are not provenance
+        out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+def select_from_scores(method: str, scores: np.ndarray, n: int, seed: int = 0,
+                       rule: str | None = None, keep_fraction: float | None = None,
+                       among: np.ndarray | None = None, alpha: float = 9.0) -> np.ndarray:
+    """Apply ``method``'s rule to its scores (see the table above)."""
+    s = np.asarray(scores)
+    if method == "random":
+        return rules.uniform(len(s), n, seed, among)
+    if method == "dsir":
+        return rules.gumbel_top_n(s, n, seed)
+    if method == "classifier":
+        if (rule or "pareto") == "pareto":
+            return rules.pareto_keep(s, n, seed, alpha)
+        if rule != "topk":
+            raise InputError(None, f"classifier rule must be pareto or topk, got {rule!r}")
+        return rules.top_n(s, n)
+    if method == "semdedup":
+        if among is not None:  # the released sdd.pt: uniform within the kept rows
+            return rules.uniform(len(s), n, seed, among)
+        if keep_fraction is not None:
+            from anatomy.selection.semdedup import dsdm_style_select
+
+            return np.asarray(dsdm_style_select(s, keep_fraction, n, seed), dtype=np.int64)
+        return rules.top_n(s, n)
+    if method == "dsdm":
+        return rules.top_n(s, n)
+    raise InputError(None, f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+
+
+def get_indices(method: str, n: int, target: Target | str | None = None,
+                pool: CandidatePool | PathLike | None = None, seed: int = 0, *,
+                scores: np.ndarray | None = None, ignore_target: bool = False,
+                **options: Any) -> np.ndarray:
+    """``n`` candidate indices chosen by ``method`` for ``target`` from ``pool``, best first.
+
+    ``scores`` (one per pool row, e.g. :func:`anatomy.selection.published.published_scores`)
+    skips the computation. Options go to the method (see :func:`method_scores`) and the rule
+    (``rule``, ``keep_fraction``, ``alpha``)."""
+    check_method(method, target, ignore_target)
+    if method in UNTARGETED:
+        target = None
+    rule_opts = {k: options.pop(k) for k in ("rule", "keep_fraction", "alpha", "among")
+                 if k in options}
+    if scores is None:
+        if pool is None:
+            raise InputError(None, "give a pool (or precomputed scores)")
+        p = resolve_pool(pool)
+        t = resolve_target(target, p)
+        if method == "random":
+            return rules.uniform(len(p), n, seed)
+        scores, _ = method_scores(method, p, t, seed=seed, rule=rule_opts.get("rule"),
+                                  **options)
+    elif method == "random":
+        return rules.uniform(len(scores), n, seed)
+    return select_from_scores(method, scores, n, seed, **rule_opts)

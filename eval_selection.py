@@ -1,0 +1,107 @@
+"""Train one model per selection and compare their held-out target loss (pipeline D).
+
+As DsDm evaluates (Engstrom et al. 2024, Sec. 4): every selection is trained on with the same
+architecture, budget (one epoch over its n rows, so compute is proportional to n) and seeds,
+and scored by the loss on the target's held-out documents (a mix: its groups averaged).
+--random_budgets 1 2 4 also trains random selections of n, 2n, 4n rows and prints each method's
+compute multiplier: the random-data compute that reaches the method's target loss (least
+squares of random's loss on log2(budget), inverted; marked when it extrapolates).
+
+Each (selection, seed) model is a unit on the execution layer: ranks (torchrun, a Slurm array,
+--rank/--world_size) train them in parallel, a killed run resumes, the last rank merges.
+Outputs in --output_dir: results.json (every run), table.md, summary.json, plot.png.
+"""
+
+from __future__ import annotations
+
+from anatomy import cli
+
+EXAMPLES = """examples:
+  python eval_selection.py --pool_rows 4096 --target license \\
+      --selections data/selections/dsir_license_1024.npy data/selections/dsdm_license_1024.npy \\
+      --random_budgets 1 2 4 --seeds 0 1
+  python eval_selection.py --selections data/selections/*.npy --target license mix \\
+      --pool_rows 4096 --random_budgets 1 2 4 --output_dir data/selections/eval
+"""
+
+
+def build_parser():
+    p = cli.parser(__doc__, EXAMPLES)
+    p.add_argument("--pool", default=None, help="the pool the selections index (default: --world)")
+    p.add_argument("--pool_rows", type=int, default=None,
+                   help="the first N rows, as given to select_data.py")
+    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--selections", nargs="+", default=[], help="select_data.py outputs (.npy)")
+    p.add_argument("--target", nargs="+", required=True,
+                   help="targets to evaluate on: miniworld target names or JSONL files of "
+                        "held-out target texts")
+    p.add_argument("--text_key", default="text")
+    p.add_argument("--random_budgets", nargs="*", type=float, default=[],
+                   help="also train random selections of b*n rows for each b")
+    p.add_argument("--random_seed", type=int, default=0, help="seed of the random selections")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1],
+                   help="training seeds (each selection trained once per seed)")
+    g = p.add_argument_group("evaluation model (the miniworld's OLMo architecture)")
+    g.add_argument("--d_model", type=int, default=64)
+    g.add_argument("--n_layers", type=int, default=2)
+    g.add_argument("--n_heads", type=int, default=2)
+    g.add_argument("--lr", type=float, default=4e-3)
+    g.add_argument("--batch_size", type=int, default=16)
+    g.add_argument("--epochs", type=float, default=1.0, help="passes over each selection")
+    p.add_argument("--output_dir", default="data/selections/eval")
+    cli.add_run_args(p, seed=None)
+    cli.add_rank_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup(args)
+    from pathlib import Path
+
+    from anatomy import io
+    from anatomy.selection.evaluate import (
+        evaluate_selections,
+        format_table,
+        plot_summary,
+        random_baselines,
+        read_selection,
+        summarize,
+    )
+    from anatomy.selection.select import resolve_pool, resolve_target
+    from anatomy.selection.training import Arch
+
+    pool = resolve_pool(args.pool or cli.require_world(args), tokenizer=args.tokenizer,
+                        text_key=args.text_key, rows=args.pool_rows)
+    targets = [resolve_target(t, pool, world=Path(args.world), text_key=args.text_key)
+               for t in args.target]
+    sels = [read_selection(f) for f in args.selections]
+    sizes = sorted({len(s.indices) for s in sels})
+    if len(sizes) > 1:
+        raise io.InputError(None, f"selections of different sizes {sizes}: compare equal n")
+    if args.random_budgets:
+        if not sizes:
+            raise io.InputError(None, "--random_budgets needs a selection to take n from")
+        sels += random_baselines(len(pool), sizes[0], args.random_budgets, args.random_seed)
+    if not sels:
+        raise io.InputError(None, "nothing to evaluate: give --selections")
+    arch = Arch(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, lr=args.lr,
+                batch_size=args.batch_size, epochs=args.epochs)
+    out = Path(args.output_dir)
+    res = evaluate_selections(pool, sels, targets, arch, args.seeds, out, args.ranks,
+                              overwrite=args.overwrite, merge=args.merge,
+                              progress=not args.quiet)
+    if not res.lead:
+        return 0
+    summary = summarize(io.read_json(out / "results.json"))
+    table = format_table(summary)
+    io.write_text(out / "table.md", table)
+    io.write_json(out / "summary.json", summary)
+    plot_summary(summary, out / "plot.png")
+    print(table, end="")
+    print(f"({res.status}: {len(sels)} selections x {len(args.seeds)} seeds -> {out}/)")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
