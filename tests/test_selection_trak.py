@@ -1,0 +1,166 @@
+"""TRAK (anatomy.selection.trak): the arithmetic against closed forms and against traker 0.3.2.
+
+Independent checks: (1) on a two-parameter linear regression, TRAK's score times 1/(1 - h_ii)
+equals the exact leave-one-out change of the target prediction, recomputed here by refitting
+without each row (numpy lstsq); (2) our projection equals traker's BasicProjector matrix; (3)
+on a tiny causal LM our features, Q and ensemble scores equal traker's TRAKer end to end, with
+the model output written a second way here (log p - log(1 - p))."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anatomy.io import InputError
+from anatomy.selection.trak import (
+    Projection,
+    Projector,
+    linear_datamodeling_score,
+    lm_features,
+    per_example_grads,
+    trak_scores,
+)
+
+
+def test_linear_regression_leave_one_out():
+    rng = np.random.default_rng(0)
+    N = 40
+    X = rng.normal(size=(N, 2))
+    y = X @ np.array([1.5, -0.7]) + rng.normal(scale=0.3, size=N)
+    theta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    xz = np.array([0.4, 1.1])
+
+    # per-example gradients of f(x) = w . x through the torch.func path: the rows of X
+    w = {"w": torch.tensor(theta, dtype=torch.float64)}
+
+    def f(params, buffers, x):
+        return (params["w"] * x).sum()
+
+    G = per_example_grads(f, w, {}, torch.tensor(X)).double().numpy()
+    np.testing.assert_allclose(G, X, rtol=1e-6)
+
+    r = y - X @ theta  # Q = -dloss/df for the squared loss
+    P = Projection(2, 2, seed=3).matrix().double().numpy()  # invertible: scores invariant
+    tau = trak_scores([X @ P], [xz @ P], [r])
+    h = np.einsum("ij,jk,ik->i", X, np.linalg.inv(X.T @ X), X)
+    loo = []
+    for i in range(N):
+        keep = np.arange(N) != i
+        th_i, *_ = np.linalg.lstsq(X[keep], y[keep], rcond=None)
+        loo.append(xz @ theta - xz @ th_i)  # what including row i adds to f(z)
+    np.testing.assert_allclose(tau / (1 - h), np.array(loo), rtol=1e-8, atol=1e-12)
+
+
+def test_projection_is_trakers_basic_projector():
+    from trak.projectors import BasicProjector, ProjectionType
+
+    ours = Projection(grad_dim=50, proj_dim=230, seed=7, model_id=2)
+    theirs = BasicProjector(grad_dim=50, proj_dim=230, seed=7, proj_type=ProjectionType.normal,
+                            device="cpu", model_id=2)
+    g = torch.randn(4, 50)
+    np.testing.assert_array_equal(Projector(ours)(g).numpy(), theirs.project(g, 2).numpy())
+    # regenerated block by block (a matrix too big to keep) gives the same bytes
+    assert not Projector(ours, max_bytes=0).cached
+    np.testing.assert_array_equal(Projector(ours, max_bytes=0)(g).numpy(),
+                                  Projector(ours)(g).numpy())
+
+
+def _tiny_lm(seed: int):
+    from anatomy.selection.training import Arch, make_lm
+
+    return make_lm(Arch(d_model=16, n_layers=1, n_heads=2), vocab_size=48, seq_len=12,
+                   eos_id=0, pad_id=0, seed=seed).eval()
+
+
+def test_parity_with_traker(tmp_path):
+    from torch.func import functional_call
+    from trak import TRAKer
+    from trak.modelout_functions import AbstractModelOutput
+
+    class LMOutput(AbstractModelOutput):
+        """The log-odds margin written a second way: log p - log(1 - p)."""
+
+        def __init__(self):
+            super().__init__()
+
+        def get_output(self, model, weights, buffers, ids, mask):
+            logits = functional_call(model, (weights, buffers), (ids.unsqueeze(0),)).logits[0]
+            logp = torch.log_softmax(logits[:-1].float(), -1)
+            onehot = (torch.arange(logp.shape[-1]) == ids[1:].unsqueeze(-1)).float()
+            lp = (logp * onehot).sum(-1)
+            return ((lp - torch.log1p(-lp.exp())) * mask).sum()
+
+        def get_out_to_loss_grad(self, model, weights, buffers, batch):
+            ids, mask = batch
+            logits = functional_call(model, (weights, buffers), (ids,)).logits[:, :-1]
+            p = torch.softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+            return (((1 - p) * mask).sum(1) / mask.sum(1)).unsqueeze(1)
+
+    rng = np.random.default_rng(1)
+    N, T, L = 200, 3, 12  # N > proj_dim: an invertible kernel at lambda = 0
+    train = torch.as_tensor(rng.integers(1, 48, size=(N, L)))
+    tmask = torch.ones(N, L - 1)
+    targets = torch.as_tensor(rng.integers(1, 48, size=(T, L)))
+    models = [_tiny_lm(s) for s in (0, 1)]
+    # traker loads every checkpoint into its own model object: give it a separate one
+    tr = TRAKer(model=_tiny_lm(0), task=LMOutput(), train_set_size=N, save_dir=str(tmp_path),
+                device="cpu", proj_dim=128, use_half_precision=False, projector_seed=5,
+                lambda_reg=0.0)
+    for m, model in enumerate(models):
+        tr.load_checkpoint(model.state_dict(), model_id=m)
+        for a in range(0, N, 40):
+            tr.featurize(batch=(train[a:a + 40], tmask[a:a + 40]), num_samples=40)
+    tr.finalize_features()
+    for m, model in enumerate(models):
+        tr.start_scoring_checkpoint(exp_name="t", checkpoint=model.state_dict(), model_id=m,
+                                    num_targets=T)
+        tr.score(batch=(targets, torch.ones(T, L - 1)), num_samples=T)
+    theirs = np.asarray(tr.finalize_scores(exp_name="t"))
+
+    F, Q, G = [], [], []
+    for m, model in enumerate(models):
+        n_params = sum(p.numel() for p in model.parameters())
+        proj = Projector(Projection(n_params, 128, seed=5, model_id=m))
+        f, q = lm_features(model, list(train.numpy()), proj)
+        g, _ = lm_features(model, list(targets.numpy()), proj)
+        F.append(f)
+        Q.append(q)
+        G.append(g)
+    ours = trak_scores(F, G, Q, compat=True)
+    assert ours.shape == theirs.shape == (N, T)
+    rel = np.abs(ours - theirs).max() / np.abs(theirs).max()
+    assert rel < 1e-5, rel
+    # the mean over targets first (one query vector) = the mean of the per-target scores
+    mean_first = trak_scores(F, [g.mean(0) for g in G], Q, compat=True)
+    np.testing.assert_allclose(mean_first, ours.mean(1), rtol=1e-4, atol=1e-7)
+    # the float64 default ranks rows as traker does (one positive factor per model)
+    default = trak_scores(F, [g.mean(0) for g in G], Q)
+    from scipy.stats import spearmanr
+
+    assert spearmanr(default, theirs.mean(1)).statistic > 0.99
+
+
+def test_padding_never_changes_features():
+    model = _tiny_lm(0)
+    n_params = sum(p.numel() for p in model.parameters())
+    proj = Projector(Projection(n_params, 32, seed=0))
+    short, long_ = np.array([3, 9, 4, 7, 1]), np.arange(1, 12)
+    alone, q1 = lm_features(model, [short], proj)
+    both, q2 = lm_features(model, [short, long_], proj)
+    np.testing.assert_allclose(alone[0], both[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(q1[0], q2[0], rtol=1e-5)
+
+
+def test_lds_and_errors():
+    rng = np.random.default_rng(0)
+    masks = rng.random((30, 50)) < 0.5
+    scores = rng.normal(size=50)
+    lds, rho = linear_datamodeling_score(masks, scores, masks @ scores * 2 + 1)
+    assert lds == pytest.approx(1.0) and rho.shape == (1,)
+    lds, _ = linear_datamodeling_score(masks, scores, -(masks @ scores))
+    assert lds == pytest.approx(-1.0)
+    with pytest.raises(InputError):
+        trak_scores([], [], [])
+    with pytest.raises(InputError):
+        trak_scores([np.zeros((5, 3))], [np.ones(3)], [np.ones(5)])  # singular kernel
