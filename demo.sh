@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # make demo: every pipeline end to end on the miniworld, the way a user runs them from a shell.
 # Expects the world at $WORLD (make demo builds it) and the venv's python at $PY.
-# `bash demo.sh A` (or B, C) runs one pipeline's part alone. Every step records a fingerprint of
+# `bash demo.sh A` (or B, C, D) runs one pipeline's part alone. Every step records a fingerprint of
 # its inputs and flags, so a second run skips what is done: rm -rf $OUT to redo everything.
 # The figures the README quotes are written to $OUT/figures.md (with the world's corpus
 # digest), as printed here.
 set -euo pipefail
-PARTS=${1:-ABC}
+PARTS=${1:-ABCD}
 PY=${PY:-.venv/bin/python}
 WORLD=${WORLD:-data/world}
 OUT=${OUT:-data/demo}
@@ -149,8 +149,34 @@ fig "## C. Memorization taxonomy" "" "$(cat "$M/taxonomy.md")" ""
 mv "$PART_FIG" "$OUT/figures_C.md"
 echo "(C took $((SECONDS - C0))s)"
 fi
+if [[ $PARTS == *D* ]]; then
+echo
+echo "== D. Dataset selection: select_data (every method, two targets) -> eval_selection"
+D0=$SECONDS
+PART_FIG="$OUT/figures_D.md.tmp"; : > "$PART_FIG"
+D="$OUT/selection"
+# the first 4,096 stored instances are the candidates; each selection is 1,024 of them, and
+# random selections of 1x, 2x, 4x that many give the compute multipliers
+P=(--world "$WORLD" --pool_rows 4096 --work_dir "$D/work" $q)
+NSEL=1024
+for t in license mix; do
+  $PY select_data.py "${P[@]}" --method dsdm --target $t --n $NSEL --out "$D/dsdm_$t.npy"
+  $PY select_data.py "${P[@]}" --method dsir --target $t --n $NSEL --dsir_min_length 10 \
+      --out "$D/dsir_$t.npy"
+  $PY select_data.py "${P[@]}" --method classifier --target $t --n $NSEL \
+      --out "$D/classifier_$t.npy"
+done
+$PY select_data.py "${P[@]}" --method semdedup --n $NSEL --out "$D/semdedup.npy"
+$PY eval_selection.py --world "$WORLD" --pool_rows 4096 --target license mix \
+    --selections "$D"/dsdm_*.npy "$D"/dsir_*.npy "$D"/classifier_*.npy "$D/semdedup.npy" \
+    --random_budgets 1 2 4 --seeds 0 1 --output_dir "$D/eval" $q | tee "$D/eval.md"
+fig "## D. Dataset selection (pool: the first 4,096 instances; n = $NSEL; one epoch each)" "" \
+    "$(cat "$D/eval.md")" ""
+mv "$PART_FIG" "$OUT/figures_D.md"
+echo "(D took $((SECONDS - D0))s)"
+fi
 { printf '# make demo figures\n\nWorld: %s\n\n' "$DESCRIBE"
-  for p in A B C; do if [ -f "$OUT/figures_$p.md" ]; then cat "$OUT/figures_$p.md"; fi; done; } \
+  for p in A B C D; do if [ -f "$OUT/figures_$p.md" ]; then cat "$OUT/figures_$p.md"; fi; done; } \
     > "$FIG.tmp"
 mv "$FIG.tmp" "$FIG"
 echo "(demo finished in ${SECONDS}s; figures in $FIG)"

@@ -122,7 +122,7 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
                                          ranks=ranks, overwrite=overwrite, progress=progress,
                                          **score_opts)
         except _Waiting as w:
-            return {"status": "part", "report": "", "missing": w.result.missing}
+            return {"status": "part", "report": "", "missing": w.missing}
     if pool is not None and len(scores) != len(pool):
         raise InputError(scores_file or published_dir, f"{len(scores)} scores for a pool of "
                                                        f"{len(pool)} rows")

@@ -94,7 +94,9 @@ def method_scores(method: str, pool: CandidatePool, target: Target | None, *, se
         ident = execution.fingerprint("semdedup_embeddings", None,
                                       {"pool": pool.identity(), **emb_opts}).digest()[:16]
         emb = semdedup_embeddings(pool, out=work / "embeddings" / f"{ident}.npy", ranks=ranks,
-                                  **emb_opts)
+                                  progress=progress, overwrite=overwrite, **emb_opts)
+        if emb is None:  # this rank's share is done; the last rank merges and selects
+            raise _Waiting(None)
         k = options.get("n_clusters") or max(1, int(round(np.sqrt(len(pool) / 2))))
         s, info = semdedup_scores(emb, k, seed=options.get("kmeans_seed", 1234),
                                   **_pick(options, ("order", "niter")))
@@ -126,9 +128,10 @@ def method_scores(method: str, pool: CandidatePool, target: Target | None, *, se
 class _Waiting(Exception):
     """This rank finished its share of a sharded step; another rank (or --merge) merges."""
 
-    def __init__(self, result: execution.StepResult):
+    def __init__(self, result: execution.StepResult | None):
         super().__init__("waiting for other ranks")
         self.result = result
+        self.missing = result.missing if result is not None else []
 
 
 def _pick(options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
