@@ -134,14 +134,37 @@ def test_prior_correction_shifts_the_logit_only(toy):
     """balanced = fitted logit + log(n_neg / n_pos): same ranking, a constant logit shift."""
     target, pool, _ = toy
     pb = sc.classifier_scores(pool, target, seed=0, negatives=240, prior="balanced",
-                               n_bits=16)
+                               n_bits=16, crossfit=False)
     ps = sc.classifier_scores(pool, target, seed=0, negatives=240, prior="sample",
-                               n_bits=16)
+                               n_bits=16, crossfit=False)
     ok = (pb > 1e-4) & (pb < 1 - 1e-4) & (ps > 1e-4) & (ps < 1 - 1e-4)
     assert ok.sum() > 50
     d = logit(pb[ok].astype(np.float64)) - logit(ps[ok].astype(np.float64))
     np.testing.assert_allclose(d, np.log(240 / 60), atol=2e-3)
     np.testing.assert_array_equal(top_n(pb, 50), top_n(ps, 50))
+
+
+def test_crossfit_scores_negatives_out_of_fold(toy):
+    """A model scores its own label-0 rows low: the target-like pool rows drawn as negatives
+    score higher when each is scored by the fold model that never saw it."""
+    target, pool, is_code = toy
+    rows, _ = sc.sample_negatives(pool, 240, seed=0)
+    code_neg = rows[is_code[rows]]
+    assert len(code_neg) > 20
+    crossed = sc.classifier_scores(pool, target, seed=0, negatives=240, n_bits=16)
+    single = sc.classifier_scores(pool, target, seed=0, negatives=240, n_bits=16,
+                                  crossfit=False)
+    others = np.setdiff1d(np.arange(len(pool)), rows)
+    code_other = others[is_code[others]]
+    gap = lambda p: p[code_other].mean() - p[code_neg].mean()  # noqa: E731
+    # one fit scores its own code negatives below the unseen code rows (measured: 0.033 of
+    # p); cross-fitting closes most of that gap (measured: 0.0002)
+    assert gap(single) > 0.02 and abs(gap(crossed)) < gap(single) / 2, (gap(single),
+                                                                          gap(crossed))
+    # rows outside the sample rank alike either way (the two folds average to one model)
+    from scipy.stats import spearmanr
+
+    assert spearmanr(crossed[others], single[others]).statistic > 0.9
 
 
 def test_word_and_char_features_also_separate(toy):

@@ -120,7 +120,7 @@ def classifier_scores(pool: TextSource, target: TextSource, seed: int = 0,
                       negatives: int | None = None, block_rows: int = BLOCK_ROWS, *,
                       features: str = "word", backend: str = "sklearn", prior: str = "balanced",
                       n_bits: int = 18, C: float = 1.0, max_iter: int = 1000,
-                      progress: bool = False) -> np.ndarray:
+                      crossfit: bool = True, progress: bool = False) -> np.ndarray:
     """``p(target | x)`` for every pool row, float32 ``(len(pool),)``.
 
     Args:
@@ -143,6 +143,13 @@ def classifier_scores(pool: TextSource, target: TextSource, seed: int = 0,
             texts, the weaker C = 4 of the domain classifiers overfits rare n-grams; on the
             test's code-vs-prose toy the held-out AUC drops from 0.99 to 0.96) and its
             iterations.
+        crossfit: the sampled negatives are pool rows that are scored too, and a model
+            scores the rows it was trained on as label 0 lower (on a miniworld-sized pool
+            the negatives are a third of it, target-like ones among them); so two models are
+            fitted on the two halves of the negatives (alternate rows), each negative is
+            scored by the model that did not see it, and every other row by the mean of
+            the two models' logits. False: one fit on all negatives, as the published
+            filters do (their pools dwarf the sample).
     """
     n_pool, n_tgt = len(pool), len(target)
     if n_tgt == 0:
@@ -162,7 +169,7 @@ def classifier_scores(pool: TextSource, target: TextSource, seed: int = 0,
         raise InputError(None, f"negatives must be in [1, {n_pool}] (the pool size), "
                                f"got {negatives}")
     pos = list(target.texts(0, n_tgt))
-    _, neg = sample_negatives(pool, negatives, seed)
+    neg_rows, neg = sample_negatives(pool, negatives, seed)
     texts = pos + neg
     y = np.concatenate([np.ones(len(pos), np.int64), np.zeros(len(neg), np.int64)])
     shift = float(np.log(len(neg) / len(pos))) if prior == "balanced" else 0.0
@@ -179,16 +186,32 @@ def classifier_scores(pool: TextSource, target: TextSource, seed: int = 0,
             p = np.clip(ft.p_target(t), 1e-12, 1 - 1e-12)
             return expit(np.log(p) - np.log1p(-p) + shift)
     elif backend == "sklearn":
-        clf = (HashedWordNgramClassifier if features == "word" else HashedNgramClassifier)(
-            n_bits=n_bits, C=C, max_iter=max_iter)
-        clf.fit(texts, y, seed=seed)
+        kind = HashedWordNgramClassifier if features == "word" else HashedNgramClassifier
+        folds = (np.arange(len(neg)) % 2) if crossfit and len(neg) >= 2 else None
+
+        def fit(keep: np.ndarray):
+            texts_k = pos + [t for t, k in zip(neg, keep, strict=True) if k]
+            y_k = np.concatenate([np.ones(len(pos), np.int64),
+                                  np.zeros(int(keep.sum()), np.int64)])
+            clf = kind(n_bits=n_bits, C=C, max_iter=max_iter).fit(texts_k, y_k, seed=seed)
+            sh = float(np.log(keep.sum() / len(pos))) if prior == "balanced" else 0.0
+            return clf, sh
+
+        def logit(model, t: list[str]) -> np.ndarray:
+            clf, sh = model
+            z = clf.logits(t)  # [n, 2] = [0, logit of label 1]
+            return z[:, 1] - z[:, 0] + sh
+
+        if folds is None:
+            models = [fit(np.ones(len(neg), bool))]
+        else:
+            models = [fit(folds != k) for k in (0, 1)]  # model k never saw fold k
 
         def p_block(t: list[str]) -> np.ndarray:
-            z = clf.logits(t)  # [n, 2] = [0, logit of label 1]
-            return expit(z[:, 1] - z[:, 0] + shift)
+            return expit(np.mean([logit(m, t) for m in models], axis=0))
     else:
         raise InputError(None, f"unknown backend {backend!r} (sklearn, fasttext)")
-    del texts, pos, neg
+    del texts
 
     from anatomy.progress import progress as _progress
 
@@ -200,6 +223,11 @@ def classifier_scores(pool: TextSource, target: TextSource, seed: int = 0,
         if len(block) != b - a:
             raise InputError(None, f"the pool returned {len(block)} texts for rows [{a}, {b})")
         out[a:b] = p_block(list(block))
+    if backend == "sklearn" and folds is not None:
+        for k in (0, 1):
+            sel = folds == k
+            out[neg_rows[sel]] = expit(logit(models[k], [t for t, f in zip(
+                neg, sel, strict=True) if f]))
     log.info("classifier: %d target vs %d pool texts (%s, %s), %d pool rows scored, "
              "mean p(target) %.4f", n_tgt, negatives, backend, features, n_pool,
              float(out.mean()))

@@ -1,0 +1,143 @@
+"""Pipeline D end to end on the tiny miniworld, through the scripts' own ``main``.
+
+Independent checks: each selection against the contract (unique, in range, ordered by its
+score file where the rule is deterministic); the selected rows' categories against the
+world's per-token truth; DsDm's pool features with 2 ranks against 1 (bytes); the compute
+multiplier against a hand inversion of the log-linear fit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import eval_selection as eval_script
+import select_data as select_script
+from anatomy import io
+from anatomy.selection.evaluate import compute_multiplier
+
+ROWS, N = 384, 96
+DSDM = ["--proxies", "2", "--proj_dim", "128", "--proxy_d_model", "32", "--proxy_layers", "1",
+        "--proxy_epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def selections(tiny_world, tmp_path_factory):
+    d = tmp_path_factory.mktemp("selection")
+    base = ["--world", str(tiny_world), "--pool_rows", str(ROWS), "--n", str(N),
+            "--work_dir", str(d / "work"), "--quiet"]
+    runs = {"dsdm": ["--method", "dsdm", "--target", "license", *DSDM],
+            "dsir": ["--method", "dsir", "--target", "license", "--dsir_min_length", "5"],
+            "classifier": ["--method", "classifier", "--target", "license",
+                           "--classifier_rule", "topk"],
+            "semdedup": ["--method", "semdedup", "--semdedup_clusters", "8"],
+            "random": ["--method", "random"]}
+    for name, flags in runs.items():
+        assert select_script.main([*base, *flags, "--out", str(d / f"{name}.npy")]) == 0
+    return d, base
+
+
+def test_selections_follow_the_contract(selections, tiny_world, capsys):
+    d, base = selections
+    from anatomy.selection.pool import open_pool
+
+    pool = open_pool(tiny_world, rows=ROWS, cache_dir=d / "work" / "candidates")
+    cats = pool.categories
+    lic = pool.category_names.index("license")
+    for name in ("dsdm", "dsir", "classifier", "semdedup", "random"):
+        idx = io.load_npy(d / f"{name}.npy")
+        s = io.load_npy(d / f"{name}.scores.npy")
+        meta = io.read_json(d / f"{name}.json")
+        assert idx.dtype == np.int64 and len(idx) == N == meta["n"]
+        assert len(np.unique(idx)) == N and idx.min() >= 0 and idx.max() < ROWS
+        assert s.dtype == np.float32 and len(s) == ROWS
+        if name in ("dsdm", "classifier", "semdedup"):  # top-n: best first, nested
+            assert np.all(np.diff(s[idx]) <= 0)
+            assert meta["nested_across_n"]
+        if name == "random":
+            assert np.isnan(s).all()  # random defines no score
+        else:
+            assert np.isfinite(s[idx]).all()
+    # a license target pulls license rows in (the world's truth, per token)
+    base_share = float(np.mean(cats == lic))
+    for name in ("dsir", "classifier"):
+        share = float(np.mean(cats[io.load_npy(d / f"{name}.npy")] == lic))
+        assert share > 2 * base_share, (name, share, base_share)
+    # a rerun with the same flags is skipped; the bytes stay
+    before = (d / "dsir.npy").read_bytes()
+    capsys.readouterr()
+    assert select_script.main([*base, "--method", "dsir", "--target", "license",
+                               "--dsir_min_length", "5", "--out", str(d / "dsir.npy")]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (d / "dsir.npy").read_bytes() == before
+
+
+def test_dsdm_features_are_rank_independent(selections, tiny_world, tmp_path):
+    from anatomy import execution
+    from anatomy.selection.dsdm import DsdmConfig, pool_features
+    from anatomy.selection.pool import open_pool
+
+    d, _ = selections
+    pool = open_pool(tiny_world, rows=ROWS, cache_dir=d / "work" / "candidates")
+    proxies = sorted((d / "work" / "proxies").glob("*/proxy-*"))
+    assert len(proxies) == 2
+    cfg = DsdmConfig(proj_dim=128, rows_per_unit=128)
+    one = pool_features(pool, proxies, cfg, tmp_path / "one", progress=False)
+    assert one.final
+    for r in (0, 1):
+        res = pool_features(pool, proxies, cfg, tmp_path / "two",
+                            ranks=execution.Ranks(r, 2), progress=False)
+    assert res.final
+    for f in ("features-0.npy", "features-1.npy", "q-0.npy", "q-1.npy"):
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes()
+
+
+def test_eval_selection_table_and_multiplier(selections, tiny_world, capsys):
+    d, _ = selections
+    out = d / "eval"
+    argv = ["--world", str(tiny_world), "--pool_rows", str(ROWS), "--target", "license",
+            "--selections", str(d / "dsir.npy"), str(d / "semdedup.npy"),
+            "--random_budgets", "1", "2", "4", "--seeds", "0", "--output_dir", str(out),
+            "--d_model", "32", "--n_layers", "1", "--quiet"]
+    capsys.readouterr()
+    assert eval_script.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "target license" in table and "compute multiplier" in table
+    summary = json.loads((out / "summary.json").read_text())["license"]
+    assert [r["label"] for r in summary] == ["dsir (license)", "semdedup", "random x1",
+                                             "random x2", "random x4"]
+    rand = summary[2:]
+    assert [r["n"] for r in rand] == [N, 2 * N, 4 * N]
+    assert rand[2]["loss"] < rand[0]["loss"]  # more data, more compute: lower loss
+    # the multiplier inverts the least-squares line of loss on log2(budget)
+    b = np.log2([1, 2, 4])
+    slope, icpt = np.polyfit(b, [r["loss"] for r in rand], 1)
+    for r in summary[:2]:
+        assert r["multiplier"] == pytest.approx(2 ** ((r["loss"] - icpt) / slope), rel=1e-9)
+    assert compute_multiplier(rand[1]["loss"], [1, 2, 4], [r["loss"] for r in rand])[0] > 0
+    assert (out / "plot.png").stat().st_size > 1000
+    res = io.read_json(out / "results.json")
+    assert len(res["runs"]) == 5 and all(r["train"]["steps"] >= 6 for r in res["runs"])
+
+
+def test_bad_inputs_are_one_clear_error(selections, tiny_world, tmp_path, capsys):
+    d, base = selections
+    from anatomy.io import InputError
+
+    with pytest.raises(InputError, match="more than"):
+        select_script.main([*base[:4], "--n", str(ROWS + 1), "--method", "random",
+                            "--out", str(tmp_path / "r.npy")])
+    with pytest.raises(InputError, match="untargeted"):
+        select_script.main([*base, "--method", "random", "--target", "license",
+                            "--out", str(tmp_path / "r.npy")])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(InputError):
+        select_script.main([*base, "--method", "dsir", "--target", str(empty),
+                            "--out", str(tmp_path / "e.npy")])
+    with pytest.raises(InputError, match="needs a --target|targeted"):
+        select_script.main([*base, "--method", "dsir", "--out", str(tmp_path / "e.npy")])
+    with pytest.raises(SystemExit):
+        select_script.main([*base, "--method", "bm25", "--out", str(tmp_path / "e.npy")])
+    assert not list(tmp_path.glob("*.npy"))
