@@ -265,20 +265,38 @@ def pool_features(pool: CandidatePool, models: Sequence[PathLike], cfg: DsdmConf
 def target_queries(models: Sequence[PathLike], target: Target, cfg: DsdmConfig, tokenizer,
                    seq_len: int) -> list[np.ndarray]:
     """Per model the target query: each group's mean projected gradient, the groups averaged
-    (features are linear in the gradient, so this equals averaging the per-target scores)."""
-    from anatomy.execution import single_threaded_torch
+    (features are linear in the gradient, so this equals averaging the per-target scores).
+
+    Batches of ``cfg.batch_size`` documents are the units, computed one torch thread each and
+    as many at once as the host has cores (the pool's units' discipline), summed in a fixed
+    order: the bytes depend neither on the ranks nor on the cores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from anatomy.execution import host_cores, single_threaded_torch
 
     mods = _Models(models, cfg)
     docs = {g: tokenize_docs(tokenizer, t, seq_len) for g, t in target.groups.items()}
     for g, d in docs.items():
         if not d:
             raise InputError(None, f"target group {g!r} has no document of 2+ tokens")
+    B = cfg.batch_size
+    units = [(m, g, a) for m in range(len(mods.paths)) for g in docs
+             for a in range(0, len(docs[g]), B)]
+
+    def one(u: tuple[int, str, int]) -> np.ndarray:
+        m, g, a = u
+        return mods.features(m, docs[g][a:a + B])[0].astype(np.float64).sum(0)
+
+    with single_threaded_torch(), ThreadPoolExecutor(max(1, host_cores())) as pool:
+        sums = list(pool.map(one, units))  # ordered by model, so one projector at a time
     out = []
-    with single_threaded_torch():  # the same bits as the pool's units (one thread each)
-        for m in range(len(mods.paths)):
-            means = [mods.features(m, d)[0].astype(np.float64).mean(0) for d in docs.values()]
-            out.append(np.mean(means, axis=0))
-            mods.projectors.clear()
+    for m in range(len(mods.paths)):
+        means = []
+        for g in docs:
+            parts = [s for (mm, gg, _), s in zip(units, sums, strict=True)
+                     if mm == m and gg == g]
+            means.append(np.sum(parts, axis=0) / len(docs[g]))
+        out.append(np.mean(means, axis=0))
     return out
 
 

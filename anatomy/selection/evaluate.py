@@ -51,6 +51,8 @@ class Selection:
 def read_selection(path: PathLike) -> Selection:
     """A ``select_data.py`` output: ``F.npy`` and its sidecar ``F.json``."""
     p = io.require_file(path, "selection")
+    if str(p).endswith(".scores.npy"):
+        raise InputError(p, "this is a selection's score file: give the indices file beside it")
     idx = io.load_npy(p)
     if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
         raise InputError(p, f"a selection is a 1-D integer array, got {idx.dtype} {idx.shape}")
