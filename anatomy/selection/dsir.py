@@ -30,13 +30,31 @@ The details follow the released package, ``data-selection`` 1.0.3 (p-lambda/dsir
 Two featurisations: ``mode="compat"`` reproduces the package bit for bit (same buckets, same
 float64 weights, which equal the package's cached ``log_importance_weights`` as float32);
 ``mode="fast"`` finds the same tokens vectorised (numpy on the UTF-32 code points and a
-character-class table built from the same regex engine) and replaces sha256 with a 64-bit
-polynomial hash (:func:`fast_token_hash`), ~20x faster than the package end to end on one
-core. Its buckets differ from the package's, and at 10,000 buckets the collisions alone
-make two hash functions disagree: Spearman 0.82-0.88 between fast and compat weights on the
-benchmark's pools, as between sha256 and a salted sha256 (0.85-0.87), with 70-93% of the
-top 10% shared; at 100,000 buckets 0.97 (``benchmarks/bench_dsir.py``). Use compat where the
-package's exact selection matters.
+character-class table built from the same regex engine), then buckets them with ``hash``:
+
+- ``"sha256"`` (default): the package's bucket function, each distinct n-gram hashed once.
+  Every occurrence is keyed by its vectorised 64-bit fast64 hash and looked up in a bounded
+  numpy hash table (:class:`BucketCache`: 2^22 entries, at most 128 MiB, least used half
+  evicted when full); the n-grams not there are built (space-joined utf-8, vectorised) and
+  hashed with sha256 in one Python loop. The buckets, counts and log ratios are the
+  package's bit for bit (barring a 64-bit key collision in the cache, ~5e-7 for a full
+  one) and the weights equal to float32 rounding: Spearman 1.0000 against the package,
+  float32-identical weights on the benchmark. Speed: 11-13x the package end to end on one
+  core (``benchmarks/bench_dsir.py``: 4 MB of stdlib source on a shared 2-CPU machine, two
+  runs: 12.7x and 11.2x), 3.7x compat. Its floor is the ~0.7 us a sha256 call costs from
+  Python, for 222k distinct n-grams there (about a third of the time), plus the lookups; on
+  a pool with far more distinct n-grams than the cache they are hashed again in each pass
+  (the benchmark's row with a 65,536-entry cache: 2.4x the hashing, 4-5x the package).
+- ``"fast64"``: a 64-bit polynomial hash (:func:`fast_token_hash`, seeded by ``hash_seed``),
+  35-38x the package, but other buckets, and at 10,000 buckets the collisions alone make
+  two hash functions disagree: Spearman 0.8777 with the package on the benchmark (0.82-0.88
+  on other pools), as between two seeds of fast64 (0.8770), with 72% of the top 10% shared;
+  at 100,000 buckets 0.975.
+
+The project's goal, >= 15x the package with Spearman >= 0.9 against it, is met by neither:
+no hash but sha256 can pass 0.9 at 10,000 buckets, and sha256 from Python stops short of
+15x. The default is ``"sha256"`` (the package's selection, still several times compat's
+speed); take ``"fast64"`` where throughput matters more than agreeing with the package.
 
 Large pools: both pool passes are map steps over fixed blocks of ``block_rows`` rows
 (:mod:`anatomy.execution`): pass 1 sums bucket counts (exact int64; its merge applies the
@@ -64,6 +82,7 @@ from anatomy.io import InputError, PathLike, atomic_npy, load_npy
 from anatomy.selection.pool import TextSource
 
 MODES = ("fast", "compat")
+HASHES = ("sha256", "fast64")  # fast mode's bucket functions: the package's, or a 64-bit one
 NUM_BUCKETS = 10_000
 BLOCK_ROWS = 4096  # pool rows per unit (a unit's result is one part file)
 BATCH_SIZE = 1024  # target rows featurised at a time
@@ -77,6 +96,9 @@ WORDPUNCT = r"\w+|[^\w\s]+"  # nltk.tokenize.WordPunctTokenizer's pattern
 _BATCH_CHARS = 1 << 18
 # compat mode memoises bucket ids of n-gram strings (sha256 dominates); cleared when full
 _MEMO_MAX = 2_000_000
+# fast mode's sha256 buckets: the most distinct n-grams its cache holds (BucketCache)
+CACHE_ENTRIES = 1 << 22
+_TAIL = 64  # BucketCache: spare slots after the last home slot (probes do not wrap)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,12 +268,16 @@ def fast_tokens(text: str, engine: str | None = None) -> list[str]:
 
 
 def _fast_ngrams(texts: list[str], num_buckets: int, ngrams: int, classes: np.ndarray,
-                 hash_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, buckets) of every n-gram occurrence of ``texts`` (one batch), vectorised."""
+                 hash_seed: int = 0, cache: BucketCache | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, buckets) of every n-gram occurrence of ``texts`` (one batch), vectorised:
+    fast64 buckets (``hash % num_buckets``) without ``cache``, else sha256 buckets through
+    it (the fast64 hashes, seed 0, are then the cache's keys)."""
     low = [t.lower() for t in texts]
     lens = np.fromiter(map(len, low), dtype=np.int64, count=len(low))
     # "\n" between texts: whitespace in both engines, so no token spans two texts
-    cp = _code_points("\n".join(low))
+    joined = "\n".join(low)
+    cp = _code_points(joined)
     n = len(cp)
     empty = np.zeros(0, dtype=np.int64)
     if n == 0:
@@ -272,8 +298,7 @@ def _fast_ngrams(texts: list[str], num_buckets: int, ngrams: int, classes: np.nd
     # each token's text: texts' token counts from where their starts fall among the tokens
     per_doc = np.diff(np.searchsorted(s, starts), append=len(s))
     doc = np.repeat(np.arange(len(low), dtype=np.int64), per_doc)
-    nb = _U(num_buckets)
-    rows, buckets = [doc], [(h % nb).astype(np.int64)]
+    rows, keys, firsts = [doc], [h], [None]
     g = h
     for k in range(2, ngrams + 1):
         if len(h) < k:
@@ -281,8 +306,295 @@ def _fast_ngrams(texts: list[str], num_buckets: int, ngrams: int, classes: np.nd
         g = _fmix64(g[:-1] * _U(_NGRAM_MULT) + h[k - 1:] + _U(_NGRAM_ADD))
         same = doc[: len(g)] == doc[k - 1:]  # the k-gram lies inside one text
         rows.append(doc[: len(g)][same])
-        buckets.append((g[same] % nb).astype(np.int64))
-    return np.concatenate(rows), np.concatenate(buckets)
+        keys.append(g[same])
+        firsts.append(same)
+    if cache is None:
+        nb = _U(num_buckets)
+        return np.concatenate(rows), np.concatenate([(x % nb).astype(np.int64) for x in keys])
+    key = np.concatenate(keys)
+    key[key == 0] = 1  # 0 marks the cache's empty slots
+    offsets = np.cumsum([0] + [len(x) for x in keys])
+
+    def hash_new(occ: np.ndarray) -> np.ndarray:
+        # these occurrences' n-grams: their order and first token, then sha256
+        block = np.searchsorted(offsets, occ, side="right") - 1
+        tok0 = occ - offsets[block]
+        for j in range(1, len(keys)):
+            at = np.flatnonzero(block == j)
+            if len(at):
+                tok0[at] = np.flatnonzero(firsts[j])[tok0[at]]
+        return _digest_buckets(_ngram_digests(joined, cp, s, e, tok0, block + 1), num_buckets)
+
+    return np.concatenate(rows), cache.buckets(key, hash_new)
+
+
+def _ngram_digests(joined: str, cp: np.ndarray, s: np.ndarray, e: np.ndarray,
+                   tok0: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The sha256 digests, ``(len(tok0), 32)`` uint8, of the n-grams of ``order`` tokens from
+    token ``tok0`` (the tokens [s, e) of ``joined``, space-joined as the package joins
+    them). An n-gram whose tokens stand one space apart in the text is a slice of its utf-8
+    bytes; the others are built vectorised in one buffer; then one sha256 a slice. A lone
+    surrogate passes (as its 3 WTF-8 bytes; the package's sha256 of it would raise)."""
+    raw = joined.encode("utf-8", "surrogatepass")
+    if len(raw) == len(cp):  # ASCII: byte offsets are character offsets
+        bs, be = s, e
+    else:  # add the extra bytes of the (few) non-ASCII characters before each offset
+        big = np.flatnonzero(cp >= 0x80)
+        extra = np.zeros(len(big) + 1, dtype=np.int64)
+        np.cumsum(1 + (cp[big] >= 0x800).astype(np.int64) + (cp[big] >= 0x10000),
+                  out=extra[1:])
+        bs = s + extra[np.searchsorted(big, s)]
+        be = e + extra[np.searchsorted(big, e)]
+    ub = np.frombuffer(raw + b"\x00", dtype=np.uint8)
+    order = order.astype(np.int64)
+    last = tok0 + order - 1
+    # a gap of one space between consecutive tokens; an n-gram is contiguous without others
+    other = np.zeros(len(s) + 1, dtype=np.int64)
+    np.cumsum((bs[1:] != be[:-1] + 1) | (ub[be[:-1]] != 32), out=other[2:])
+    inline = other[last + 1] - other[tok0 + 1] == 0
+    out = np.empty((len(tok0), 32), dtype=np.uint8)
+    sha = _sha256
+    one = np.flatnonzero(inline)
+    if len(one):
+        a, b = bs[tok0[one]].tolist(), be[last[one]].tolist()
+        out[one] = np.frombuffer(b"".join([sha(raw[i:j]).digest()
+                                           for i, j in zip(a, b, strict=True)]),
+                                 dtype=np.uint8).reshape(-1, 32)
+    rest = np.flatnonzero(~inline)
+    if len(rest):
+        # their tokens in turn, each followed by a space (the last one dropped)
+        k = order[rest]
+        ends = np.cumsum(k)
+        tok = np.repeat(tok0[rest] - (ends - k), k) + np.arange(int(ends[-1]))
+        tb, tl = bs[tok], be[tok] - bs[tok]
+        pos = np.zeros(len(tok) + 1, dtype=np.int64)
+        np.cumsum(tl + 1, out=pos[1:])
+        buf = ub[np.repeat(tb - pos[:-1], tl + 1) + np.arange(int(pos[-1]))]
+        buf[pos[1:] - 1] = 32  # " "
+        data = buf.tobytes()
+        a, b = pos[ends - k].tolist(), (pos[ends] - 1).tolist()
+        out[rest] = np.frombuffer(b"".join([sha(data[i:j]).digest()
+                                            for i, j in zip(a, b, strict=True)]),
+                                  dtype=np.uint8).reshape(-1, 32)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# sha256 buckets in fast mode: hashed once per distinct n-gram, then looked up
+
+
+def _sha256_new():
+    """The fastest sha256 constructor here for short messages: CPython's own (``_sha256`` in
+    3.11, ``_sha2`` later; no OpenSSL context per call, ~1.5x faster), else hashlib's."""
+    import importlib
+
+    for name in ("_sha2", "_sha256"):
+        with contextlib.suppress(ImportError, AttributeError):
+            f = importlib.import_module(name).sha256
+            if f(b"dsir").digest() == hashlib.sha256(b"dsir").digest():
+                return f
+    return hashlib.sha256
+
+
+_sha256 = _sha256_new()
+
+
+def sha256_buckets(grams: list[bytes], num_buckets: int) -> np.ndarray:
+    """``int(sha256(g).hexdigest(), 16) % num_buckets`` of each (utf-8) n-gram, int64."""
+    sha = _sha256
+    return _digest_buckets(b"".join([sha(g).digest() for g in grams]), num_buckets)
+
+
+def _digest_buckets(digests: bytes | np.ndarray, num_buckets: int) -> np.ndarray:
+    """32-byte digests (concatenated, or rows of a uint8 array) as big-endian integers mod
+    ``num_buckets``, vectorised on their eight 32-bit words."""
+    d = np.ascontiguousarray(np.frombuffer(digests, dtype=np.uint8) if isinstance(digests, bytes)
+                             else digests).reshape(-1, 32)
+    nb = int(num_buckets)
+    if nb > 1 << 32:  # r * 2^32 + word would pass 2^64: Python integers
+        return np.array([int.from_bytes(row.tobytes(), "big") % nb for row in d],
+                        dtype=np.int64)
+    words = d.view(">u4").astype(np.uint64)
+    m = _U(nb)
+    if nb < 1 << 29:  # sum_j word_j * (2^(32 (7 - j)) mod nb) < 8 * 2^32 * nb < 2^64
+        r = np.zeros(len(words), dtype=np.uint64)
+        for j in range(8):
+            r += words[:, j] * _U(pow(2, 32 * (7 - j), nb))
+        return (r % m).astype(np.int64)
+    r = np.zeros(len(words), dtype=np.uint64)
+    for j in range(8):  # Horner: r < nb <= 2^32, so r * 2^32 + word < 2^64
+        r = ((r << _U(32)) | words[:, j]) % m
+    return r.astype(np.int64)
+
+
+class BucketCache:
+    """n-gram -> sha256 bucket for fast mode: an open-addressing hash table in numpy (linear
+    probing, read and filled vectorised a batch at a time) keyed by the n-gram's 64-bit
+    fast64 hash (:func:`fast_ngram_hash`, seed 0; 0 marks an empty slot, so a key of 0 is
+    stored as 1). A slot is 16 bytes, one uint64 the key and one the bucket (low 32 bits)
+    and a use count (high 32), so that a lookup reads one cache line.
+
+    Bounded memory: it starts at 2^20 slots (16 MiB) and doubles to stay at most a quarter
+    full (short probes), up to ``2 * max_entries`` slots (rounded up to a power of two,
+    then up to half full): 128 MiB at the default :data:`CACHE_ENTRIES` (2^22 entries,
+    ~4.2M distinct n-grams). A full table keeps the ``max_entries // 2`` most used
+    entries (uses counted on every 8th occurrence, once a batch; the counts are halved at
+    each eviction: an aging least-frequently-used rule) and drops the rest,
+    hashed again when they come back. Probe sequences do not wrap round: a key with no
+    empty slot up to the :data:`_TAIL` spare slots at the end is hashed but not stored.
+
+    Two different n-grams with the same 64-bit key would share a bucket (the first one's):
+    among n distinct n-grams in the table that has probability ~n^2 / 2^65 under a random
+    hash, 5e-7 for a full table of 2^22.
+    """
+
+    _LOW = _U(0xFFFFFFFF)
+    _USE = _U(1 << 32)
+
+    def __init__(self, num_buckets: int, max_entries: int | None = None):
+        max_entries = CACHE_ENTRIES if max_entries is None else max_entries
+        if not _whole(max_entries, 2):
+            raise InputError(None, f"cache_entries must be an integer >= 2, got "
+                                   f"{max_entries!r}")
+        if num_buckets > 1 << 32:
+            raise InputError(None, "fast mode's sha256 buckets must be at most 2^32 "
+                                   f"(num_buckets {num_buckets}); use hash 'fast64'")
+        self.num_buckets, self.max_entries = int(num_buckets), int(max_entries)
+        self.max_slots = 1 << (2 * self.max_entries - 1).bit_length()
+        self.n = 0  # entries stored
+        self.hashed = self.evictions = self.unstored = 0  # statistics
+        self._alloc(min(1 << 20, self.max_slots))
+
+    def _alloc(self, slots: int) -> None:
+        self.slots = slots
+        self.table = np.zeros(2 * (slots + _TAIL), dtype=np.uint64)  # key, value, key, ...
+        self._shift = _U(64 - (slots.bit_length() - 1))  # home slot: the key's top bits
+
+    def __len__(self) -> int:
+        return self.n
+
+    def stats(self) -> dict[str, Any]:
+        """Entries now, distinct n-grams hashed so far (again after an eviction), evictions,
+        hashed ones not stored (no slot), the table's MiB."""
+        return {"entries": self.n, "hashed": self.hashed, "evictions": self.evictions,
+                "unstored": self.unstored, "mib": self.table.nbytes / 2**20}
+
+    def buckets(self, keys: np.ndarray, hash_new: Callable[[np.ndarray], np.ndarray]
+                ) -> np.ndarray:
+        """The bucket (int64) of each key (uint64, none 0). For the keys not in the table,
+        ``hash_new(i)`` gives the buckets of ``keys[i]`` (one index ``i`` a distinct key),
+        which are stored."""
+        # a slot (key, value) read as one 16-byte item: one gather, one cache line
+        slot = (keys >> self._shift).view(np.int64)
+        got = self.table.view(np.complex128)[slot].view(np.uint64).reshape(-1, 2)
+        home = got[:, 0] == keys
+        out = (got[:, 1] & self._LOW).view(np.int64)
+        self.table[2 * slot[::8][home[::8]] + 1] += self._USE  # uses: every 8th occurrence
+        miss = self._probe(keys, np.flatnonzero(~home), slot, got[:, 0], out)
+        if len(miss):
+            # the distinct missing keys, one occurrence of each, and which one each miss is
+            k = keys[miss]
+            order = np.argsort(k)
+            sk = k[order]
+            head = np.empty(len(k), dtype=bool)
+            head[0] = True
+            np.not_equal(sk[1:], sk[:-1], out=head[1:])
+            which = np.empty(len(k), dtype=np.intp)
+            which[order] = np.cumsum(head) - 1
+            new = np.asarray(hash_new(miss[order[head]]), dtype=np.int64)
+            self.hashed += len(new)
+            self._insert(sk[head], new)
+            out[miss] = new[which]
+        return out
+
+    def _probe(self, keys: np.ndarray, todo: np.ndarray, slot: np.ndarray,
+               at_home: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Look for ``keys[todo]`` past their home slots (``slot``, holding ``at_home``), 8
+        slots at a time, their buckets into ``out``; returns the indices of those not in the
+        table (ascending)."""
+        tc = self.table.view(np.complex128)
+        last = len(tc) - 1
+        occupied = at_home[todo] != 0
+        absent = [todo[~occupied]]  # an empty home slot: not in the table
+        todo = todo[occupied]
+        k, s = keys[todo], slot[todo]
+        step = np.arange(1, 9)
+        while len(todo):
+            win = np.minimum(s[:, None] + step, last)
+            found = tc[win].view(np.uint64).reshape(len(win), 8, 2)
+            # one bool a slot, 8 of them one uint64: which one matched, any empty
+            eq = (found[:, :, 0] == k[:, None]).view(np.uint64).ravel()
+            hit = np.flatnonzero(eq)
+            if len(hit):
+                m = eq[hit]  # (at the end of the table the window repeats the last slot)
+                m &= ~m + _U(1)  # its lowest set byte: the first match
+                way = ((m * _U(0x0001020304050607)) >> _U(56)).astype(np.intp)
+                out[todo[hit]] = (found[hit, way, 1] & self._LOW).view(np.int64)
+                sample = todo[hit] % 8 == 0  # the same sample of uses
+                self.table[2 * win[hit, way][sample] + 1] += self._USE
+            empty = (found[:, :, 0] == 0).view(np.uint64).ravel() != 0
+            gone = (eq == 0) & (empty | (s >= last - 8))
+            absent.append(todo[gone])
+            live = (eq == 0) & ~gone
+            todo, k, s = todo[live], k[live], s[live] + 8
+        return np.sort(np.concatenate(absent))
+
+    def _insert(self, keys: np.ndarray, buckets: np.ndarray) -> None:
+        """Store distinct keys not in the table (as many as there is room for), each in the
+        first empty slot from its home."""
+        if self.n + len(keys) > self.max_entries or \
+                (4 * (self.n + len(keys)) > self.slots and self.slots < self.max_slots):
+            self._rebuild(len(keys))
+        keys = keys[: self.max_entries - self.n]
+        vals = buckets[: len(keys)].astype(np.uint64) | self._USE
+        t, last = self.table, len(self.table) - 2
+        at = (keys >> self._shift).astype(np.intp) * 2
+        todo = np.arange(len(keys))
+        while len(todo):
+            a = at[todo]
+            free = np.flatnonzero(t[a] == 0)
+            cand, ca = todo[free], a[free]
+            t[ca] = keys[cand]  # several keys may claim one slot: one of them gets it
+            won = t[ca] == keys[cand]
+            t[ca[won] + 1] = vals[cand[won]]
+            self.n += int(won.sum())
+            lost = np.ones(len(todo), dtype=bool)
+            lost[free[won]] = False
+            todo = todo[lost]
+            at[todo] += 2  # the slots they saw are all taken now
+            past = at[todo] > last
+            if past.any():  # no empty slot before the end: not stored
+                self.unstored += int(past.sum())
+                todo = todo[~past]
+
+    def _rebuild(self, extra: int) -> None:
+        """Grow the table for ``extra`` more entries; past ``max_entries``, first evict all
+        but the most used half."""
+        t = self.table
+        occupied = np.flatnonzero(t[0::2])
+        keys, vals = t[2 * occupied], t[2 * occupied + 1]
+        if len(keys) + extra > self.max_entries:
+            keep = self.max_entries // 2
+            if len(keys) > keep:
+                top = np.argpartition(vals >> _U(32), len(keys) - keep)[len(keys) - keep:]
+                keys, vals = keys[top], vals[top]
+            vals = (vals & self._LOW) | ((vals >> _U(33)) << _U(32))  # counts halved
+            self.evictions += 1
+        want = len(keys) + min(extra, self.max_entries - len(keys))
+        slots = self.slots
+        while 4 * want > slots and slots < self.max_slots:
+            slots *= 2
+        self._alloc(slots)
+        # into the empty table in order of home slot: each to max(home, previous one + 1)
+        home = (keys >> self._shift).astype(np.intp)
+        order = np.argsort(home, kind="stable")
+        i = np.arange(len(keys))
+        pos = i + np.maximum.accumulate(home[order] - i) if len(keys) else i
+        fits = pos < slots + _TAIL
+        self.table[2 * pos[fits]] = keys[order[fits]]
+        self.table[2 * pos[fits] + 1] = vals[order[fits]]
+        self.n = int(fits.sum())
+        self.unstored += len(keys) - self.n
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,7 +614,7 @@ class _Sha256Buckets:
         for g in grams:
             b = memo.get(g)
             if b is None:
-                b = int.from_bytes(hashlib.sha256(g.encode("utf-8")).digest(), "big") % nb
+                b = int.from_bytes(_sha256(g.encode("utf-8")).digest(), "big") % nb
                 if len(memo) >= _MEMO_MAX:
                     memo.clear()
                 memo[g] = b
@@ -338,21 +650,26 @@ def _compat_ngrams(texts: list[str], hasher: _Sha256Buckets, ngrams: int, engine
 
 class Featurizer:
     """Hashed n-gram occurrences of texts in one of the two modes (see the module doc);
-    ``engine`` is the tokeniser's regex engine (default :func:`wordpunct_engine`)."""
+    ``engine`` is the tokeniser's regex engine (default :func:`wordpunct_engine`), ``hash``
+    fast mode's bucket function (``"sha256"``, the package's, through a :class:`BucketCache`
+    of ``cache_entries`` entries, or ``"fast64"``, seeded by ``hash_seed``)."""
 
     def __init__(self, mode: str = "fast", num_buckets: int = NUM_BUCKETS, ngrams: int = 2,
-                 engine: str | None = None, hash_seed: int = 0):
-        check_params(mode, num_buckets, ngrams, hash_seed)
+                 engine: str | None = None, hash_seed: int = 0, hash: str = "sha256", *,
+                 cache_entries: int | None = None):
+        check_params(mode, num_buckets, ngrams, hash_seed, hash)
         self.mode, self.num_buckets, self.ngrams = mode, int(num_buckets), int(ngrams)
-        self.hash_seed = int(hash_seed)
+        self.hash_seed, self.hash = int(hash_seed), hash
         self.engine = engine or wordpunct_engine()
         _regex_module(self.engine)  # a clear error for an unknown engine
         self._sha = _Sha256Buckets(self.num_buckets) if mode == "compat" else None
+        self.cache = (BucketCache(self.num_buckets, cache_entries)
+                      if mode == "fast" and hash == "sha256" else None)
 
     def spec(self) -> dict[str, Any]:
         """What decides the features (recorded in fingerprints and fitted models)."""
         return {"mode": self.mode, "num_buckets": self.num_buckets, "ngrams": self.ngrams,
-                "engine": self.engine, "hash_seed": self.hash_seed}
+                "engine": self.engine, "hash_seed": self.hash_seed, "hash": self.hash}
 
     def occurrences(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(rows, buckets): one entry per n-gram occurrence (int64, rows in [0, len))."""
@@ -362,7 +679,7 @@ class Featurizer:
         rows, buckets = [], []
         for a, b in _char_batches(texts, _BATCH_CHARS):
             r, k = _fast_ngrams(texts[a:b], self.num_buckets, self.ngrams, classes,
-                                self.hash_seed)
+                                self.hash_seed, self.cache)
             rows.append(r + a)
             buckets.append(k)
         if not rows:
@@ -409,13 +726,21 @@ def _whole(v: Any, minimum: int) -> bool:
     return isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= minimum
 
 
-def check_params(mode: str, num_buckets: int, ngrams: int, hash_seed: int = 0) -> None:
+def check_params(mode: str, num_buckets: int, ngrams: int, hash_seed: int = 0,
+                 hash: str = "sha256") -> None:
     if mode not in MODES:
         raise InputError(None, f"unknown DSIR mode {mode!r}: choose one of {', '.join(MODES)}")
+    if hash not in HASHES:
+        raise InputError(None, f"unknown DSIR hash {hash!r}: choose one of {', '.join(HASHES)}")
+    if hash != "sha256" and mode == "compat":
+        raise InputError(None, f"hash {hash!r} is for mode 'fast': compat hashes as the "
+                               "package (sha256)")
     if not _whole(hash_seed, 0):
         raise InputError(None, f"hash_seed must be a non-negative integer, got {hash_seed!r}")
     if hash_seed and mode == "compat":
         raise InputError(None, "hash_seed is for mode 'fast': compat hashes as the package")
+    if hash_seed and hash != "fast64":
+        raise InputError(None, "hash_seed is for hash 'fast64': sha256 has no seed")
     if not _whole(num_buckets, 1):
         raise InputError(None, f"num_buckets must be a positive integer, got {num_buckets!r}")
     if not _whole(ngrams, 1):
@@ -423,16 +748,17 @@ def check_params(mode: str, num_buckets: int, ngrams: int, hash_seed: int = 0) -
 
 
 def dsir_features(texts: list[str], mode: str = "fast", num_buckets: int = NUM_BUCKETS,
-                  ngrams: int = 2, *, engine: str | None = None, hash_seed: int = 0
-                  ) -> sp.csr_matrix:
+                  ngrams: int = 2, *, engine: str | None = None, hash_seed: int = 0,
+                  hash: str = "sha256") -> sp.csr_matrix:
     """Hashed n-gram counts, CSR int64 of shape ``(len(texts), num_buckets)``.
 
     ``mode="compat"``: the package's ``get_ngram_counts`` row for row. ``mode="fast"``: the
-    same tokens, the buckets of :func:`fast_token_hash`. The package's length estimate of
-    row i is :func:`example_lengths` of ``X.sum(1)``.
+    same tokens, and with ``hash="sha256"`` the same buckets; with ``hash="fast64"`` the
+    buckets of :func:`fast_ngram_hash`. The package's length estimate of row i is
+    :func:`example_lengths` of ``X.sum(1)``.
     """
     texts = list(texts)
-    feat = Featurizer(mode, num_buckets, ngrams, engine, hash_seed)
+    feat = Featurizer(mode, num_buckets, ngrams, engine, hash_seed, hash)
     rows, buckets = feat.occurrences(texts)
     X = sp.coo_matrix((np.ones(len(rows), dtype=np.int64), (rows, buckets)),
                       shape=(len(texts), feat.num_buckets))
@@ -479,6 +805,13 @@ class DsirModel:
     def featurizer(self) -> Featurizer:
         return Featurizer(**self.features)
 
+    @staticmethod
+    def _features(f: Mapping[str, Any]) -> dict[str, Any]:
+        """Models saved before ``hash`` existed hashed fast mode with fast64."""
+        f = dict(f)
+        f.setdefault("hash", "fast64" if f.get("mode") == "fast" else "sha256")
+        return f
+
     def to_payload(self) -> dict[str, Any]:
         return {"log_diff": self.log_diff, "raw_counts": self.raw_counts,
                 "target_counts": self.target_counts,
@@ -489,7 +822,7 @@ class DsirModel:
     def from_payload(cls, d: Mapping[str, Any]) -> DsirModel:
         m = d["meta"]
         return cls(np.asarray(d["log_diff"], np.float64), np.asarray(d["raw_counts"], np.int64),
-                   np.asarray(d["target_counts"], np.int64), dict(m["features"]),
+                   np.asarray(d["target_counts"], np.int64), cls._features(m["features"]),
                    float(m["laplace"]), dict(m.get("info") or {}))
 
 
@@ -644,8 +977,8 @@ class DsirWeightStep:
         return {"n": self.n_rows, "n_short": n_short, "n_scored": self.n_rows - n_short,
                 "min_example_length": self.min_example_length, "mode": self.feat.mode,
                 "buckets": self.feat.num_buckets, "ngrams": self.feat.ngrams,
-                "engine": self.feat.engine, "hash_seed": self.feat.hash_seed,
-                "mb": round(nbytes / 1e6, 6)}
+                "engine": self.feat.engine, "hash": self.feat.hash,
+                "hash_seed": self.feat.hash_seed, "mb": round(nbytes / 1e6, 6)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -672,7 +1005,8 @@ def fit_dsir(target: TextSource, pool: TextSource, mode: str = "fast",
              num_buckets: int = NUM_BUCKETS, ngrams: int = 2, laplace: float = 0.0,
              batch_size: int = BATCH_SIZE, *, num_tokens_to_fit: str | int | None = "auto",
              fit_rows: int | None = None, block_rows: int = BLOCK_ROWS,
-             engine: str | None = None, hash_seed: int = 0) -> DsirModel:
+             engine: str | None = None, hash_seed: int = 0, hash: str = "sha256"
+             ) -> DsirModel:
     """Fit p_tgt on every target row and p_raw on the pool, in one process.
 
     ``num_tokens_to_fit`` (the package's flag): p_raw uses the pool's rows in order until
@@ -680,11 +1014,12 @@ def fit_dsir(target: TextSource, pool: TextSource, mode: str = "fast",
     buckets, ~500M words; the crossing row is included); ``fit_rows`` bounds the rows read
     for it (default: all; on a large pool pass e.g. 1,000,000 so pass 1 does not read rows
     the budget never reaches). ``laplace``: a pseudo-count added to every target bucket.
-    ``engine``: the tokeniser's regex engine (:func:`wordpunct_engine`); ``hash_seed``
-    (fast mode): another hash function, to measure what the bucket collisions alone change.
+    ``engine``: the tokeniser's regex engine (:func:`wordpunct_engine`); ``hash`` (fast
+    mode): ``"sha256"``, the package's buckets, or ``"fast64"``, whose ``hash_seed`` gives
+    another hash function (to measure what the bucket collisions alone change).
     ``model.info`` records how many rows and n-grams each fit used.
     """
-    feat = Featurizer(mode, num_buckets, ngrams, engine, hash_seed)
+    feat = Featurizer(mode, num_buckets, ngrams, engine, hash_seed, hash)
     step = _count_step(target, pool, feat, laplace, batch_size, num_tokens_to_fit, fit_rows,
                        block_rows)
     execution.run_units(step)
@@ -722,7 +1057,7 @@ def dsir_scores(pool: TextSource, target: TextSource, mode: str = "fast",
                 num_buckets: int = NUM_BUCKETS, ngrams: int = 2, laplace: float = 0.0,
                 num_tokens_to_fit: str | int | None = "auto", fit_rows: int | None = None,
                 block_rows: int = BLOCK_ROWS, batch_size: int = BATCH_SIZE,
-                engine: str | None = None, hash_seed: int = 0,
+                engine: str | None = None, hash_seed: int = 0, hash: str = "sha256",
                 model: DsirModel | None = None,
                 ranks: execution.Ranks | None = None, output: PathLike | None = None,
                 pool_id: PathLike | None = None, target_id: PathLike | None = None,
@@ -738,7 +1073,7 @@ def dsir_scores(pool: TextSource, target: TextSource, mode: str = "fast",
 
     Without ``output``: both passes in this process (``execution.run_units``); ``model``
     (from :func:`fit_dsir`) skips pass 1 and brings its own features (``mode``,
-    ``num_buckets``, ``ngrams``, ``engine``, ``hash_seed`` are then ignored). With
+    ``num_buckets``, ``ngrams``, ``engine``, ``hash``, ``hash_seed`` are then ignored). With
     ``output`` (a ``.npy``): the passes run as ``ranks`` through
     :func:`anatomy.execution.run_step`, pass 1 writing
     ``OUTPUT.model.npz`` (the :class:`DsirModel`), both guarded by fingerprints of the
@@ -756,7 +1091,7 @@ def dsir_scores(pool: TextSource, target: TextSource, mode: str = "fast",
             raise InputError(None, "pass either a fitted model or an output path, not both")
         feat = model.featurizer()
     else:
-        feat = Featurizer(mode, num_buckets, ngrams, engine, hash_seed)
+        feat = Featurizer(mode, num_buckets, ngrams, engine, hash_seed, hash)
     _check_sizes(pool, target, block_rows, batch_size, laplace)
     if output is None:
         if ranks is not None and ranks.world_size > 1:
@@ -771,6 +1106,8 @@ def dsir_scores(pool: TextSource, target: TextSource, mode: str = "fast",
                               min_example_length=min_len)
         info = dict(execution.run_units(step) or {})
         info.update(model.info, status="computed")
+        if feat.cache is not None:
+            info["sha256_cache"] = feat.cache.stats()
         return step.scores, info
 
     ranks = ranks or execution.Ranks()

@@ -18,7 +18,7 @@ from anatomy.selection.targets import Target
 _ONE = execution.Ranks()
 # the options each method's scores depend on (the rest are other methods' flags)
 SCORE_OPTIONS = {
-    "dsir": ("mode", "min_example_length", "num_buckets"),
+    "dsir": ("mode", "min_example_length", "num_buckets", "hash"),
     "classifier": (),
     "semdedup": ("n_clusters", "model", "kind"),
     "dsdm": ("n_proxies", "proxy_models", "fraction", "proxy_epochs", "proj_dim", "proj_seed",

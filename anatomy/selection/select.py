@@ -79,7 +79,7 @@ def method_scores(method: str, pool: CandidatePool, target: Target | None, *, se
         from anatomy.selection.dsir import dsir_scores
 
         s, info = dsir_scores(pool, target.source_texts(), ranks=ranks, **_pick(options, (
-            "mode", "min_example_length", "num_buckets", "ngrams", "laplace")))
+            "mode", "min_example_length", "num_buckets", "ngrams", "laplace", "hash")))
         return np.asarray(s, np.float32), {"rule": "gumbel_top_k", **info}
     if method == "classifier":
         from anatomy.selection.classifier import classifier_scores

@@ -66,7 +66,34 @@ def _seeded_order(paths: list[Path], seed: int, roots: dict[str, Path]) -> list[
     return sorted(paths, key=key)
 
 
+# Distributions installed only as peers of the toolkit's own checks (pipeline D's DSIR package
+# and its nltk, TRAK's library) are not read: adding a benchmark peer must not change the world
+# (its corpus digest and every figure measured on it).
+PEER_DISTRIBUTIONS = ("data-selection", "nltk", "defusedxml", "traker")
+
+
+def _peer_files(site: Path) -> set[Path]:
+    from importlib import metadata
+
+    out: set[Path] = set()
+    for name in PEER_DISTRIBUTIONS:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for f in dist.files or []:
+            p = Path(dist.locate_file(f))
+            if p.is_relative_to(site):
+                out.add(p)
+    return out
+
+
 def _files(category: str, roots: dict[str, Path]) -> list[Path]:
+    peers = _peer_files(roots["site"])
+    return [p for p in _category_files(category, roots) if p not in peers]
+
+
+def _category_files(category: str, roots: dict[str, Path]) -> list[Path]:
     std, site = roots["stdlib"], roots["site"]
     if category == "code":
         return sorted(p for p in std.rglob("*.py")
