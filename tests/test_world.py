@@ -244,7 +244,7 @@ def test_two_builds_are_identical(tmp_path):
 
 def test_a_failed_rebuild_leaves_the_old_world(tmp_path, monkeypatch):
     import build_world as script
-    from anatomy.world import train
+    from anatomy import lm_training as train
 
     a = tmp_path / "a"
     args = ["--preset", "micro", "--seed", "3", "--out", str(a), "--no_evidence", "--quiet"]

@@ -1,6 +1,6 @@
 """Small causal LMs trained on selections: DsDm's proxies and the evaluation models.
 
-Both use the miniworld's OLMo architecture and trainer (:mod:`anatomy.world.train`: AdamW,
+Both use the miniworld's OLMo architecture and trainer (:mod:`anatomy.lm_training`: AdamW,
 warm-up and cosine decay, bf16 autocast where the CPU has it, deterministic algorithms), one
 epoch over the given rows in a seeded order, so a model's compute is proportional to its
 selection's size, as in DsDm's evaluation (Engstrom et al. 2024, Sec. 4: each selection is
@@ -37,7 +37,7 @@ class Arch:
 
 
 def make_lm(arch: Arch, vocab_size: int, seq_len: int, eos_id: int, pad_id: int, seed: int):
-    from anatomy.world.train import make_model
+    from anatomy.lm_training import make_model
 
     if arch.d_model % arch.n_heads:
         raise InputError(None, f"d_model {arch.d_model} is not a multiple of n_heads "
@@ -62,7 +62,7 @@ def train_lm(rows: np.ndarray, arch: Arch, *, vocab_size: int, eos_id: int, pad_
              seed: int, steps: int | None = None):
     """Train a fresh model on the token ``rows`` ``(n, L)`` for ``arch.epochs`` (or
     ``steps``); returns ``(model, info)`` with the loss curve's first and last values."""
-    from anatomy.world.train import train
+    from anatomy.lm_training import train
 
     rows = np.asarray(rows)
     if rows.ndim != 2 or len(rows) == 0:

@@ -318,7 +318,7 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     timing["layout"] = time.time() - t - timing["tokenizer"]
 
     # 8. train ----------------------------------------------------------------------------
-    from anatomy.world.train import make_model, train
+    from anatomy.lm_training import make_model, train
 
     t = time.time()
     model = make_model(P.vocab_size, L, P.d_model, P.n_layers, P.n_heads, eos_id, PAD_ID, seed)
@@ -467,7 +467,7 @@ def build_world_once(preset: Preset, out: str | os.PathLike, seed: int = 0, prog
 
 
 def _revision(step: int, batch_size: int, seq_len: int) -> str:
-    from anatomy.world.train import revision_name
+    from anatomy.lm_training import revision_name
 
     return revision_name(step, batch_size, seq_len)
 

@@ -1,4 +1,4 @@
-"""Train the miniworld's OLMo-architecture model in exactly the data order on disk.
+"""Train an OLMo-architecture causal LM in a given data order (the miniworld's trainer, shared).
 
 Step ``s`` trains the instances ``storage[global_indices[s*B:(s+1)*B]]`` — what OLMo's
 trainer reads for that step — full 128-token causal-LM loss, no masking (OLMo trains on
