@@ -92,6 +92,9 @@ def build_parser():
     g.add_argument("--trak_compat", action="store_true",
                    help="traker 0.3.2's arithmetic (float32 inverse / its mean |value|)")
     g.add_argument("--grad_batch", type=int, default=32, help="rows per gradient batch")
+    g.add_argument("--device", default=None,
+                   help="per-example gradients on this device (default: cuda:LOCAL_RANK if "
+                        "there is a GPU, else the CPU)")
     cli.add_run_args(p, seed=0)
     cli.add_rank_args(p)
     return p
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "proxy_epochs": args.proxy_epochs, "proj_dim": args.proj_dim,
         "proj_seed": args.proj_seed, "lambda_reg": args.lambda_reg,
         "compat": args.trak_compat, "batch_size": args.grad_batch,
+        "device": args.device,
         "arch": {"d_model": args.proxy_d_model, "n_layers": args.proxy_layers,
                  "n_heads": args.proxy_heads}}
     out = Path(args.out) if args.out else default_out(args.method, target_name, args.n)

@@ -124,6 +124,34 @@ def test_eval_selection_table_and_multiplier(selections, tiny_world, capsys):
                                                           2 * N // 16, 4 * N // 16]
 
 
+def test_text_pools_targets_and_given_proxies(selections, tiny_world, tmp_path):
+    """A JSONL pool and a JSONL target (field "text"); DsDm with checkpoints given by path."""
+    from anatomy.truth import World
+
+    d, _ = selections
+    docs = World.open(tiny_world).unseen(30)
+    pool = tmp_path / "pool.jsonl"
+    io.write_jsonl(pool, [{"text": r["text"], "category": r["category"]} for r in docs])
+    target = tmp_path / "target.jsonl"
+    io.write_jsonl(target, [{"text": r["text"]} for r in World.open(tiny_world).unseen()
+                            if r["category"] == "license"][-20:])
+    lic = np.array([r["category"] == "license" for r in docs])
+    out = tmp_path / "dsir.npy"
+    assert select_script.main(["--world", str(tiny_world), "--pool", str(pool), "--target",
+                               str(target), "--method", "dsir", "--n", "20", "--seed", "1",
+                               "--dsir_min_length", "5", "--out", str(out), "--quiet"]) == 0
+    assert lic[io.load_npy(out)].mean() > 0.6  # 30 of 180 pool texts are license
+    proxies = sorted((d / "work" / "proxies").glob("*/proxy-*"))
+    out = tmp_path / "dsdm.npy"
+    assert select_script.main(["--world", str(tiny_world), "--pool_rows", "160", "--target",
+                               "license", "--method", "dsdm", "--n", "16", "--proj_dim",
+                               "128", "--proxy_models", *map(str, proxies), "--work_dir",
+                               str(tmp_path / "work"), "--out", str(out), "--quiet"]) == 0
+    meta = io.read_json(tmp_path / "dsdm.json")
+    assert meta["info"]["proxies"] == [str(p) for p in proxies]
+    assert not (tmp_path / "work" / "proxies").exists()  # none trained
+
+
 def test_bad_inputs_are_one_clear_error(selections, tiny_world, tmp_path, capsys):
     d, base = selections
     from anatomy.io import InputError

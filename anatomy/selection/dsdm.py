@@ -59,6 +59,7 @@ class DsdmConfig:
     rows_per_unit: int = 256  # pool rows per unit (fixed by the pool, not by the ranks)
     compat: bool = False  # traker's arithmetic (see trak.model_scores)
     grad_wrt: tuple[str, ...] | None = None
+    device: str | None = None  # the featurisation's device (default: cuda:LOCAL_RANK if any)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,8 +161,11 @@ class _Models:
     """Per-thread model copies (``torch.func.functional_call`` swaps a module's parameters
     while it runs, so two threads must never share one) and one projector per model."""
 
-    def __init__(self, paths: Sequence[PathLike], cfg: DsdmConfig):
+    def __init__(self, paths: Sequence[PathLike], cfg: DsdmConfig, local_rank: int = 0):
+        from anatomy.lm import resolve_device
+
         self.paths, self.cfg = [str(p) for p in paths], cfg
+        self.device = resolve_device(cfg.device, local_rank)
         self.local = threading.local()
         self.projectors: dict[int, Any] = {}
         self.lock = threading.Lock()
@@ -175,7 +179,7 @@ class _Models:
 
             cache.clear()  # units are ordered by model: keep one per thread
             with _LOAD_LOCK:  # transformers' loading (meta-device init) is not thread-safe
-                model = load_causal_lm(self.paths[m], device="cpu")
+                model = load_causal_lm(self.paths[m], device=str(self.device))
             model.config._attn_implementation = "eager"
             model.eval()
             cache[m] = model
@@ -247,6 +251,12 @@ class _FeatureStep:
         return {"models": M, "rows": len(self.pool), "proj_dim": k}
 
 
+def _device_type(device: str | None, local_rank: int) -> str:
+    from anatomy.lm import resolve_device
+
+    return resolve_device(device, local_rank).type
+
+
 def pool_features(pool: CandidatePool, models: Sequence[PathLike], cfg: DsdmConfig,
                   out: PathLike, ranks: execution.Ranks = _ONE, overwrite: bool = False,
                   merge: bool = False, progress: bool = True) -> execution.StepResult:
@@ -256,8 +266,11 @@ def pool_features(pool: CandidatePool, models: Sequence[PathLike], cfg: DsdmConf
                                {"pool": pool.identity(), "proj_dim": cfg.proj_dim,
                                 "proj_seed": cfg.proj_seed, "batch_size": cfg.batch_size,
                                 "rows_per_unit": cfg.rows_per_unit,
-                                "grad_wrt": cfg.grad_wrt})
-    step = _FeatureStep(pool, _Models(models, cfg), out, fp)
+                                "grad_wrt": cfg.grad_wrt,
+                                "device": _device_type(cfg.device, ranks.local_rank)})
+    step = _FeatureStep(pool, _Models(models, cfg, ranks.local_rank), out, fp)
+    # one thread per unit, several at once, on the CPU; one unit at a time on a GPU
+    step.on_cpu = step.models.device.type == "cpu"
     return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
                               show_progress=progress)
 

@@ -98,15 +98,17 @@ class Projector:
     def __call__(self, grads):
         import torch
 
+        # generated on the CPU (the same matrix on every device), used where the grads are
         if self.cached:
             with self._lock:
-                if self._m is None:
-                    self._m = self.p.matrix()
+                if self._m is None or self._m.device != grads.device:
+                    self._m = self.p.matrix().to(grads.device)
             return grads.float() @ self._m
-        out = torch.empty(grads.shape[0], self.p.proj_dim, dtype=torch.float32)
+        out = torch.empty(grads.shape[0], self.p.proj_dim, dtype=torch.float32,
+                          device=grads.device)
         b = min(self.p.block, self.p.proj_dim)
         for i in range(self.p.n_blocks):
-            m = self.p.block_matrix(i)
+            m = self.p.block_matrix(i).to(grads.device)
             out[:, i * b: i * b + m.shape[1]] = grads.float() @ m
         return out
 
@@ -143,7 +145,7 @@ def lm_out_to_loss(model, ids, mask) -> np.ndarray:
         logits = model(input_ids=ids).logits[:, :-1].float()
         p = torch.softmax(logits, -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         q = ((1 - p) * mask).sum(1) / mask.sum(1).clamp_min(1)
-    return q.numpy().astype(np.float32)
+    return q.cpu().numpy().astype(np.float32)
 
 
 def named_params(model, grad_wrt: Sequence[str] | None = None) -> dict:
@@ -184,6 +186,8 @@ def lm_features(model, rows: Sequence[np.ndarray], projector: Projector,
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
         mask[i, : len(r) - 1] = 1
+    dev = next(model.parameters()).device
+    ids, mask = ids.to(dev), mask.to(dev)
     params = named_params(model, grad_wrt)
     frozen = {k: v.detach() for k, v in model.named_parameters() if k not in params}
     buffers = {**{k: v for k, v in model.named_buffers()}, **frozen}
@@ -191,7 +195,7 @@ def lm_features(model, rows: Sequence[np.ndarray], projector: Projector,
     feats = projector(g)
     if normalize:
         feats = feats / math.sqrt(g.shape[1])
-    return feats.numpy().astype(np.float32), lm_out_to_loss(model, ids, mask)
+    return feats.cpu().numpy().astype(np.float32), lm_out_to_loss(model, ids, mask)
 
 
 def grad_dim(model, grad_wrt: Sequence[str] | None = None) -> int:
