@@ -27,7 +27,7 @@ from anatomy import execution, io
 from anatomy.io import InputError, PathLike
 from anatomy.selection import indices as rules
 from anatomy.selection.pool import CandidatePool
-from anatomy.selection.targets import Target
+from anatomy.selection.targets import Target, groups_digest
 from anatomy.selection.training import Arch, group_losses, tokenize_docs, train_lm
 
 _ONE = execution.Ranks()
@@ -139,7 +139,7 @@ def evaluate_selections(pool: CandidatePool, selections: list[Selection],
         "eval_selection", None,
         {"pool": pool.identity(), "arch": arch.to_dict(), "seeds": list(seeds),
          "selections": [{**s.to_dict(), "digest": _digest(s.indices)} for s in selections],
-         "targets": [{"name": t.name, "digest": _digest_texts(t)} for t in targets]})
+         "targets": [{"name": t.name, "digest": groups_digest(t.eval_groups)} for t in targets]})
     step = _EvalStep(pool, selections, targets, arch, seeds, out, fp)
     return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
                               show_progress=progress)
@@ -149,17 +149,6 @@ def _digest(a: np.ndarray) -> str:
     import hashlib
 
     return hashlib.sha256(np.ascontiguousarray(a, dtype="<i8").tobytes()).hexdigest()[:16]
-
-
-def _digest_texts(t: Target) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for g, texts in sorted(t.eval_groups.items()):
-        h.update(g.encode())
-        for x in texts:
-            h.update(x.encode("utf-8", "surrogatepass"))
-    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------

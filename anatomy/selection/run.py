@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from anatomy.io import InputError, PathLike
 from anatomy.selection import indices as rules
 from anatomy.selection.pool import CandidatePool
 from anatomy.selection.select import _Waiting, method_scores, select_from_scores
-from anatomy.selection.targets import Target
+from anatomy.selection.targets import Target, groups_digest
 
 _ONE = execution.Ranks()
 # the options each method's scores depend on (the rest are other methods' flags)
@@ -41,17 +40,6 @@ def companions(out: PathLike) -> tuple[Path, Path, Path]:
         raise InputError(out, "the selection output must be a .npy file")
     stem = str(out)[: -len(".npy")]
     return out, Path(stem + ".scores.npy"), Path(stem + ".json")
-
-
-def _target_digest(t: Target | None) -> str | None:
-    if t is None:
-        return None
-    h = hashlib.sha256()
-    for g, texts in sorted(t.groups.items()):
-        h.update(g.encode())
-        for x in texts:
-            h.update(x.encode("utf-8", "surrogatepass"))
-    return h.hexdigest()[:16]
 
 
 def load_scores(path: PathLike) -> np.ndarray:
@@ -87,7 +75,7 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
     fp = execution.fingerprint(
         "select_data", inputs,
         {"method": method, "n": int(n), "seed": seed, "target": target_name,
-         "target_texts": _target_digest(target),
+         "target_texts": None if target is None else groups_digest(target.groups),
          "pool": pool.identity() if pool is not None else None,
          "score_options": {} if given else score_opts, "rule": rule_opts,
          "standardize": standardize})

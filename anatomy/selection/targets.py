@@ -49,6 +49,18 @@ class Target:
         return f"{self.name} (select: {g}; held out: {e or 'none'})"
 
 
+def groups_digest(groups: dict[str, list[str]]) -> str:
+    """16 hex digits of sha256 over the groups' names and texts (for fingerprints)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for g, texts in sorted(groups.items()):
+        h.update(g.encode())
+        for x in texts:
+            h.update(x.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
+
+
 def world_target_names(world: PathLike) -> list[str]:
     from anatomy.truth import World
 
