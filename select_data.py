@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                           target_name=target_name, scores_file=args.scores,
                           published_dir=args.published_dir, standardize=args.standardize,
                           work_dir=args.work_dir, ranks=args.ranks, overwrite=args.overwrite,
-                          progress=not args.quiet, options=options)
+                          merge=args.merge, progress=not args.quiet, options=options)
     if res["status"] == "part":
         return 0
     print(res["report"])

@@ -73,6 +73,19 @@ def test_selections_follow_the_contract(selections, tiny_world, capsys):
     assert (d / "dsir.npy").read_bytes() == before
 
 
+def test_dsir_as_ranks_gives_the_same_selection(selections, tmp_path):
+    """select_data.py as 2 ranks (run one after the other, as a Slurm array might): the rank
+    that completes the last pass merges and writes the one-process bytes."""
+    d, base = selections
+    base = [a if a != str(d / "work") else str(tmp_path / "work") for a in base]
+    flags = ["--method", "dsir", "--target", "license", "--dsir_min_length", "5",
+             "--out", str(tmp_path / "dsir.npy"), "--world_size", "2"]
+    for r in (0, 1, 0):  # pass 1 needs both ranks before pass 2 can start
+        assert select_script.main([*base, *flags, "--rank", str(r)]) == 0
+    for f in ("dsir.npy", "dsir.scores.npy"):
+        assert (tmp_path / f).read_bytes() == (d / f).read_bytes()
+
+
 def test_dsdm_features_are_rank_independent(selections, tiny_world, tmp_path):
     from anatomy import execution
     from anatomy.selection.dsdm import DsdmConfig, pool_features

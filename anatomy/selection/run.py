@@ -59,8 +59,8 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
                     scores_file: PathLike | None = None, published_dir: PathLike | None = None,
                     standardize: bool = False, work_dir: PathLike = "data/selections/work",
                     ranks: execution.Ranks = _ONE, overwrite: bool = False,
-                    progress: bool = True, options: dict[str, Any] | None = None
-                    ) -> dict[str, Any]:
+                    merge: bool = False, progress: bool = True,
+                    options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Select and write ``out`` (indices), ``out.scores.npy`` and ``out.json``.
 
     Returns ``{"status": "done"|"skipped"|"part", "report": str, ...}``."""
@@ -107,8 +107,8 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
             raise InputError(None, "give a --pool (or given scores)")
         try:
             scores, info = method_scores(method, pool, target, seed=seed, work_dir=work_dir,
-                                         ranks=ranks, overwrite=overwrite, progress=progress,
-                                         **score_opts)
+                                         ranks=ranks, overwrite=overwrite, merge=merge,
+                                         progress=progress, **score_opts)
         except _Waiting as w:
             return {"status": "part", "report": "", "missing": w.missing}
     if pool is not None and len(scores) != len(pool):

@@ -66,8 +66,8 @@ def resolve_target(target: Target | str | None, pool: CandidatePool | None,
 
 def method_scores(method: str, pool: CandidatePool, target: Target | None, *, seed: int = 0,
                   work_dir: PathLike = "data/selections/work", ranks: execution.Ranks = _ONE,
-                  overwrite: bool = False, progress: bool = False, **options: Any
-                  ) -> tuple[np.ndarray, dict[str, Any]]:
+                  overwrite: bool = False, merge: bool = False, progress: bool = False,
+                  **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-candidate scores (float32, higher = keep, NaN = no score) and what made them."""
     check_method(method, target, ignore_target=True)
     work = Path(work_dir)
@@ -77,10 +77,21 @@ def method_scores(method: str, pool: CandidatePool, target: Target | None, *, se
         raise InputError(None, f"{method}: the target has no texts")
     if method == "dsir":
         from anatomy.selection.dsir import dsir_scores
+        from anatomy.selection.targets import groups_digest
 
-        s, info = dsir_scores(pool, target.source_texts(), ranks=ranks, **_pick(options, (
-            "mode", "min_example_length", "num_buckets", "ngrams", "laplace", "hash")))
-        return np.asarray(s, np.float32), {"rule": "gumbel_top_k", **info}
+        opts = _pick(options, ("mode", "min_example_length", "num_buckets", "ngrams", "laplace",
+                               "hash"))
+        # both passes as map steps over row blocks (ranks, parts, resume), cached by pool,
+        # target and flags
+        pid = execution.fingerprint("dsir_pool", None, {"pool": pool.identity()}).digest()[:16]
+        tid = groups_digest(target.groups)
+        s, info = dsir_scores(pool, target.source_texts(), ranks=ranks,
+                              output=work / "dsir" / f"{pid}-{tid}.npy", pool_id=pid,
+                              target_id=tid, overwrite=overwrite, merge=merge,
+                              progress=progress, **opts)
+        if s is None:  # this rank's share is done; the last rank merges and selects
+            raise _Waiting(None)
+        return np.asarray(s, np.float32), {"rule": "gumbel_top_k", **_jsonable(info)}
     if method == "classifier":
         from anatomy.selection.classifier import classifier_scores
 
@@ -94,7 +105,8 @@ def method_scores(method: str, pool: CandidatePool, target: Target | None, *, se
         ident = execution.fingerprint("semdedup_embeddings", None,
                                       {"pool": pool.identity(), **emb_opts}).digest()[:16]
         emb = semdedup_embeddings(pool, out=work / "embeddings" / f"{ident}.npy", ranks=ranks,
-                                  progress=progress, overwrite=overwrite, **emb_opts)
+                                  progress=progress, overwrite=overwrite, merge=merge,
+                                  **emb_opts)
         if emb is None:  # this rank's share is done; the last rank merges and selects
             raise _Waiting(None)
         k = options.get("n_clusters") or max(1, int(round(np.sqrt(len(pool) / 2))))
@@ -118,7 +130,7 @@ def method_scores(method: str, pool: CandidatePool, target: Target | None, *, se
     fdig = execution.fingerprint("dsdm_features", {"models": list(map(str, models))},
                                  {"pool": pool.identity(), **cfg.to_dict()}).digest()[:12]
     res = pool_features(pool, models, cfg, work / "features" / f"{pdig}-{fdig}", ranks=ranks,
-                        overwrite=overwrite, progress=progress)
+                        overwrite=overwrite, merge=merge, progress=progress)
     if not res.final:
         raise _Waiting(res)
     s, info = dsdm_scores(pool, target, models, work / "features" / f"{pdig}-{fdig}", cfg)
