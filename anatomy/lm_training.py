@@ -66,7 +66,7 @@ def make_model(vocab_size: int, seq_len: int, d_model: int, n_layers: int, n_hea
 
 def train(storage: np.ndarray, order: np.ndarray, *, steps: int, batch_size: int, lr: float,
           model, checkpoints: dict[int, Path], tokenizer_dir: Path | None, seed: int,
-          progress=None, bf16: bool | None = None) -> dict:
+          progress=None, bf16: bool | None = None, seed_rng: bool = True) -> dict:
     """Train for ``steps`` steps; save a checkpoint after each step in ``checkpoints``.
 
     Returns ``{"loss": [...per step], "batch_sha1": [...per step], "bf16": bool}``.
@@ -74,11 +74,13 @@ def train(storage: np.ndarray, order: np.ndarray, *, steps: int, batch_size: int
     import torch
     from transformers import AutoTokenizer
 
-    torch.manual_seed(seed)
+    if seed_rng:
+        torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
-    # None: bf16 autocast where the CPU has it (the world's 5M model: 2.8-3x faster); small
-    # models pass False (measured: a 0.39M one trains 1.7x faster in fp32, and fp32 gives the
-    # same numbers on machines with and without bf16 kernels)
+    # None: bf16 autocast where the CPU has it (the world's 5M model: 2.8-3x faster). False:
+    # fp32 (the same numbers on CPUs with and without bf16 kernels). seed_rng=False leaves
+    # torch's global RNG alone: models trained in threads seed their own initialisation, and
+    # reseeding here would change another thread's init mid-way.
     use_bf16 = bf16_supported() if bf16 is None else bool(bf16) and bf16_supported()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1,
                             eps=1e-8)

@@ -1,7 +1,7 @@
 """Small causal LMs trained on selections: DsDm's proxies and the evaluation models.
 
 Both use the miniworld's OLMo architecture and trainer (:mod:`anatomy.lm_training`: AdamW,
-warm-up and cosine decay, fp32 by default here, deterministic algorithms), one
+warm-up and cosine decay, bf16 autocast where the CPU has it, deterministic algorithms), one
 epoch over the given rows in a seeded order, so a model's compute is proportional to its
 selection's size, as in DsDm's evaluation (Engstrom et al. 2024, Sec. 4: each selection is
 trained on for a fixed token budget; a random selection with k times the tokens is k times
@@ -31,7 +31,7 @@ class Arch:
     lr: float = 4e-3
     batch_size: int = 16
     epochs: float = 1.0
-    bf16: bool = False  # fp32: faster for models this small, the same on every CPU
+    bf16: bool | None = None  # None: bf16 autocast where the CPU has it; False: fp32
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +76,8 @@ def train_lm(rows: np.ndarray, arch: Arch, *, vocab_size: int, eos_id: int, pad_
         order = epoch_order(len(rows), n_steps * B / len(rows), seed)
     model = make_lm(arch, vocab_size, rows.shape[1], eos_id, pad_id, seed)
     res = train(rows, order, steps=n_steps, batch_size=B, lr=arch.lr, model=model,
-                checkpoints={}, tokenizer_dir=None, seed=seed, bf16=arch.bf16)
+                checkpoints={}, tokenizer_dir=None, seed=seed, bf16=arch.bf16,
+                seed_rng=False)  # make_lm seeded the init under the lock; threads share RNG
     loss = res["loss"]
     return model, {"steps": n_steps, "rows": len(rows), "first_loss": loss[0],
                    "last_loss": loss[-1], "bf16": res["bf16"]}
