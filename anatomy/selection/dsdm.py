@@ -65,15 +65,6 @@ class DsdmConfig:
         return asdict(self)
 
 
-def _vocab(pool: CandidatePool) -> tuple[int, int, int]:
-    tok = pool.tokenizer
-    if tok is None:
-        raise InputError(pool.source, "training proxies needs the pool's tokenizer")
-    eos = tok.eos_token_id if tok.eos_token_id is not None else 0
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    return len(tok), eos, pad
-
-
 def proxy_subsets(n_rows: int, n_proxies: int, fraction: float, seed: int) -> list[np.ndarray]:
     """The rows each proxy trains on: seeded random subsets of ``fraction`` of the pool."""
     if not 0 < fraction <= 1:
@@ -104,7 +95,7 @@ class _ProxyStep:
 
     def compute_unit(self, u: int) -> dict[str, Any]:
         rows = self.pool.token_matrix(self.subsets[u])
-        vocab, eos, pad = _vocab(self.pool)
+        vocab, eos, pad = self.pool.lm_ids()
         arch = Arch(**{**self.arch.to_dict(), "epochs": self.cfg.proxy_epochs})
         model, info = train_lm(rows, arch, vocab_size=vocab, eos_id=eos, pad_id=pad,
                                seed=self.seed * 1000 + u)

@@ -101,9 +101,7 @@ class _EvalStep:
     def compute_unit(self, u: int) -> dict[str, Any]:
         j, s = divmod(u, len(self.seeds))
         sel, seed = self.selections[j], self.seeds[s]
-        from anatomy.selection.dsdm import _vocab
-
-        vocab, eos, pad = _vocab(self.pool)
+        vocab, eos, pad = self.pool.lm_ids()
         rows = self.pool.token_matrix(np.sort(sel.indices))
         model, info = train_lm(rows, self.arch, vocab_size=vocab, eos_id=eos, pad_id=pad,
                                seed=seed)

@@ -233,6 +233,16 @@ class CandidatePool:
         return {"source": self._identity, "rows": self.n, "total_rows": self.total_rows,
                 "tokenizer": self.tokenizer_source, "seq_len": self.seq_len}
 
+    def lm_ids(self) -> tuple[int, int, int]:
+        """``(vocab size, eos id, pad id)`` of the pool's tokenizer, for the models trained on
+        it (DsDm's proxies, the evaluation models); pad falls back to eos, eos to 0."""
+        tok = self.tokenizer
+        if tok is None:
+            raise InputError(self.source, "training on the pool needs its tokenizer")
+        eos = tok.eos_token_id if tok.eos_token_id is not None else 0
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        return len(tok), eos, pad
+
     def texts(self, start: int, stop: int) -> list[str]:
         start, stop = max(0, start), min(self.n, stop)
         if self._texts is not None:
