@@ -162,6 +162,21 @@ def write_jsonl(path: PathLike, records: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def write_lines(path: PathLike, lines: Iterable[str]) -> int:
+    """Atomically write text lines as given (each ends with one newline; ``.gz``/``.zst``
+    compressed by suffix): a filtered JSONL file keeps its kept lines byte for byte."""
+    path = Path(path)
+    n = 0
+    with atomic_write(path, "wb") as raw:
+        out = _compressed_writer(path, raw)
+        for line in lines:
+            out.write((line.rstrip("\n") + "\n").encode("utf-8"))
+            n += 1
+        if out is not raw:
+            out.close()
+    return n
+
+
 def write_json(path: PathLike, obj: Any, indent: int | None = 2) -> None:
     """Atomically write one JSON document (sorted as given, UTF-8, trailing newline)."""
     with atomic_write(path) as f:

@@ -212,3 +212,77 @@ def ivf_search(queries: np.ndarray, index: np.ndarray, k: int, nlist: int | None
     _, exact = exact_search(q[pick], x, k)
     return IvfResult(scores.astype(np.float32), ids.astype(np.int64),
                      recall_at_k(ids[pick], exact), s, nlist, ivf.nprobe)
+
+
+def _ranks_numpy(sims: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.arange(len(sims))
+    has = targets >= 0
+    t = np.where(has, targets, 0)
+    own = sims[rows, t]
+    above = (sims > own[:, None]).sum(1)
+    tied_before = ((sims == own[:, None]) & (np.arange(sims.shape[1])[None, :] < t[:, None])
+                   ).sum(1)
+    ranks = np.where(has, 1 + above + tied_before, -1).astype(np.int64)
+    return ranks, np.where(has, own, np.nan).astype(np.float32)
+
+
+def rank_search(queries: np.ndarray, index: np.ndarray, targets: np.ndarray | None = None,
+                k: int = 0, device: str | None = None, block: int | None = None
+                ) -> dict[str, np.ndarray]:
+    """Exact search that also ranks a known row: one similarity matrix, two answers.
+
+    For query ``i`` and its target row ``targets[i]`` (``-1``: none):
+
+    - ``ranks[i]``: the 1-based position of the target in the query's ranking by inner
+      product, ties by the lower row index (the order :func:`exact_search` returns), so
+      "the target is among the top k" is exactly ``ranks <= k`` for every k at once;
+    - ``own[i]``: the target's score (NaN without one);
+    - with ``k > 0``, ``scores``/``ids`` ``[n_q, k]``: the top-k hits, as :func:`exact_search`.
+
+    The similarities are computed in query blocks of at most 256 MiB with numpy (BLAS), or
+    with torch on ``device`` (e.g. ``"cuda"``; ranks exact there too, top-k ties in
+    torch's order).
+    """
+    n_idx = len(index)
+    if k:
+        q, x = _check(queries, index, min(k, n_idx) if n_idx else k)
+        k = min(k, n_idx)
+    else:
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        x = np.ascontiguousarray(index, dtype=np.float32)
+    t = np.full(len(q), -1, np.int64) if targets is None else np.asarray(targets, np.int64)
+    if len(t) != len(q):
+        raise ValueError(f"{len(t)} targets for {len(q)} queries")
+    if (t >= n_idx).any():
+        raise ValueError(f"a target row is out of range for an index of {n_idx} rows")
+    if block is None:
+        block = max(1, min(max(1, len(q)), _MAX_BLOCK_BYTES // (4 * max(1, n_idx))))
+    out = {"ranks": np.empty(len(q), np.int64), "own": np.empty(len(q), np.float32),
+           "scores": np.empty((len(q), k), np.float32), "ids": np.empty((len(q), k), np.int64)}
+    use_torch = device is not None and not str(device).startswith("cpu")
+    if use_torch:
+        import torch
+
+        xt = torch.as_tensor(x, device=device)
+    for a in range(0, len(q), block):
+        b = min(len(q), a + block)
+        if use_torch:
+            sims_t = torch.as_tensor(q[a:b], device=device) @ xt.T
+            tt = torch.as_tensor(t[a:b], device=device)
+            has = tt >= 0
+            tc = torch.where(has, tt, torch.zeros_like(tt))
+            own = sims_t.gather(1, tc[:, None])
+            cols = torch.arange(n_idx, device=device)[None, :]
+            r = 1 + (sims_t > own).sum(1) + ((sims_t == own) & (cols < tc[:, None])).sum(1)
+            out["ranks"][a:b] = torch.where(has, r, torch.full_like(r, -1)).cpu().numpy()
+            own_np = own[:, 0].cpu().numpy()
+            out["own"][a:b] = np.where(t[a:b] >= 0, own_np, np.nan)
+            if k:
+                s, i = torch.topk(sims_t, k, dim=1)
+                out["scores"][a:b], out["ids"][a:b] = s.cpu().numpy(), i.cpu().numpy()
+            continue
+        sims = q[a:b] @ x.T
+        out["ranks"][a:b], out["own"][a:b] = _ranks_numpy(sims, t[a:b])
+        if k:
+            out["scores"][a:b], out["ids"][a:b] = _topk_rows(sims, k)
+    return out

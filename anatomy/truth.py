@@ -49,6 +49,32 @@ class World:
         blob = json.dumps(sorted(sources.items()), separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def source_files(self) -> tuple[list[tuple[str, Path]], list[str]]:
+        """The corpus's source files on this machine: ``([(source, path)], changed)``.
+
+        The manifest names each file the corpus read (``stdlib:REL`` under the stdlib,
+        ``site:REL`` under site-packages) with its sha256; a file that is missing or whose
+        bytes changed since the build is left out and named in ``changed``, so text taken
+        from the sources is always the text the world was built from. Sources in manifest
+        order; ``stdlib:pydoc_data/topics.py#name`` entries are read once.
+        """
+        import hashlib
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        roots = {"stdlib": Path(paths["stdlib"]), "site": Path(paths["purelib"])}
+        sources = io.read_json(self.root / "corpus" / "manifest.json")["sources"]
+        found: list[tuple[str, Path]] = []
+        changed: list[str] = []
+        for src, sha in sources.items():
+            root, _, rel = src.partition(":")
+            path = roots.get(root, Path("/nonexistent")) / rel.partition("#")[0]
+            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+                changed.append(src)
+            else:
+                found.append((src, path))
+        return found, changed
+
     def describe(self) -> str:
         """One line naming this world: preset, seed, corpus digest, model size."""
         t = self.truth

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from anatomy import execution, io
+from anatomy.embed_pass import EmbedStep
 from anatomy.mia import clustering, pool, sampling
 
 log = logging.getLogger("anatomy")
@@ -144,46 +145,6 @@ def read_texts(path: str | Path) -> list[dict[str, Any]]:
     return io.read_jsonl(path, required=("input", "label"))
 
 
-class _VecsStep:
-    """Pool embeddings as units: fixed batches of the length-sorted plan, rows by index."""
-
-    name = "generate_vecs"
-
-    def __init__(self, texts: list[str], out: Path, fp: execution.Fingerprint, *,
-                 batch_size: int, max_length: int, instruction: str):
-        from anatomy.lm import length_batches
-
-        self.texts, self.max_length, self.instruction = texts, max_length, instruction
-        self.output = execution.Output.file(out)
-        self.fingerprint = fp
-        # embed_texts groups by the character length of instruction + text: so do the units
-        self.batches = length_batches([len(instruction + t) for t in texts], batch_size)
-        self.n_units = len(self.batches)
-        self.embedder = None  # set by prepare
-
-    def compute_unit(self, u: int) -> dict[str, Any]:
-        from anatomy.lm import embed_texts
-
-        batch = self.batches[u]
-        vecs = embed_texts(self.embedder, [self.texts[i] for i in batch], batch_size=len(batch),
-                           max_length=self.max_length, instruction=self.instruction,
-                           progress=False)
-        return {"rows": np.asarray(batch, dtype=np.int64), "vecs": vecs}
-
-    def merge(self, load) -> dict[str, Any]:
-        out = self.output.files[0]
-        if self.n_units == 0:
-            io.save_npy(out, np.zeros((0, 0), np.float32))
-            return {"shape": [0, 0]}
-        first = load(0)
-        shape = (len(self.texts), first["vecs"].shape[1])
-        with io.atomic_npy(out, shape, np.float32) as arr:
-            for u in range(self.n_units):
-                part = first if u == 0 else load(u)
-                arr[part["rows"]] = part["vecs"]
-        return {"shape": list(shape)}
-
-
 def run_vecs(*, data_dir: str | Path, dataset_name: str, model: str | None, max_length: int,
              batch_size: int, instruction: str, device: str | None, ranks=None,
              overwrite: bool = False, merge: bool = False, progress: bool = True
@@ -207,8 +168,8 @@ def run_vecs(*, data_dir: str | Path, dataset_name: str, model: str | None, max_
         "generate_vecs", {"pool": src, "embedder": emb_src},
         {"max_length": max_length, "batch_size": batch_size, "instruction": instruction,
          "device": dev.type, "precision": lm.resolve_precision(dev)})
-    step = _VecsStep(texts, out, fp, batch_size=batch_size, max_length=max_length,
-                     instruction=instruction)
+    step = EmbedStep(texts, out, fp, batch_size=batch_size, max_length=max_length,
+                     instruction=instruction, name="generate_vecs")
     step.on_cpu = dev.type == "cpu"
 
     def prepare():
