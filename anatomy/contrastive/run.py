@@ -261,8 +261,8 @@ def filter_pairs(dataset: str, output_dir: str | os.PathLike, *, query_key: str 
     names = ["ids_to_keep.json", "ranks.npy", "dropped.jsonl.gz", "report.json"]
     with _staged_folder(out) as stage:
         counts = write_kept(pairs, keep, stage)
-        for c in counts:
-            c["output"] = str(out / Path(c["output"]).relative_to(stage))
+        for c in counts:  # named inside output_dir: W ranks and 1 write the same report
+            c["output"] = Path(c["output"]).relative_to(stage).as_posix()
         report["files"] = counts
         names += output_names(pairs)
         io.write_json(stage / "ids_to_keep.json", kept_ids.tolist(), indent=None)
