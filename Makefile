@@ -4,7 +4,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 WORLD ?= data/world
 PRESET ?= small
-PARTS ?= ABCD
+PARTS ?= ABCDE
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 

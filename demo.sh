@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # make demo: every pipeline end to end on the miniworld, the way a user runs them from a shell.
 # Expects the world at $WORLD (make demo builds it) and the venv's python at $PY.
-# `bash demo.sh A` (or B, C, D) runs one pipeline's part alone. Every step records a fingerprint of
+# `bash demo.sh A` (or B, C, D, E) runs one pipeline's part alone. Every step records a fingerprint of
 # its inputs and flags, so a second run skips what is done: rm -rf $OUT to redo everything.
 # The figures the README quotes are written to $OUT/figures.md (with the world's corpus
 # digest), as printed here.
 set -euo pipefail
-PARTS=${1:-ABCD}
+PARTS=${1:-ABCDE}
 PY=${PY:-.venv/bin/python}
 WORLD=${WORLD:-data/world}
 OUT=${OUT:-data/demo}
@@ -175,8 +175,53 @@ fig "## D. Dataset selection (pool: the first 4,096 instances; n = $NSEL; one ep
 mv "$PART_FIG" "$OUT/figures_D.md"
 echo "(D took $((SECONDS - D0))s)"
 fi
+if [[ $PARTS == *E* ]]; then
+echo
+echo "== E. Contrastive data: pretokenize (both packings) -> make_pairs -> filter_pairs (k = 1, 2, 5, 10) -> mine_negatives"
+E0=$SECONDS
+PART_FIG="$OUT/figures_E.md.tmp"; : > "$PART_FIG"
+E="$OUT/contrastive"
+# MLM rows from the world's documents, bert-base-uncased (offline vocab), 2,048 tokens a row
+for pack in batch across_batches; do
+  $PY pretokenize.py --world "$WORLD" --tokenizer_name bert-base-uncased --seq_len 2048 \
+      --num_workers 2 --pack $pack --hf_save_name "$E/pretokenized-$pack" $q \
+      | tee "$E/pretokenize-$pack.txt"
+done
+# docstring -> source and heading -> section pairs from the world's own sources, 10%
+# planted mismatches, 5% planted exact copies; one embedding pass (cached in $E/work)
+$PY make_pairs.py --world "$WORLD" --out "$E/pairs.jsonl.gz" --n_pairs 2000 $q \
+    | tee "$E/make_pairs.txt"
+F=(--dataset "$E/pairs.jsonl.gz" --query_key query --document_key document \
+   --label_key planted --work_dir "$E/work" $q)
+for k in 1 2 5 10; do
+  $PY filter_pairs.py "${F[@]}" --k $k --output_dir "$E/filtered-k$k"
+done
+$PY filter_pairs.py "${F[@]}" --k 1 --by_position --output_dir "$E/filtered-k1-by-position"
+# hard negatives: the kept rows at k = 2 (sharing the filter's pass and search), and every row
+# with mine_negatives.py (contrastors shards; 7 negatives, NV-Retriever's 5% relative margin)
+$PY filter_pairs.py "${F[@]}" --k 2 --mine_negatives 7 --relative_margin 0.05 \
+    --output_dir "$E/filtered-k2-negatives"
+$PY mine_negatives.py --dataset "$E/pairs.jsonl.gz" --query_key query --document_key document \
+    --k 7 --relative_margin 0.05 --work_dir "$E/work" --output_dir "$E/negatives" $q
+TABLE=$($PY -c "
+from anatomy.contrastive.report import filter_table
+print(filter_table(['$E/filtered-k1', '$E/filtered-k2', '$E/filtered-k5', '$E/filtered-k10',
+                    '$E/filtered-k1-by-position']))")
+NEG1=$($PY -c "from anatomy.contrastive.report import negatives_line as n; print(n('$E/filtered-k2-negatives'))")
+NEG2=$($PY -c "from anatomy.contrastive.report import negatives_line as n; print(n('$E/negatives'))")
+echo "$TABLE"; echo "filter k=2 + miner: $NEG1"; echo "mine_negatives (all rows): $NEG2"
+fig "## E. Contrastive data" "" "Pretokenization (bert-base-uncased, 2,048-token rows):" "" \
+    "- $(head -1 "$E/pretokenize-batch.txt")" "- $(head -1 "$E/pretokenize-across_batches.txt")" \
+    "- $(tail -1 "$E/pretokenize-batch.txt")" "" \
+    "Consistency filter (MiniLM, one index of all rows; make_pairs.py:" \
+    "$(cat "$E/make_pairs.txt")):" "" \
+    "$TABLE" "" "Hard negatives:" "" "- filter k=2 + miner: $NEG1" \
+    "- mine_negatives.py, every row: $NEG2" ""
+mv "$PART_FIG" "$OUT/figures_E.md"
+echo "(E took $((SECONDS - E0))s)"
+fi
 { printf '# make demo figures\n\nWorld: %s\n\n' "$DESCRIBE"
-  for p in A B C D; do if [ -f "$OUT/figures_$p.md" ]; then cat "$OUT/figures_$p.md"; fi; done; } \
+  for p in A B C D E; do if [ -f "$OUT/figures_$p.md" ]; then cat "$OUT/figures_$p.md"; fi; done; } \
     > "$FIG.tmp"
 mv "$FIG.tmp" "$FIG"
 echo "(demo finished in ${SECONDS}s; figures in $FIG)"

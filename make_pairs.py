@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     fp = execution.fingerprint("make_pairs", inputs, params)
     output = execution.Output.file(out)
     if not execution.check_output(output, fp, args.overwrite):
-        s = execution.recorded_summary(output)
-        print(f"{s.get('rows')} pairs -> {out} (skipped: up to date)")
+        _report(execution.recorded_summary(output), out)
         return 0
     if args.stdlib:
         rows, stats = wp.pairs_from_files(wp.stdlib_files(), args.n_pairs, args.mismatch,
@@ -73,11 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         raise io.InputError(args.world, "no docstring or heading pairs in these sources")
     io.write_jsonl(out, rows)
     execution.mark_output(output, fp, stats)
+    _report(stats, out)
+    return 0
+
+
+def _report(stats: dict, out) -> None:
     print(f"{stats['rows']} pairs ({stats['docstring']} docstring, {stats['heading']} heading; "
           f"planted: {stats['mismatch']} mismatched, {stats['duplicate']} duplicated) of "
           f"{stats['candidates']['docstring']} + {stats['candidates']['heading']} candidates "
           f"-> {out}")
-    return 0
 
 
 if __name__ == "__main__":
