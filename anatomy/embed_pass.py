@@ -25,7 +25,8 @@ class EmbedStep:
 
     def __init__(self, texts: Sequence[str], out: Path, fp: execution.Fingerprint, *,
                  batch_size: int, max_length: int, instruction: str = "",
-                 normalize: bool = False, name: str = "embed"):
+                 normalize: bool = False, name: str = "embed",
+                 lengths: Sequence[int] | None = None):
         from anatomy.lm import length_batches
 
         self.texts, self.max_length, self.instruction = list(texts), max_length, instruction
@@ -33,7 +34,11 @@ class EmbedStep:
         self.name = name
         self.output = execution.Output.file(out)
         self.fingerprint = fp
-        self.batches = length_batches([len(instruction + t) for t in self.texts], batch_size)
+        # batches of similar length: by token counts when the caller has them (measured on
+        # stdlib code: 1.03x padding at batch 64, against 1.36x by characters)
+        if lengths is None:
+            lengths = [len(instruction + t) for t in self.texts]
+        self.batches = length_batches(list(lengths), batch_size)
         self.n_units = len(self.batches)
         self.embedder: Any = None  # set by prepare
         self.on_cpu = True
@@ -65,13 +70,15 @@ def run_embed(texts: Sequence[str], out: Path, fp: execution.Fingerprint, *,
               model: str | None, batch_size: int, max_length: int, device: Any,
               precision: str = "auto", instruction: str = "", normalize: bool = False,
               ranks: execution.Ranks | None = None, overwrite: bool = False,
-              merge: bool = False, progress: bool = True, name: str = "embed"
-              ) -> execution.StepResult:
-    """Embed ``texts`` into ``out`` (``fp`` names the inputs and flags) on ``ranks``."""
+              merge: bool = False, progress: bool = True, name: str = "embed",
+              lengths: Sequence[int] | None = None) -> execution.StepResult:
+    """Embed ``texts`` into ``out`` (``fp`` names the inputs and flags) on ``ranks``;
+    ``lengths`` (e.g. token counts) group the batches, else the texts' characters."""
     from anatomy import lm
 
     step = EmbedStep(texts, Path(out), fp, batch_size=batch_size, max_length=max_length,
-                     instruction=instruction, normalize=normalize, name=name)
+                     instruction=instruction, normalize=normalize, name=name,
+                     lengths=lengths)
     step.on_cpu = lm.resolve_device(device).type == "cpu" if device is not None else True
 
     def prepare() -> None:

@@ -214,15 +214,37 @@ def ivf_search(queries: np.ndarray, index: np.ndarray, k: int, nlist: int | None
                      recall_at_k(ids[pick], exact), s, nlist, ivf.nprobe)
 
 
-def _ranks_numpy(sims: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.arange(len(sims))
-    has = targets >= 0
-    t = np.where(has, targets, 0)
-    own = sims[rows, t]
-    above = (sims > own[:, None]).sum(1)
-    tied_before = ((sims == own[:, None]) & (np.arange(sims.shape[1])[None, :] < t[:, None])
-                   ).sum(1)
-    ranks = np.where(has, 1 + above + tied_before, -1).astype(np.int64)
+def _topk_torch(sims, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each row of a torch matrix, by score descending then column ascending:
+    ``torch.topk`` for k + 1 candidates; a row whose k-th and (k+1)-th scores tie is settled
+    exactly by :func:`_topk_rows` (duplicate texts embed identically)."""
+    import torch
+
+    n = sims.shape[1]
+    kk = min(n, k + 1)
+    s, i = torch.topk(sims, kk, dim=1, sorted=True)
+    s_np = s[:, :k].cpu().numpy()
+    i_np = i[:, :k].cpu().numpy().astype(np.int64)
+    order = np.lexsort((i_np, -s_np), axis=1)
+    s_np = np.take_along_axis(s_np, order, 1)
+    i_np = np.take_along_axis(i_np, order, 1)
+    if kk > k:
+        for r in torch.nonzero(s[:, k - 1] == s[:, k]).flatten().tolist():
+            s_np[r], i_np[r] = (a[0] for a in _topk_rows(sims[r:r + 1].cpu().numpy(), k))
+    return s_np.astype(np.float32), i_np
+
+
+def _ranks_of(sims: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1-based rank of column ``t[i]`` in row ``i`` (ties by lower column), and its score."""
+    has = t >= 0
+    tc = np.where(has, t, 0)
+    own = sims[np.arange(len(sims)), tc] if sims.shape[1] else np.zeros(len(sims), np.float32)
+    above = np.count_nonzero(sims > own[:, None], axis=1)
+    equal = np.count_nonzero(sims == own[:, None], axis=1)  # the target itself, and ties
+    before = np.zeros(len(sims), np.int64)
+    for r in np.flatnonzero(has & (equal > 1)):  # exact ties are rare: settle them one by one
+        before[r] = np.count_nonzero(sims[r, :tc[r]] == own[r])
+    ranks = np.where(has, 1 + above + before, -1).astype(np.int64)
     return ranks, np.where(has, own, np.nan).astype(np.float32)
 
 
@@ -237,12 +259,15 @@ def rank_search(queries: np.ndarray, index: np.ndarray, targets: np.ndarray | No
       product, ties by the lower row index (the order :func:`exact_search` returns), so
       "the target is among the top k" is exactly ``ranks <= k`` for every k at once;
     - ``own[i]``: the target's score (NaN without one);
-    - with ``k > 0``, ``scores``/``ids`` ``[n_q, k]``: the top-k hits, as :func:`exact_search`.
+    - with ``k > 0``, ``scores``/``ids`` ``[n_q, k]``: the top-k hits, ties by lower index.
 
-    The similarities are computed in query blocks of at most 256 MiB with numpy (BLAS), or
-    with torch on ``device`` (e.g. ``"cuda"``; ranks exact there too, top-k ties in
-    torch's order).
+    The similarities are computed in query blocks of at most 256 MiB: on the CPU by numpy
+    (BLAS; measured here faster than torch's matmul, and its comparisons 5x faster), the top
+    k by ``torch.topk`` on the same matrix (15x faster than ``argpartition``); on ``device``
+    (e.g. ``"cuda"``) all in torch. Ranks and hits come from the same matrix, so they agree.
     """
+    import torch
+
     n_idx = len(index)
     if k:
         q, x = _check(queries, index, min(k, n_idx) if n_idx else k)
@@ -259,30 +284,26 @@ def rank_search(queries: np.ndarray, index: np.ndarray, targets: np.ndarray | No
         block = max(1, min(max(1, len(q)), _MAX_BLOCK_BYTES // (4 * max(1, n_idx))))
     out = {"ranks": np.empty(len(q), np.int64), "own": np.empty(len(q), np.float32),
            "scores": np.empty((len(q), k), np.float32), "ids": np.empty((len(q), k), np.int64)}
-    use_torch = device is not None and not str(device).startswith("cpu")
-    if use_torch:
-        import torch
-
-        xt = torch.as_tensor(x, device=device)
+    gpu = device is not None and torch.device(device).type != "cpu"
+    if gpu:
+        xt = torch.from_numpy(x).to(device)
+        cols = torch.arange(n_idx, device=device)[None, :]
     for a in range(0, len(q), block):
         b = min(len(q), a + block)
-        if use_torch:
-            sims_t = torch.as_tensor(q[a:b], device=device) @ xt.T
-            tt = torch.as_tensor(t[a:b], device=device)
-            has = tt >= 0
-            tc = torch.where(has, tt, torch.zeros_like(tt))
-            own = sims_t.gather(1, tc[:, None])
-            cols = torch.arange(n_idx, device=device)[None, :]
-            r = 1 + (sims_t > own).sum(1) + ((sims_t == own) & (cols < tc[:, None])).sum(1)
-            out["ranks"][a:b] = torch.where(has, r, torch.full_like(r, -1)).cpu().numpy()
-            own_np = own[:, 0].cpu().numpy()
-            out["own"][a:b] = np.where(t[a:b] >= 0, own_np, np.nan)
+        if not gpu:
+            sims = q[a:b] @ x.T
+            out["ranks"][a:b], out["own"][a:b] = _ranks_of(sims, t[a:b])
             if k:
-                s, i = torch.topk(sims_t, k, dim=1)
-                out["scores"][a:b], out["ids"][a:b] = s.cpu().numpy(), i.cpu().numpy()
+                out["scores"][a:b], out["ids"][a:b] = _topk_torch(torch.from_numpy(sims), k)
             continue
-        sims = q[a:b] @ x.T
-        out["ranks"][a:b], out["own"][a:b] = _ranks_numpy(sims, t[a:b])
+        sims_t = torch.from_numpy(q[a:b]).to(device) @ xt.T
+        tt = torch.from_numpy(t[a:b]).to(device)
+        has = tt >= 0
+        tc = torch.where(has, tt, torch.zeros_like(tt))
+        own = sims_t.gather(1, tc[:, None])
+        r = 1 + (sims_t > own).sum(1) + ((sims_t == own) & (cols < tc[:, None])).sum(1)
+        out["ranks"][a:b] = torch.where(has, r, torch.full_like(r, -1)).cpu().numpy()
+        out["own"][a:b] = np.where(t[a:b] >= 0, own[:, 0].cpu().numpy(), np.nan)
         if k:
-            out["scores"][a:b], out["ids"][a:b] = _topk_rows(sims, k)
+            out["scores"][a:b], out["ids"][a:b] = _topk_torch(sims_t, k)
     return out

@@ -35,7 +35,7 @@ class EmbedOptions:
     """How texts are embedded (any HF encoder, mean pooling, L2-normalised)."""
 
     model: str | None = None  # None: the offline all-MiniLM-L6-v2
-    batch_size: int = 256
+    batch_size: int | None = None  # None: 32 on the CPU (fastest here), 256 on a GPU
     max_length: int | None = None  # None: the model's max_seq_length (ST config), else 512
     query_prefix: str = ""
     document_prefix: str = ""
@@ -116,19 +116,39 @@ def embed_table(table: TextTable, opts: EmbedOptions, work_dir: Path,
     dev = lm.resolve_device(opts.device, ranks.local_rank)
     src = str(lm.default_embedder_path()) if opts.model is None else str(opts.model)
     max_length = opts.resolved_max_length()
+    # measured on 2 CPU cores (benchmarks/bench_contrastive.py): batch 32 in bf16 28.8 s,
+    # 64 35.8 s, 256 41.1 s for the same 4,000 texts; contrastors uses 256 on GPUs
+    batch_size = opts.batch_size or (256 if dev.type == "cuda" else 32)
     fp = execution.fingerprint(
         "contrastive_embed", {"model": src},
         {"texts": table.digest(), "n_texts": len(table.texts), "max_length": max_length,
-         "batch_size": opts.batch_size, "device": dev.type,
-         "precision": lm.resolve_precision(dev, opts.precision), "normalize": True})
+         "batch_size": batch_size, "device": dev.type,
+         "precision": lm.resolve_precision(dev, opts.precision), "normalize": True,
+         "batches": "by token count"})
     out = Path(work_dir) / f"embed-{fp.digest()[:16]}.npy"
-    res = run_embed(table.texts, out, fp, model=opts.model, batch_size=opts.batch_size,
+    lengths = None
+    if execution.output_state(execution.Output.file(out), fp)[0] != "done":
+        lengths = token_lengths(src, table.texts, max_length)
+    res = run_embed(table.texts, out, fp, model=opts.model, batch_size=batch_size,
                     max_length=max_length, device=dev, precision=opts.precision,
                     normalize=True, ranks=ranks, overwrite=overwrite, merge=merge,
-                    progress=progress, name="embed")
+                    progress=progress, name="embed", lengths=lengths)
     if not _wait(res.output, fp, res, wait_s):
         raise NotReady("embed", res.missing)
     return io.load_npy(out, mmap=True), fp
+
+
+def token_lengths(model: str, texts: Sequence[str], max_length: int) -> list[int]:
+    """Each text's token count under the model's tokenizer, capped at ``max_length`` (the
+    batches are grouped by it: padding costs compute)."""
+    from anatomy.lm import load_tokenizer
+
+    tok = load_tokenizer(model)
+    out: list[int] = []
+    for a in range(0, len(texts), 10_000):
+        ids = tok(list(texts[a:a + 10_000]), truncation=True, max_length=max_length)["input_ids"]
+        out.extend(len(x) for x in ids)
+    return out
 
 
 @dataclass
