@@ -54,6 +54,9 @@ def build_parser():
     p.add_argument("--search_k", type=int, default=10)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--only", choices=["mining", "search"], default=None)
+    p.add_argument("--world", default=None,
+                   help="accepted for make bench; the pairs are the standard library's (the "
+                        "prototype's data, the same on every machine with this Python)")
     p.add_argument("--quiet", action="store_true")
     return p
 
