@@ -35,6 +35,8 @@ def build_parser():
                    help="exact copies of true pairs, as a share of --n_pairs")
     p.add_argument("--heading_share", type=float, default=0.2,
                    help="share of heading -> section pairs (the rest: docstring -> source)")
+    p.add_argument("--keep_docstring", action="store_true",
+                   help="leave the docstring in the source (an easier task)")
     p.add_argument("--stdlib", action="store_true",
                    help="the standard library's files instead of the world's sources")
     cli.add_run_args(p, seed=0)
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     from anatomy.contrastive import world_pairs as wp
 
     params = {"n_pairs": args.n_pairs, "mismatch": args.mismatch, "duplicate": args.duplicate,
-              "heading_share": args.heading_share, "seed": args.seed, "stdlib": args.stdlib}
+              "heading_share": args.heading_share, "seed": args.seed, "stdlib": args.stdlib,
+              "keep_docstring": args.keep_docstring}
     out = Path(args.out)
     if args.stdlib:
         inputs = {"stdlib": [str(p) for _, p in wp.stdlib_files()]}
@@ -64,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.stdlib:
         rows, stats = wp.pairs_from_files(wp.stdlib_files(), args.n_pairs, args.mismatch,
-                                          args.duplicate, args.heading_share, args.seed)
+                                          args.duplicate, args.heading_share, args.seed,
+                                          args.keep_docstring)
     else:
         rows, stats = wp.world_pairs(args.world, args.n_pairs, args.mismatch, args.duplicate,
-                                     args.heading_share, args.seed)
+                                     args.heading_share, args.seed, args.keep_docstring)
     if not rows:
         raise io.InputError(args.world, "no docstring or heading pairs in these sources")
     io.write_jsonl(out, rows)

@@ -145,6 +145,25 @@ def mining(args) -> None:
             print(f"| ours ({name}, batch {args.batch_size or 32}) | {dt:.1f} | "
                   f"{len(rows) / dt:.1f} | {ratio} | {agree} |")
         print()
+        _padding(rows, args)
+
+
+def _padding(rows, args) -> None:
+    """Padded / real tokens of the two batchings (ST: by characters; ours: by tokens)."""
+    from anatomy.contrastive.index import token_lengths
+    from anatomy.lm import default_embedder_path, length_batches
+
+    texts = list(dict.fromkeys([r["query"] for r in rows])) + \
+        list(dict.fromkeys(r["document"] for r in rows))
+    n = np.asarray(token_lengths(str(default_embedder_path()), texts, 256))
+
+    def ratio(lengths, bs):
+        return sum(len(b) * n[b].max() for b in length_batches(list(lengths), bs)) / n.sum()
+
+    st_bs, our_bs = args.st_batch_size, args.batch_size or 32
+    print(f"padding ({len(texts)} texts, {int(n.sum()):,} tokens): batches of {st_bs} by "
+          f"characters (ST) {ratio([len(t) for t in texts], st_bs):.3f}x, of {our_bs} by "
+          f"tokens (ours) {ratio(n, our_bs):.3f}x the real tokens\n")
 
 
 def search(args) -> None:

@@ -39,9 +39,10 @@ def _first_paragraph(doc: str) -> str:
     return " ".join(para.split())
 
 
-def docstring_pairs(text: str) -> Iterator[tuple[str, str]]:
-    """(docstring's first paragraph, the definition's source without its docstring) for
-    every function and method with a docstring of >= 4 words."""
+def docstring_pairs(text: str, keep_docstring: bool = False) -> Iterator[tuple[str, str]]:
+    """(docstring's first paragraph, the definition's source without its docstring; with
+    ``keep_docstring``, with it: an easier task) for every function and method with a
+    docstring of >= 4 words."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -61,7 +62,8 @@ def docstring_pairs(text: str) -> Iterator[tuple[str, str]]:
         first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
         ds = node.body[0]
         end = node.end_lineno or node.lineno
-        body = lines[first - 1:ds.lineno - 1] + lines[(ds.end_lineno or ds.lineno):end]
+        body = lines[first - 1:end] if keep_docstring else \
+            lines[first - 1:ds.lineno - 1] + lines[(ds.end_lineno or ds.lineno):end]
         source = textwrap.dedent("".join(body)).strip("\n") if body else ""
         n_lines = sum(1 for ln in source.splitlines() if ln.strip())
         if n_lines < 3 or len(source) > MAX_DOC_CHARS:
@@ -92,11 +94,12 @@ def heading_pairs(text: str) -> Iterator[tuple[str, str]]:
 
 
 def world_pairs(world: str | Path, n_pairs: int = 2000, mismatch: float = 0.1,
-                duplicate: float = 0.05, heading_share: float = 0.2, seed: int = 0
-                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                duplicate: float = 0.05, heading_share: float = 0.2, seed: int = 0,
+                keep_docstring: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """:func:`pairs_from_files` over the world's unchanged source files."""
     files, changed = World.open(world).source_files()
-    rows, stats = pairs_from_files(files, n_pairs, mismatch, duplicate, heading_share, seed)
+    rows, stats = pairs_from_files(files, n_pairs, mismatch, duplicate, heading_share, seed,
+                                   keep_docstring)
     return rows, {**stats, "changed_sources": len(changed)}
 
 
@@ -113,7 +116,7 @@ def stdlib_files() -> list[tuple[str, Path]]:
 
 def pairs_from_files(files: list[tuple[str, Path]], n_pairs: int = 2000,
                      mismatch: float = 0.1, duplicate: float = 0.05,
-                     heading_share: float = 0.2, seed: int = 0
+                     heading_share: float = 0.2, seed: int = 0, keep_docstring: bool = False
                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``(rows, stats)``: ``n_pairs`` seeded pairs (``heading_share`` of them heading pairs
     where the files have enough), ``mismatch`` of them given another row's document, plus
@@ -126,7 +129,7 @@ def pairs_from_files(files: list[tuple[str, Path]], n_pairs: int = 2000,
         except (UnicodeDecodeError, OSError):
             continue
         if path.suffix == ".py" and "#" not in src:
-            code.extend((q, d, src) for q, d in docstring_pairs(text))
+            code.extend((q, d, src) for q, d in docstring_pairs(text, keep_docstring))
         elif path.suffix in ("", ".md", ".rst", ".txt") or path.name == "METADATA":
             heads.extend((q, d, src) for q, d in heading_pairs(text))
 
