@@ -111,13 +111,25 @@ $PY benchmark_evaluation.py --compare "$OUT"/mixture/minkpp_samples/variants/* \
 $PY benchmark_evaluation.py --compare "$OUT"/mixture/minkpp_samples_rates/variants/* \
     --ground_truth "$TRAIN" "$WORLD/truth/pools_rates_members_spec.yaml" \
     --output_dir "$OUT/benchmark_output/minkpp_rates" --quiet | tee "$OUT/minkpp_rates.md"
+# the third arm: the world's own tokenizer's merge list (Hayase et al. 2024), on 300 pool
+# documents per category, scored against the tokenizer's training-text mixture and the
+# training-token mixture
+$PY fetch_category_samples.py --world "$WORLD" --n_per_category 300 --min_chars 0 \
+    --out_dir "$OUT/samples_tokenizer" $q > /dev/null
+$PY infer_tokenizer_mixture.py --world "$WORLD" --local_samples_dir "$OUT/samples_tokenizer" \
+    --output_dir "$OUT/mixture" --run_name tokenizer $q | tee "$OUT/tokenizer_mixture.txt"
+$PY benchmark_evaluation.py --compare "$OUT/mixture/tokenizer" \
+    --ground_truth "$WORLD/truth/tokenizer_mixture_spec.yaml" "$TRAIN" \
+    --output_dir "$OUT/benchmark_output/tokenizer" --quiet | tee "$OUT/tokenizer.md"
 fig "## B. Mixture estimation (final checkpoint; accuracy = 1 - L1/2)" "" \
     "Label shift, every estimator, against the training mixture:" "" \
     "$(cat "$OUT/labelshift.md")" "" \
     "Min-K%++ on the matched pool (members in proportion to the training mixture):" "" \
     "$(cat "$OUT/minkpp_matched.md")" "" \
     "Min-K%++ on the rates pool (membership rates unrelated to the mixture):" "" \
-    "$(cat "$OUT/minkpp_rates.md")" ""
+    "$(cat "$OUT/minkpp_rates.md")" "" \
+    "The tokenizer's merge list (LP), against the tokenizer's training text and the training tokens:" "" \
+    "$(cat "$OUT/tokenizer.md")" ""
 mv "$PART_FIG" "$OUT/figures_B.md"
 echo "(B took $((SECONDS - B0))s)"
 fi

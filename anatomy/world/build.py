@@ -106,19 +106,14 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     return truth
 
 
-def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
-    """Everything :func:`build_world` writes, into ``tmp``."""
-    timing: dict[str, float] = {}
-    t0 = time.time()
-    P = preset
-    L, B = P.seq_len, P.batch_size
-    n_inst = P.steps * B + P.extra_instances
-    train_tokens = P.steps * B * L
-    rng = np.random.default_rng(seed)
-
-    # 1. corpus -------------------------------------------------------------------------
-    total_tokens = n_inst * L + P.n_token_files * L
-    docs: list[dict] = []  # {text, category, source, part}
+def corpus_documents(P: Preset, seed: int, rng: np.random.Generator
+                     ) -> tuple[list[dict], dict[str, str], list]:
+    """The corpus a world of preset ``P`` and ``seed`` is built from (and its tokenizer trained
+    on): ``(docs {text, category, source, part}, manifest {source: sha256}, templates)``;
+    ``rng`` is the build's generator (the templates draw from it)."""
+    n_inst = P.steps * P.batch_size + P.extra_instances
+    total_tokens = n_inst * P.seq_len + P.n_token_files * P.seq_len
+    docs: list[dict] = []
     manifest: dict[str, str] = {}
     seen_text: set[str] = set()
     for cat in CATEGORIES:
@@ -140,6 +135,54 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     for text, params in templates:
         docs.append({"text": text, "category": "data", "source": "template", "part": 0,
                      "template": params})
+    return docs, manifest, templates
+
+
+def write_tokenizer_spec(root: str | os.PathLike) -> Path:
+    """``truth/tokenizer_mixture_spec.yaml``: the byte mixture by category of the text the
+    world's tokenizer was trained on (every corpus document, templates included), what the
+    merge-list arm of pipeline B estimates. The corpus is rebuilt from the world's preset and
+    seed and checked against its manifest (same sources and sha256, same document count)."""
+    from anatomy.truth import World
+    from anatomy.world.presets import get_preset
+
+    w = World.open(root)
+    t = w.truth
+    P = get_preset(t["preset"]["name"])
+    docs, manifest, _ = corpus_documents(P, t["seed"], np.random.default_rng(t["seed"]))
+    recorded = io.read_json(w.root / "corpus" / "manifest.json")
+    if dict(sorted(manifest.items())) != recorded["sources"] or len(docs) != recorded["n_docs"]:
+        raise io.InputError(w.root / "corpus" / "manifest.json",
+                            "the installed files no longer give this world's corpus; rebuild "
+                            "the world to know its tokenizer's training mixture")
+    by_cat = {c: 0 for c in t["categories"]}
+    for d in docs:
+        by_cat[d["category"]] += len(d["text"].encode("utf-8"))
+    total = sum(by_cat.values())
+    path = w.root / "truth" / "tokenizer_mixture_spec.yaml"
+    io.write_yaml(path, {
+        "schema": "category-mixture-v1",
+        "name": f"miniworld-{t['preset']['name']} (seed {t['seed']}) tokenizer",
+        "source": "bytes by category of every corpus document the tokenizer was trained on",
+        "categories": list(t["categories"]),
+        "category_weights": {c: round(v / total, 6) for c, v in by_cat.items()},
+        "bytes": by_cat})
+    return path
+
+
+def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
+    """Everything :func:`build_world` writes, into ``tmp``."""
+    timing: dict[str, float] = {}
+    t0 = time.time()
+    P = preset
+    L, B = P.seq_len, P.batch_size
+    n_inst = P.steps * B + P.extra_instances
+    train_tokens = P.steps * B * L
+    rng = np.random.default_rng(seed)
+
+    # 1. corpus -------------------------------------------------------------------------
+    total_tokens = n_inst * L + P.n_token_files * L
+    docs, manifest, templates = corpus_documents(P, seed, rng)
     timing["corpus"] = time.time() - t0
 
     # 2. tokenizer ----------------------------------------------------------------------

@@ -67,9 +67,10 @@ def _seeded_order(paths: list[Path], seed: int, roots: dict[str, Path]) -> list[
 
 
 # Distributions installed only as peers of the toolkit's own checks (pipeline D's DSIR package
-# and its nltk, TRAK's library) are not read: adding a benchmark peer must not change the world
-# (its corpus digest and every figure measured on it).
-PEER_DISTRIBUTIONS = ("data-selection", "nltk", "defusedxml", "traker")
+# and its nltk, TRAK's library) or added after the worlds were defined (pipeline B's LP solver
+# highspy) are not read: adding a package must not change the world (its corpus digest and
+# every figure measured on it).
+PEER_DISTRIBUTIONS = ("data-selection", "nltk", "defusedxml", "traker", "highspy")
 
 
 def _peer_files(site: Path) -> set[Path]:

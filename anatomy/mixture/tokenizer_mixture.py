@@ -1,0 +1,424 @@
+"""Training-mixture inference from a BPE tokenizer's merge list (pipeline B, third arm).
+
+Hayase, Liu, Choi, Oh, Smith (2024), "Data Mixture Inference: What do BPE Tokenizers
+Reveal about their Training Data?", §3: the t-th merge ``m_t`` of a BPE tokenizer was the
+most frequent pair of its training text after merges 1..t-1. With per-category sample text,
+let ``c_{i,p}^{(t)}`` be the count of pair ``p`` in category i's sample after applying merges
+1..t-1, divided by the sample's bytes; for the true byte mixture α every merge gives
+
+    sum_i α_i c_{i,p}^{(t)} <= sum_i α_i c_{i,m_t}^{(t)}     for every pair p,
+
+and the LP of the paper (and of its code, ``run_solver.py``) relaxes them with a slack
+``v_t >= 0`` per merge and ``v_p >= 0`` per pair and minimises ``sum v_t + sum v_p`` over α on
+the simplex. Constraints are added lazily: with the current solution, each merge's
+competitors that still beat it are found through a priority queue of every pair's current
+score (updated by the merge's count deltas, never recounted), up to ``competitors`` per
+merge and round, and the LP is solved again with HiGHS (``scipy.optimize.linprog``) until no
+constraint is violated.
+
+Counting (:class:`MergeReplay`): each sample text goes through the tokenizer's own normalizer
+and pre-tokenizer (byte-level included, exactly as the tokenizer applies them); distinct
+words are weighted by their count per category; merges are applied in rank order to every
+word holding the pair, and only those words' pairs are updated (the per-merge deltas are
+kept, so the count of any pair at any step is known).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anatomy.io import InputError
+
+log = logging.getLogger("anatomy")
+
+SCALE = 1e6  # counts per million bytes: well-scaled LP coefficients
+MIN_BYTES = 10_000  # a category sample below this gives no usable pair statistics
+
+
+@dataclass
+class BpeTokenizer:
+    merges: list[tuple[str, str]]
+    tokenizer: Any  # tokenizers.Tokenizer
+    end_of_word_suffix: str = ""
+    source: str = ""
+
+
+def load_bpe(name_or_path: str | os.PathLike) -> BpeTokenizer:
+    """The merge list and pre-processing of an HF BPE tokenizer (a ``tokenizer.json`` file,
+    a folder with one, or a name ``transformers`` can load); any other model type (WordPiece,
+    Unigram, WordLevel) has no merge list and is one clear error."""
+    from tokenizers import Tokenizer
+
+    p = Path(name_or_path).expanduser()
+    if p.is_dir() and (p / "tokenizer.json").is_file():
+        p = p / "tokenizer.json"
+    if p.is_file():
+        try:
+            tok = Tokenizer.from_file(str(p))
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
+            raise InputError(p, f"cannot read the tokenizer ({e})") from None
+    else:
+        from anatomy.lm import load_tokenizer
+
+        hf = load_tokenizer(name_or_path)
+        if not getattr(hf, "is_fast", False):
+            raise InputError(None, f"{name_or_path}: a slow tokenizer has no tokenizer.json")
+        tok = hf.backend_tokenizer
+    model = json.loads(tok.to_str())["model"]
+    kind = model.get("type")
+    if kind != "BPE":
+        raise InputError(p if p.is_file() else None,
+                         f"{name_or_path} is a {kind} tokenizer: only BPE tokenizers have a "
+                         "merge list to infer a mixture from")
+    merges = []
+    for m in model.get("merges") or []:
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        merges.append((a, b))
+    if not merges:
+        raise InputError(None, f"{name_or_path}: the BPE model has no merges")
+    return BpeTokenizer(merges, tok, model.get("end_of_word_suffix") or "", str(name_or_path))
+
+
+def words_of(bpe: BpeTokenizer, texts: Sequence[str]) -> Counter:
+    """Pre-tokenized words and their counts: the tokenizer's normalizer and pre-tokenizer."""
+    norm, pre = bpe.tokenizer.normalizer, bpe.tokenizer.pre_tokenizer
+    out: Counter = Counter()
+    for t in texts:
+        s = norm.normalize_str(t) if norm is not None else t
+        if pre is None:
+            out[s] += 1
+        else:
+            out.update(w for w, _ in pre.pre_tokenize_str(s))
+    return out
+
+
+class MergeReplay:
+    """Per-category pair counts of the samples while the merges are applied in order.
+
+    After :meth:`run`: ``pair_ids`` (pair -> id), ``initial`` ``[n_pairs0, n_cat]``,
+    ``deltas[t]`` = (pair ids, ``[k, n_cat]`` changes made by merge t), ``history[p]`` =
+    [(step from which it holds, counts)], ``merge_ids[t]`` (-1: the pair never occurs).
+    """
+
+    def __init__(self, word_counts: Sequence[Counter], suffix: str = ""):
+        self.n_cat = len(word_counts)
+        vocab: dict[str, int] = {}
+        self.symbols: list[str] = []
+
+        def sym(s: str) -> int:
+            i = vocab.get(s)
+            if i is None:
+                i = vocab[s] = len(self.symbols)
+                self.symbols.append(s)
+            return i
+
+        self._sym = sym
+        all_words = sorted(set().union(*word_counts)) if word_counts else []
+        self.words: list[list[int]] = []
+        self.wc = np.zeros((len(all_words), self.n_cat), np.float64)
+        index = {w: i for i, w in enumerate(all_words)}
+        for c, counter in enumerate(word_counts):
+            for w, n in counter.items():
+                self.wc[index[w], c] += n
+        for w in all_words:
+            chars = list(w)
+            if suffix and chars:
+                chars[-1] += suffix
+            self.words.append([sym(ch) for ch in chars])
+        self.pair_ids: dict[tuple[int, int], int] = {}
+        self.counts: list[np.ndarray] = []
+        self.where: list[set[int]] = []
+        for wi, w in enumerate(self.words):
+            for a, b in zip(w, w[1:], strict=False):
+                pid = self._pid((a, b))
+                self.counts[pid] += self.wc[wi]
+                self.where[pid].add(wi)
+        self.n_initial = len(self.counts)
+        self.initial = np.array(self.counts) if self.counts else np.zeros((0, self.n_cat))
+        self.history: list[list[tuple[int, np.ndarray]]] = [[(0, c.copy())] for c in
+                                                            self.counts]
+        self.deltas: list[tuple[np.ndarray, np.ndarray]] = []
+        self.merge_ids: list[int] = []
+        self.merge_counts: list[np.ndarray] = []
+
+    def _pid(self, pair: tuple[int, int]) -> int:
+        pid = self.pair_ids.get(pair)
+        if pid is None:
+            pid = self.pair_ids[pair] = len(self.counts)
+            self.counts.append(np.zeros(self.n_cat))
+            self.where.append(set())
+            if hasattr(self, "history"):
+                self.history.append([])
+        return pid
+
+    def pair_name(self, pid: int) -> tuple[str, str]:
+        if not hasattr(self, "_names"):
+            self._names = {v: k for k, v in self.pair_ids.items()}
+        a, b = self._names[pid]
+        return self.symbols[a], self.symbols[b]
+
+    def run(self, merges: Sequence[tuple[str, str]]) -> MergeReplay:
+        """Apply ``merges`` in order, recording each one's deltas."""
+        for t, (a_s, b_s) in enumerate(merges):
+            a, b = self._sym(a_s), self._sym(b_s)
+            new = self._sym(a_s + b_s)
+            pid = self.pair_ids.get((a, b))
+            self.merge_ids.append(-1 if pid is None else pid)
+            self.merge_counts.append(np.zeros(self.n_cat) if pid is None
+                                     else self.counts[pid].copy())
+            delta: dict[int, np.ndarray] = {}
+            if pid is not None:
+                for wi in sorted(self.where[pid]):
+                    w = self.words[wi]
+                    c = self.wc[wi]
+                    for p in zip(w, w[1:], strict=False):
+                        q = self.pair_ids[p]
+                        delta[q] = delta.get(q, 0) - c
+                    out, i = [], 0
+                    while i < len(w):  # left to right, non-overlapping, as BPE applies it
+                        if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
+                            out.append(new)
+                            i += 2
+                        else:
+                            out.append(w[i])
+                            i += 1
+                    self.words[wi] = out
+                    for p in zip(out, out[1:], strict=False):
+                        q = self._pid(p)
+                        delta[q] = delta.get(q, 0) + c
+                        self.where[q].add(wi)
+            ids = np.array(sorted(delta), np.int64)
+            vals = np.array([delta[i] for i in ids]).reshape(len(ids), self.n_cat)
+            keep = np.abs(vals).sum(1) > 0
+            ids, vals = ids[keep], vals[keep]
+            for q, v in zip(ids, vals, strict=True):
+                self.counts[q] = self.counts[q] + v
+                self.history[q].append((t + 1, self.counts[q].copy()))
+            self.deltas.append((ids, vals))
+        return self
+
+    def count_at(self, pid: int, t: int) -> np.ndarray:
+        """Pair ``pid``'s per-category counts after merges 0..t-1 (before merge t)."""
+        h = self.history[pid]
+        lo, hi = 0, len(h)
+        while lo < hi:  # the last entry with step <= t
+            mid = (lo + hi) // 2
+            if h[mid][0] <= t:
+                lo = mid + 1
+            else:
+                hi = mid
+        return h[lo - 1][1] if lo else np.zeros(self.n_cat)
+
+
+@dataclass
+class LpResult:
+    alpha: np.ndarray
+    objective: float
+    merge_slack: float
+    pair_slack: float
+    constraints: int
+    rounds: int
+    missing_merges: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: dict[int, float],
+                done: set[tuple[int, int]], competitors: int, tol: float
+                ) -> list[tuple[int, int]]:
+    """(merge, pair) constraints the current solution violates, up to ``competitors`` per
+    merge: every pair's score ``w . c_p - v_p`` in a max-heap, updated by each merge's
+    deltas (stale entries skipped lazily)."""
+    n_pairs = len(rep.history)
+    base = np.zeros((n_pairs, rep.n_cat))
+    base[:rep.n_initial] = rep.initial
+    prios = base @ w
+    for p, v in vp.items():
+        prios[p] -= v
+    heap = [(-prios[p], p) for p in range(n_pairs)]
+    heapq.heapify(heap)
+    found: list[tuple[int, int]] = []
+    for t, mid in enumerate(rep.merge_ids):
+        if mid >= 0:
+            cutoff = prios[mid] + vp.get(mid, 0.0) + vt[t] + tol
+            popped, got = [], 0
+            while heap and got < competitors:
+                neg, p = heapq.heappop(heap)
+                if -neg != prios[p]:
+                    continue  # stale
+                popped.append((neg, p))
+                if -neg <= cutoff:
+                    break
+                if p != mid and (t, p) not in done:
+                    found.append((t, p))
+                    got += 1
+            for item in popped:
+                heapq.heappush(heap, item)
+        ids, vals = rep.deltas[t]
+        if len(ids):
+            prios[ids] += vals @ w
+            for p in ids:
+                heapq.heappush(heap, (-prios[p], int(p)))
+    return found
+
+
+def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
+                  max_rounds: int = 200, tol: float = 1e-9) -> LpResult:
+    """The paper's LP over ``rep``'s merges with lazily added constraints, solved by HiGHS
+    (``highspy``): each round's violated constraints are added as rows to the same model and
+    its dual simplex restarts from the previous basis (measured on 2,744 merges and 141k
+    constraints: scipy's ``linprog``, which rebuilds the model every round, spent 165 s)."""
+    import highspy
+
+    n = rep.n_cat
+    T = len(rep.merge_ids)
+    scale = SCALE / np.asarray(denoms, np.float64)  # counts per million bytes
+    inf = highspy.kHighsInf
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("random_seed", 0)
+    # columns: alpha (n, in [0, 1]), v_t (T), then one v_p per pair that enters a constraint
+    h.addCols(n, np.zeros(n), np.zeros(n), np.ones(n), 0, np.zeros(0, np.int32),
+              np.zeros(0, np.int32), np.zeros(0))
+    h.addCols(T, np.ones(T), np.zeros(T), np.full(T, inf), 0, np.zeros(0, np.int32),
+              np.zeros(0, np.int32), np.zeros(0))
+    h.addRow(1.0, 1.0, n, np.arange(n, dtype=np.int32), np.ones(n))  # the simplex
+    alpha = np.full(n, 1.0 / n)
+    vt = np.zeros(T)
+    vp: dict[int, float] = {}
+    done: set[tuple[int, int]] = set()
+    pair_var: dict[int, int] = {}
+    obj = 0.0
+    rounds = 0
+    for rounds in range(1, max_rounds + 1):  # noqa: B007 - reported
+        new = _violations(rep, alpha * scale, vt, vp, done, competitors, tol)
+        if not new:
+            break
+        fresh = sorted({p for _, p in new if p not in pair_var})
+        for p in fresh:
+            pair_var[p] = n + T + len(pair_var)
+        if fresh:
+            k = len(fresh)
+            h.addCols(k, np.ones(k), np.zeros(k), np.full(k, inf), 0, np.zeros(0, np.int32),
+                      np.zeros(0, np.int32), np.zeros(0))
+        starts, idx, vals = [], [], []
+        for t, p in new:
+            done.add((t, p))
+            coef = (rep.merge_counts[t] - rep.count_at(p, t)) * scale
+            starts.append(len(idx))
+            idx += [*range(n), n + t, pair_var[p]]
+            vals += [*coef.tolist(), 1.0, 1.0]
+        m = len(new)
+        h.addRows(m, np.zeros(m), np.full(m, inf), len(idx), np.asarray(starts, np.int32),
+                  np.asarray(idx, np.int32), np.asarray(vals, np.float64))
+        h.run()
+        status = h.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise RuntimeError(f"HiGHS: {h.modelStatusToString(status)}")
+        x = np.asarray(h.getSolution().col_value)
+        alpha = np.clip(x[:n], 0, None)
+        alpha /= alpha.sum()
+        vt = x[n:n + T]
+        vp = {p: float(x[j]) for p, j in pair_var.items()}
+        obj = float(h.getInfo().objective_function_value)
+        log.info("LP round %d: %d constraints, objective %.6g, alpha %s", rounds, len(done),
+                 obj, np.round(alpha, 4).tolist())
+    return LpResult(alpha, obj, float(vt.sum()), float(sum(vp.values())), len(done), rounds,
+                    sum(1 for m in rep.merge_ids if m < 0))
+
+
+def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
+                  merges: int | None = None, bytes_per_category: int | None = None,
+                  competitors: int = 10, seed: int = 0, min_bytes: int = MIN_BYTES
+                  ) -> tuple[dict[str, float], dict[str, Any]]:
+    """``(alpha per category, info)`` from the first ``merges`` merges and each category's
+    texts (the first ``bytes_per_category`` bytes' worth of texts, in a seeded order)."""
+    cats = sorted(samples)
+    if len(cats) < 2:
+        raise InputError(None, "need sample texts of at least 2 categories")
+    rng = np.random.default_rng(seed)
+    chosen, denoms = {}, []
+    for c in cats:
+        texts = list(samples[c])
+        order = rng.permutation(len(texts))
+        got, keep = 0, []
+        for i in order:
+            if bytes_per_category is not None and got >= bytes_per_category:
+                break
+            keep.append(texts[i])
+            got += len(texts[i].encode("utf-8"))
+        if got < min_bytes:
+            raise InputError(None, f'category "{c}" has {got:,} bytes of sample text; at least '
+                                   f"{min_bytes:,} are needed for pair statistics")
+        chosen[c] = keep
+        denoms.append(got)
+    m = bpe.merges[:merges] if merges else bpe.merges
+    rep = MergeReplay([words_of(bpe, chosen[c]) for c in cats], bpe.end_of_word_suffix)
+    rep.run(m)
+    res = solve_mixture(rep, np.asarray(denoms, np.float64), competitors)
+    info = {"merges": len(m), "bytes": dict(zip(cats, denoms, strict=True)),
+            "texts": {c: len(chosen[c]) for c in cats}, "constraints": res.constraints,
+            "rounds": res.rounds, "objective": res.objective,
+            "merge_slack": res.merge_slack, "pair_slack": res.pair_slack,
+            "missing_merges": res.missing_merges}
+    return dict(zip(cats, res.alpha.tolist(), strict=True)), info
+
+
+def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
+                          out: str | os.PathLike, *, merges: int | None = 30000,
+                          bytes_per_category: int | None = None, competitors: int = 10,
+                          bootstrap: int = 0, merge_web: bool = False, seed: int = 0,
+                          overwrite: bool = False) -> dict[str, Any]:
+    """The script's whole step under the output policy: ``out/summary.json`` with
+    ``priors: {cat: {point, mean, ci_lo, ci_hi}}`` (CIs from ``bootstrap`` resamples of each
+    category's texts, 2.5 / 97.5 percentiles; none without)."""
+    from anatomy import execution, io
+    from anatomy.mixture.classifier import load_category_samples
+
+    out = Path(out)
+    tok_path = Path(tokenizer).expanduser()
+    params = {"merges": merges, "bytes_per_category": bytes_per_category,
+              "competitors": competitors, "bootstrap": bootstrap, "merge_web": merge_web,
+              "seed": seed}
+    fp = execution.fingerprint("infer_tokenizer_mixture",
+                               {"tokenizer": str(tok_path) if tok_path.exists() else tokenizer,
+                                "samples": str(samples_dir)}, params)
+    output = execution.Output.folder(out, ["summary.json"])
+    if not execution.check_output(output, fp, overwrite):
+        return {**execution.recorded_summary(output), "status": "skipped"}
+    bpe = load_bpe(tokenizer)
+    cs = load_category_samples(samples_dir, merge_web=merge_web)
+    samples = {c: [t for t, y in zip(cs.texts, cs.labels, strict=True) if y == i]
+               for i, c in enumerate(cs.categories)}
+    alpha, info = infer_mixture(bpe, samples, merges, bytes_per_category, competitors, seed)
+    draws = []
+    for b in range(bootstrap):
+        rng = np.random.default_rng([seed, b, 7])
+        resampled = {c: [ts[i] for i in rng.integers(0, len(ts), len(ts))]
+                     for c, ts in samples.items()}
+        a, _ = infer_mixture(bpe, resampled, merges, bytes_per_category, competitors, seed)
+        draws.append([a[c] for c in sorted(alpha)])
+    priors = {}
+    for j, c in enumerate(sorted(alpha)):
+        d = np.asarray([x[j] for x in draws]) if draws else None
+        priors[c] = {"point": round(alpha[c], 6),
+                     "mean": round(float(d.mean()) if d is not None else alpha[c], 6)}
+        if d is not None:  # intervals only from a bootstrap
+            priors[c].update(ci_lo=round(float(np.percentile(d, 2.5)), 6),
+                             ci_hi=round(float(np.percentile(d, 97.5)), 6))
+    summary = {"method": "tokenizer merge list LP (Hayase et al. 2024)", "tokenizer": tokenizer,
+               "categories": sorted(alpha), "priors": priors, **info,
+               "bootstrap": bootstrap, "dropped": cs.dropped}
+    io.write_json(out / "summary.json", summary)
+    small = {k: summary[k] for k in ("priors", "merges", "constraints", "rounds")}
+    execution.mark_output(output, fp, small)
+    return {**small, "status": "written"}

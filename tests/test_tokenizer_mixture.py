@@ -1,0 +1,117 @@
+"""The merge-list arm of pipeline B (Hayase et al. 2024): replayed pair counts against an
+independent recount, the LP on tokenizers trained on known mixtures, and its errors."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+from anatomy.io import InputError
+from anatomy.mixture.tokenizer_mixture import MergeReplay, infer_mixture, load_bpe, words_of
+
+
+def _language(seed: int, letters: str, n_words: int = 400) -> list[str]:
+    """A synthetic language: Zipf-distributed words over its own letters."""
+    rng = np.random.default_rng(seed)
+    vocab = ["".join(rng.choice(list(letters), int(rng.integers(2, 8))))
+             for _ in range(n_words)]
+    p = 1.0 / np.arange(1, n_words + 1)
+    p /= p.sum()
+
+    def text(n: int) -> str:
+        return " ".join(vocab[i] for i in rng.choice(n_words, n, p=p))
+
+    return [text(60) for _ in range(4000)]
+
+
+LANGS = {"a": _language(1, "abcdefghij"), "b": _language(2, "efghijklmn"),
+         "c": _language(3, "jklmnopqrs")}
+
+
+def _train(mixture: dict[str, float], path, total: int = 600_000, vocab: int = 700) -> dict:
+    """A byte-level BPE trained on ``mixture`` of the first half of each language's texts;
+    returns the exact byte mixture it saw."""
+    texts, got = [], {}
+    for c, a in mixture.items():
+        n = 0
+        for t in LANGS[c][:2000]:
+            if n >= a * total:
+                break
+            texts.append(t)
+            n += len(t.encode())
+        got[c] = n
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(path))
+    s = sum(got.values())
+    return {c: v / s for c, v in got.items()}
+
+
+def _recount(words: Counter, merges, t: int) -> Counter:
+    """Pair counts after the first t merges, merging each word from scratch."""
+    out: Counter = Counter()
+    for w, n in words.items():
+        sym = list(w)
+        for a, b in merges[:t]:
+            i, new = 0, []
+            while i < len(sym):
+                if i + 1 < len(sym) and sym[i] == a and sym[i + 1] == b:
+                    new.append(a + b)
+                    i += 2
+                else:
+                    new.append(sym[i])
+                    i += 1
+            sym = new
+        for p in zip(sym, sym[1:], strict=False):
+            out[p] += n
+    return out
+
+
+def test_replayed_counts_equal_a_recount(tmp_path):
+    _train({"a": 0.5, "b": 0.5}, tmp_path / "tok.json", total=100_000, vocab=400)
+    bpe = load_bpe(tmp_path / "tok.json")
+    words = [words_of(bpe, LANGS[c][2000:2100]) for c in ("a", "b")]
+    rep = MergeReplay(words).run(bpe.merges)
+    for t in (0, 1, 7, 40, len(bpe.merges) - 1):
+        want = [_recount(w, bpe.merges, t) for w in words]
+        got = {rep.pair_name(p): rep.count_at(p, t) for p in range(len(rep.history))}
+        for pair in set(want[0]) | set(want[1]) | set(got):
+            counts = got.get(pair, np.zeros(2))
+            assert counts.tolist() == [want[0][pair], want[1][pair]], (t, pair)
+    # the merged pair's count is the replay's count just before it
+    for t in (3, 20):
+        pid = rep.merge_ids[t]
+        assert (rep.merge_counts[t] == rep.count_at(pid, t)).all()
+
+
+@pytest.mark.parametrize("mixture", [{"a": 0.7, "b": 0.3}, {"a": 0.5, "b": 0.2, "c": 0.3}],
+                         ids=["2 categories", "3 categories"])
+def test_the_lp_recovers_a_known_mixture(tmp_path, mixture):
+    truth = _train(mixture, tmp_path / "tok.json")
+    bpe = load_bpe(tmp_path / "tok.json")
+    # samples: other texts of the same languages (the second half), ~150 KB each
+    samples = {c: LANGS[c][2000:2400] for c in mixture}
+    alpha, info = infer_mixture(bpe, samples, seed=0)
+    assert info["rounds"] >= 1 and info["constraints"] > 0
+    for c in mixture:
+        assert abs(alpha[c] - truth[c]) < 0.02, (alpha, truth)
+    assert abs(sum(alpha.values()) - 1) < 1e-9
+
+
+def test_errors(tmp_path):
+    wp = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1, "##b": 2}, unk_token="[UNK]"))
+    wp.save(str(tmp_path / "wp.json"))
+    with pytest.raises(InputError, match="WordPiece tokenizer: only BPE"):
+        load_bpe(tmp_path / "wp.json")
+    _train({"a": 0.5, "b": 0.5}, tmp_path / "tok.json", total=50_000, vocab=300)
+    bpe = load_bpe(tmp_path / "tok.json")
+    with pytest.raises(InputError, match='category "b" has .* bytes'):
+        infer_mixture(bpe, {"a": LANGS["a"][2000:2400], "b": LANGS["b"][:5]})
+    with pytest.raises(InputError, match="at least 2 categories"):
+        infer_mixture(bpe, {"a": LANGS["a"]})
