@@ -50,6 +50,20 @@ def _refuse_overlap(pairs: Pairs, out: Path) -> None:
                               "input; pass another --output_dir")
 
 
+def _start(step: str, inputs: dict[str, Any], params: dict[str, Any], out: Path,
+           pairs: Pairs, merge: bool, overwrite: bool
+           ) -> tuple[execution.Fingerprint, dict[str, Any] | None]:
+    """The output policy for a run folder: ``(fingerprint, the recorded summary when the
+    output is up to date, else None)``; an input without rows is an error."""
+    fp = execution.fingerprint(step, inputs, params)
+    probe = execution.Output.folder(out, ["report.json"])
+    if not merge and not execution.check_output(probe, fp, overwrite):
+        return fp, {**execution.recorded_summary(probe), "status": "skipped"}
+    if not len(pairs):
+        raise InputError(pairs.source, "no rows")
+    return fp, None
+
+
 def _texts(pairs: Pairs, opts: EmbedOptions, extra: Sequence[str] = ()
            ) -> tuple[TextTable, np.ndarray, list[np.ndarray], np.ndarray]:
     """The embedding table: each row's query and positives (with their prefixes) and the
@@ -217,13 +231,10 @@ def filter_pairs(dataset: str, output_dir: str | os.PathLike, *, query_key: str 
               "add_title": add_title, "label_key": label_key,
               "mine": asdict(mine) if mine else None, "mine_format": mine_format,
               "negatives_key": negatives_key, "output_scores": output_scores}
-    fp = execution.fingerprint("filter_pairs", _inputs(pairs), params)
-    probe = execution.Output.folder(out, ["report.json"])
+    fp, skipped = _start("filter_pairs", _inputs(pairs), params, out, pairs, merge, overwrite)
+    if skipped is not None:
+        return skipped
     ranks = ranks or execution.Ranks()
-    if not merge and not execution.check_output(probe, fp, overwrite):
-        return {**execution.recorded_summary(probe), "status": "skipped"}
-    if not len(pairs):
-        raise InputError(dataset, "no rows")
     table, q_rows, pos_rows, _ = _texts(pairs, embed)
     emb, emb_fp = embed_table(table, embed, work, ranks, overwrite, merge, wait_s, progress)
     doc_rows = np.asarray([r[0] for r in pos_rows], np.int64)
@@ -356,13 +367,10 @@ def mine_negatives(dataset: str, output_dir: str | os.PathLike, *, query_key: st
               "corpus_key": corpus_key, "output_format": output_format,
               "negatives_key": negatives_key, "output_scores": output_scores,
               "embed": asdict(embed), "add_title": add_title}
-    fp = execution.fingerprint("mine_negatives", inputs, params)
-    probe = execution.Output.folder(out, ["report.json"])
+    fp, skipped = _start("mine_negatives", inputs, params, out, pairs, merge, overwrite)
+    if skipped is not None:
+        return skipped
     ranks = ranks or execution.Ranks()
-    if not merge and not execution.check_output(probe, fp, overwrite):
-        return {**execution.recorded_summary(probe), "status": "skipped"}
-    if not len(pairs):
-        raise InputError(dataset, "no rows")
     extra = read_corpus(corpus_path, corpus_key) if corpus_path else []
     table, q_rows, pos_rows, extra_rows = _texts(pairs, embed, extra)
     emb, emb_fp = embed_table(table, embed, work, ranks, overwrite, merge, wait_s, progress)

@@ -138,6 +138,8 @@ class MergeReplay:
         self.pair_ids: dict[tuple[int, int], int] = {}
         self.counts: list[np.ndarray] = []
         self.where: list[set[int]] = []
+        self.history: list[list[tuple[int, np.ndarray]]] = []
+        self.pairs: list[tuple[int, int]] = []  # pair of each id
         for wi, w in enumerate(self.words):
             for a, b in zip(w, w[1:], strict=False):
                 pid = self._pid((a, b))
@@ -145,8 +147,8 @@ class MergeReplay:
                 self.where[pid].add(wi)
         self.n_initial = len(self.counts)
         self.initial = np.array(self.counts) if self.counts else np.zeros((0, self.n_cat))
-        self.history: list[list[tuple[int, np.ndarray]]] = [[(0, c.copy())] for c in
-                                                            self.counts]
+        for h, c in zip(self.history, self.counts, strict=True):
+            h.append((0, c.copy()))
         self.deltas: list[tuple[np.ndarray, np.ndarray]] = []
         self.merge_ids: list[int] = []
         self.merge_counts: list[np.ndarray] = []
@@ -157,14 +159,12 @@ class MergeReplay:
             pid = self.pair_ids[pair] = len(self.counts)
             self.counts.append(np.zeros(self.n_cat))
             self.where.append(set())
-            if hasattr(self, "history"):
-                self.history.append([])
+            self.history.append([])
+            self.pairs.append(pair)
         return pid
 
     def pair_name(self, pid: int) -> tuple[str, str]:
-        if not hasattr(self, "_names"):
-            self._names = {v: k for k, v in self.pair_ids.items()}
-        a, b = self._names[pid]
+        a, b = self.pairs[pid]
         return self.symbols[a], self.symbols[b]
 
     def run(self, merges: Sequence[tuple[str, str]]) -> MergeReplay:
