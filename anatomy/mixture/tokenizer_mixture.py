@@ -233,11 +233,11 @@ class LpResult:
 
 
 def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: dict[int, float],
-                done: set[tuple[int, int]], competitors: int, tol: float
+                done: set[tuple[int, int]], competitors: int, tol: float, T: int
                 ) -> list[tuple[int, int]]:
-    """(merge, pair) constraints the current solution violates, up to ``competitors`` per
-    merge: every pair's score ``w . c_p - v_p`` in a max-heap, updated by each merge's
-    deltas (stale entries skipped lazily)."""
+    """(merge, pair) constraints of the first ``T`` merges that the current solution
+    violates, up to ``competitors`` per merge: every pair's score ``w . c_p - v_p`` in a
+    max-heap, updated by each merge's deltas (stale entries skipped lazily)."""
     n_pairs = len(rep.history)
     base = np.zeros((n_pairs, rep.n_cat))
     base[:rep.n_initial] = rep.initial
@@ -247,7 +247,7 @@ def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: dict[int, f
     heap = [(-prios[p], p) for p in range(n_pairs)]
     heapq.heapify(heap)
     found: list[tuple[int, int]] = []
-    for t, mid in enumerate(rep.merge_ids):
+    for t, mid in enumerate(rep.merge_ids[:T]):
         if mid >= 0:
             cutoff = prios[mid] + vp.get(mid, 0.0) + vt[t] + tol
             popped, got = [], 0
@@ -272,15 +272,17 @@ def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: dict[int, f
 
 
 def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
-                  max_rounds: int = 200, tol: float = 1e-9) -> LpResult:
-    """The paper's LP over ``rep``'s merges with lazily added constraints, solved by HiGHS
-    (``highspy``): each round's violated constraints are added as rows to the same model and
-    its dual simplex restarts from the previous basis (measured on 2,744 merges and 141k
-    constraints: scipy's ``linprog``, which rebuilds the model every round, spent 165 s)."""
+                  max_rounds: int = 200, tol: float = 1e-9, merges: int | None = None,
+                  pair_weight: float = 1.0) -> LpResult:
+    """The paper's LP over ``rep``'s first ``merges`` merges (all by default) with lazily
+    added constraints, solved by HiGHS (``highspy``): each round's violated constraints are
+    added as rows to the same model and its dual simplex restarts from the previous basis
+    (measured on 2,744 merges and 141k constraints: scipy's ``linprog``, which rebuilds the
+    model every round, spent 165 s)."""
     import highspy
 
     n = rep.n_cat
-    T = len(rep.merge_ids)
+    T = len(rep.merge_ids) if merges is None else min(merges, len(rep.merge_ids))
     scale = SCALE / np.asarray(denoms, np.float64)  # counts per million bytes
     inf = highspy.kHighsInf
     h = highspy.Highs()
@@ -300,7 +302,7 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
     obj = 0.0
     rounds = 0
     for rounds in range(1, max_rounds + 1):  # noqa: B007 - reported
-        new = _violations(rep, alpha * scale, vt, vp, done, competitors, tol)
+        new = _violations(rep, alpha * scale, vt, vp, done, competitors, tol, T)
         if not new:
             break
         fresh = sorted({p for _, p in new if p not in pair_var})
@@ -308,7 +310,8 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
             pair_var[p] = n + T + len(pair_var)
         if fresh:
             k = len(fresh)
-            h.addCols(k, np.ones(k), np.zeros(k), np.full(k, inf), 0, np.zeros(0, np.int32),
+            h.addCols(k, np.full(k, pair_weight), np.zeros(k), np.full(k, inf), 0,
+                      np.zeros(0, np.int32),
                       np.zeros(0, np.int32), np.zeros(0))
         starts, idx, vals = [], [], []
         for t, p in new:
@@ -330,18 +333,18 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
         vt = x[n:n + T]
         vp = {p: float(x[j]) for p, j in pair_var.items()}
         obj = float(h.getInfo().objective_function_value)
-        log.info("LP round %d: %d constraints, objective %.6g, alpha %s", rounds, len(done),
+        log.debug("LP round %d: %d constraints, objective %.6g, alpha %s", rounds, len(done),
                  obj, np.round(alpha, 4).tolist())
     return LpResult(alpha, obj, float(vt.sum()), float(sum(vp.values())), len(done), rounds,
-                    sum(1 for m in rep.merge_ids if m < 0))
+                    sum(1 for m in rep.merge_ids[:T] if m < 0))
 
 
-def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
-                  merges: int | None = None, bytes_per_category: int | None = None,
-                  competitors: int = 10, seed: int = 0, min_bytes: int = MIN_BYTES
-                  ) -> tuple[dict[str, float], dict[str, Any]]:
-    """``(alpha per category, info)`` from the first ``merges`` merges and each category's
-    texts (the first ``bytes_per_category`` bytes' worth of texts, in a seeded order)."""
+def choose_samples(samples: Mapping[str, Sequence[str]], bytes_per_category: int | None = None,
+                   seed: int = 0, min_bytes: int = MIN_BYTES
+                   ) -> tuple[list[str], dict[str, list[str]], np.ndarray]:
+    """``(categories sorted, texts per category, bytes per category)``: each category's texts
+    in a seeded order up to ``bytes_per_category`` bytes (all without a cap); fewer than 2
+    categories, or a category under ``min_bytes``, is one clear error."""
     cats = sorted(samples)
     if len(cats) < 2:
         raise InputError(None, "need sample texts of at least 2 categories")
@@ -361,16 +364,65 @@ def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
                                    f"{min_bytes:,} are needed for pair statistics")
         chosen[c] = keep
         denoms.append(got)
+    return cats, chosen, np.asarray(denoms, np.float64)
+
+
+def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
+                  merges: int | None = None, bytes_per_category: int | None = None,
+                  competitors: int = 10, seed: int = 0, min_bytes: int = MIN_BYTES
+                  ) -> tuple[dict[str, float], dict[str, Any]]:
+    """``(alpha per category, info)`` from the first ``merges`` merges and each category's
+    texts (the first ``bytes_per_category`` bytes' worth of texts, in a seeded order)."""
+    cats, chosen, denoms = choose_samples(samples, bytes_per_category, seed, min_bytes)
     m = bpe.merges[:merges] if merges else bpe.merges
     rep = MergeReplay([words_of(bpe, chosen[c]) for c in cats], bpe.end_of_word_suffix)
     rep.run(m)
-    res = solve_mixture(rep, np.asarray(denoms, np.float64), competitors)
-    info = {"merges": len(m), "bytes": dict(zip(cats, denoms, strict=True)),
+    res = solve_mixture(rep, denoms, competitors)
+    info = {"merges": len(m), "bytes": dict(zip(cats, denoms.astype(int).tolist(), strict=True)),
             "texts": {c: len(chosen[c]) for c in cats}, "constraints": res.constraints,
             "rounds": res.rounds, "objective": res.objective,
             "merge_slack": res.merge_slack, "pair_slack": res.pair_slack,
             "missing_merges": res.missing_merges}
     return dict(zip(cats, res.alpha.tolist(), strict=True)), info
+
+
+def encoding_efficiency_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]]
+                                ) -> dict[str, float]:
+    """Baseline "tokenizer encoding efficiency" (Hayase et al. 2024, §5; the byte-to-token
+    ratio of their ``encode_category_data.py``): a tokenizer encodes the categories it was
+    trained on more compactly, so each category's share is taken proportional to its
+    bytes per token on its sample."""
+    ratio = {}
+    for c, texts in samples.items():
+        enc = bpe.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        n_tok = sum(len(e.ids) for e in enc)
+        ratio[c] = sum(len(t.encode("utf-8")) for t in texts) / max(n_tok, 1)
+    s = sum(ratio.values())
+    return {c: v / s for c, v in sorted(ratio.items())}
+
+
+def token_classification_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]]
+                                 ) -> dict[str, float]:
+    """Baseline "token classification" (Hayase et al. 2024, §5; their ``search_string.py``):
+    each merged token of the vocabulary is assigned to the category where it is most
+    frequent per byte of sample (its occurrences in the tokenized sample), and a category's
+    share is the fraction of the assigned tokens; tokens seen in no sample are left out."""
+    cats = sorted(samples)
+    vocab = bpe.tokenizer.get_vocab()
+    merged = np.array(sorted({vocab[a + b] for a, b in bpe.merges if a + b in vocab}), np.int64)
+    size = max(vocab.values()) + 1
+    freq = np.zeros((len(cats), size))
+    for i, c in enumerate(cats):
+        texts = list(samples[c])
+        for e in bpe.tokenizer.encode_batch(texts, add_special_tokens=False):
+            np.add.at(freq[i], np.asarray(e.ids, np.int64), 1)
+        freq[i] /= sum(len(t.encode("utf-8")) for t in texts)
+    f = freq[:, merged]
+    seen = f.sum(0) > 0
+    votes = np.bincount(f[:, seen].argmax(0), minlength=len(cats)).astype(np.float64)
+    if votes.sum() == 0:
+        return {c: 1.0 / len(cats) for c in cats}
+    return dict(zip(cats, (votes / votes.sum()).tolist(), strict=True))
 
 
 def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
