@@ -45,6 +45,9 @@ def build_parser():
                    help="cap on each category's sample text (bytes)")
     p.add_argument("--competitors", type=int, default=10,
                    help="violated constraints added per merge and LP round")
+    p.add_argument("--pair_weight", type=float, default=1.0,
+                   help="objective weight of the per-pair slacks (the paper: 1; lower is more "
+                        "robust to samples unlike the training documents, see README)")
     p.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for the CIs")
     p.add_argument("--merge_web", action="store_true",
                    help="fold commoncrawl + c4 samples into one web class (6 classes)")
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                               bytes_per_category=args.bytes_per_category,
                               competitors=args.competitors, bootstrap=args.bootstrap,
                               merge_web=args.merge_web, seed=args.seed,
+                              pair_weight=args.pair_weight,
                               overwrite=args.overwrite)
     pri = s["priors"]
     print(f"{s['merges']} merges, {s['constraints']} constraints, {s['rounds']} LP rounds "

@@ -115,3 +115,53 @@ def test_errors(tmp_path):
         infer_mixture(bpe, {"a": LANGS["a"][2000:2400], "b": LANGS["b"][:5]})
     with pytest.raises(InputError, match="at least 2 categories"):
         infer_mixture(bpe, {"a": LANGS["a"]})
+
+
+def test_prefix_and_pair_weight(tmp_path):
+    """Solving over the first T merges of a long replay is solving a replay of T merges; the
+    objective is merge slack + pair_weight x pair slack."""
+    from anatomy.mixture.tokenizer_mixture import choose_samples, solve_mixture
+
+    _train({"a": 0.6, "b": 0.4}, tmp_path / "tok.json", total=200_000, vocab=500)
+    bpe = load_bpe(tmp_path / "tok.json")
+    cats, chosen, denoms = choose_samples({c: LANGS[c][2500:2700] for c in ("a", "b")})
+    words = [words_of(bpe, chosen[c]) for c in cats]
+    full = MergeReplay(words).run(bpe.merges)
+    short = MergeReplay(words).run(bpe.merges[:60])
+    a = solve_mixture(full, denoms, merges=60)
+    b = solve_mixture(short, denoms)
+    assert np.allclose(a.alpha, b.alpha, atol=1e-9) and a.constraints == b.constraints
+    for w in (1.0, 0.25):
+        r = solve_mixture(full, denoms, pair_weight=w)
+        assert r.objective == pytest.approx(r.merge_slack + w * r.pair_slack, rel=1e-6)
+
+
+def test_baselines_against_a_direct_count(tmp_path):
+    """TEE = bytes per token, normalised; TC = merged tokens voted to the category where they
+    are most frequent per byte: both recomputed here from plain per-text encodings."""
+    from anatomy.mixture.tokenizer_mixture import (
+        encoding_efficiency_mixture,
+        token_classification_mixture,
+    )
+
+    _train({"a": 0.5, "b": 0.3, "c": 0.2}, tmp_path / "tok.json", total=150_000, vocab=420)
+    bpe = load_bpe(tmp_path / "tok.json")
+    samples = {c: LANGS[c][3000:3050] for c in ("a", "b", "c")}
+    tok = bpe.tokenizer
+    ratio, freq = {}, {}
+    for c, texts in samples.items():
+        nbytes = sum(len(t.encode()) for t in texts)
+        toks = Counter(x for t in texts for x in tok.encode(t, add_special_tokens=False).tokens)
+        ratio[c] = nbytes / sum(toks.values())
+        freq[c] = {x: n / nbytes for x, n in toks.items()}
+    tee = encoding_efficiency_mixture(bpe, samples)
+    for c in samples:
+        assert tee[c] == pytest.approx(ratio[c] / sum(ratio.values()), rel=1e-12)
+    votes = Counter()
+    for a, b in bpe.merges:
+        f = [freq[c].get(a + b, 0.0) for c in sorted(samples)]
+        if max(f) > 0:
+            votes[sorted(samples)[int(np.argmax(f))]] += 1
+    tc = token_classification_mixture(bpe, samples)
+    for c in samples:
+        assert tc[c] == pytest.approx(votes[c] / sum(votes.values()), rel=1e-12)

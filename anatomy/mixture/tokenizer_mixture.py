@@ -278,7 +278,9 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
     added constraints, solved by HiGHS (``highspy``): each round's violated constraints are
     added as rows to the same model and its dual simplex restarts from the previous basis
     (measured on 2,744 merges and 141k constraints: scipy's ``linprog``, which rebuilds the
-    model every round, spent 165 s)."""
+    model every round, spent 165 s). ``pair_weight`` is the objective's weight of the per-pair
+    slacks (the paper: 1): lower makes it cheaper to excuse a pair that a sample holds far
+    more often than the training text did, the failure of samples from other documents."""
     import highspy
 
     n = rep.n_cat
@@ -369,16 +371,18 @@ def choose_samples(samples: Mapping[str, Sequence[str]], bytes_per_category: int
 
 def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
                   merges: int | None = None, bytes_per_category: int | None = None,
-                  competitors: int = 10, seed: int = 0, min_bytes: int = MIN_BYTES
-                  ) -> tuple[dict[str, float], dict[str, Any]]:
+                  competitors: int = 10, seed: int = 0, min_bytes: int = MIN_BYTES,
+                  pair_weight: float = 1.0) -> tuple[dict[str, float], dict[str, Any]]:
     """``(alpha per category, info)`` from the first ``merges`` merges and each category's
-    texts (the first ``bytes_per_category`` bytes' worth of texts, in a seeded order)."""
+    texts (the first ``bytes_per_category`` bytes' worth of texts, in a seeded order);
+    ``pair_weight`` weighs the per-pair slacks in the objective (see :func:`solve_mixture`)."""
     cats, chosen, denoms = choose_samples(samples, bytes_per_category, seed, min_bytes)
     m = bpe.merges[:merges] if merges else bpe.merges
     rep = MergeReplay([words_of(bpe, chosen[c]) for c in cats], bpe.end_of_word_suffix)
     rep.run(m)
-    res = solve_mixture(rep, denoms, competitors)
-    info = {"merges": len(m), "bytes": dict(zip(cats, denoms.astype(int).tolist(), strict=True)),
+    res = solve_mixture(rep, denoms, competitors, pair_weight=pair_weight)
+    info = {"merges": len(m), "pair_weight": pair_weight,
+            "bytes": dict(zip(cats, denoms.astype(int).tolist(), strict=True)),
             "texts": {c: len(chosen[c]) for c in cats}, "constraints": res.constraints,
             "rounds": res.rounds, "objective": res.objective,
             "merge_slack": res.merge_slack, "pair_slack": res.pair_slack,
@@ -429,7 +433,7 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
                           out: str | os.PathLike, *, merges: int | None = 30000,
                           bytes_per_category: int | None = None, competitors: int = 10,
                           bootstrap: int = 0, merge_web: bool = False, seed: int = 0,
-                          overwrite: bool = False) -> dict[str, Any]:
+                          pair_weight: float = 1.0, overwrite: bool = False) -> dict[str, Any]:
     """The script's whole step under the output policy: ``out/summary.json`` with
     ``priors: {cat: {point, mean, ci_lo, ci_hi}}`` (CIs from ``bootstrap`` resamples of each
     category's texts, 2.5 / 97.5 percentiles; none without)."""
@@ -440,7 +444,7 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
     tok_path = Path(tokenizer).expanduser()
     params = {"merges": merges, "bytes_per_category": bytes_per_category,
               "competitors": competitors, "bootstrap": bootstrap, "merge_web": merge_web,
-              "seed": seed}
+              "seed": seed, "pair_weight": pair_weight}
     fp = execution.fingerprint("infer_tokenizer_mixture",
                                {"tokenizer": str(tok_path) if tok_path.exists() else tokenizer,
                                 "samples": str(samples_dir)}, params)
@@ -451,13 +455,15 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
     cs = load_category_samples(samples_dir, merge_web=merge_web)
     samples = {c: [t for t, y in zip(cs.texts, cs.labels, strict=True) if y == i]
                for i, c in enumerate(cs.categories)}
-    alpha, info = infer_mixture(bpe, samples, merges, bytes_per_category, competitors, seed)
+    alpha, info = infer_mixture(bpe, samples, merges, bytes_per_category, competitors, seed,
+                                pair_weight=pair_weight)
     draws = []
     for b in range(bootstrap):
         rng = np.random.default_rng([seed, b, 7])
         resampled = {c: [ts[i] for i in rng.integers(0, len(ts), len(ts))]
                      for c, ts in samples.items()}
-        a, _ = infer_mixture(bpe, resampled, merges, bytes_per_category, competitors, seed)
+        a, _ = infer_mixture(bpe, resampled, merges, bytes_per_category, competitors, seed,
+                             pair_weight=pair_weight)
         draws.append([a[c] for c in sorted(alpha)])
     priors = {}
     for j, c in enumerate(sorted(alpha)):
