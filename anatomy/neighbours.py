@@ -118,8 +118,8 @@ def exact_search(queries: np.ndarray, index: np.ndarray, k: int, backend: str = 
 
     Rows are sorted by score, ties by the lower index, with either backend:
 
-    - ``numpy``: ``queries[a:b] @ index.T`` a block of queries at a time (at most
-      256 MiB of similarities), top-k by ``argpartition``;
+    - ``numpy``: ``queries[a:b] @ index.T`` in float64, rounded to float32, a block of
+      queries at a time (at most 256 MiB of similarities), top-k by ``argpartition``;
     - ``faiss``: ``IndexFlatIP`` (the same float32 dot products through BLAS), re-ranked so
       that ties are ordered by index too.
     """
@@ -146,10 +146,15 @@ def exact_search(queries: np.ndarray, index: np.ndarray, k: int, backend: str = 
     if backend != "numpy":
         raise InputError(None, f"unknown search backend {backend!r} (numpy, faiss)")
     if block is None:
-        block = max(1, min(len(q), _MAX_BLOCK_BYTES // (4 * max(1, len(x)))))
+        block = max(1, min(len(q), _MAX_BLOCK_BYTES // (8 * max(1, len(x)))))
     parts_s, parts_i = [], []
+    x64 = x.astype(np.float64)
     for a in range(0, len(q), block):
-        s, i = _topk_rows(q[a:a + block] @ x.T, k)
+        # float64 products rounded to float32: a float32 GEMM may give two identical rows
+        # scores a bit apart (the kernel's edge tiles sum in another order; seen once in CI),
+        # which would break the ties-by-index rule
+        sims = (q[a:a + block].astype(np.float64) @ x64.T).astype(np.float32)
+        s, i = _topk_rows(sims, k)
         parts_s.append(s)
         parts_i.append(i)
     if not parts_s:

@@ -272,7 +272,7 @@ def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: dict[int, f
 
 
 def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
-                  max_rounds: int = 200, tol: float = 1e-9, merges: int | None = None,
+                  max_rounds: int = 100_000, tol: float = 1e-9, merges: int | None = None,
                   pair_weight: float = 1.0) -> LpResult:
     """The paper's LP over ``rep``'s first ``merges`` merges (all by default) with lazily
     added constraints, solved by HiGHS (``highspy``): each round's violated constraints are
