@@ -42,10 +42,11 @@ the first T merges only (the same replay), the other remedy the issue names.
 
 Measured here (the defaults: 20 mixtures per set, 1,000 merges, 1 MB of training text, 300 KB
 samples; about 40 minutes, run beside other jobs): log10 MSE / accuracy of the paper's LP vs
-the best baseline (TC everywhere): world iid -3.40 / 0.929 vs -1.92 / 0.714 (30x lower MSE), world other -2.05 /
-0.750 (1.4x), languages iid -3.51 / 0.956 (35x), languages other -2.34 / 0.812 (2.4x); pair
-weight 0.3: 44x, 4.0x, 41x, 3.3x (accuracy 0.951, 0.849, 0.957, 0.847); first 300 merges:
-worse on every row; ``train`` samples: every mixture recovered exactly (MSE <= 1e-12).
+the best baseline (TC everywhere): world iid -3.40 / 0.929 vs -1.92 / 0.714 (30x lower MSE),
+world other -2.05 / 0.750 (1.4x), languages iid -3.51 / 0.956 (35x), languages other -2.34 /
+0.812 (2.4x); pair weight 0.3: 44x, 4.0x, 41x, 3.3x (accuracy 0.951, 0.849, 0.957, 0.847);
+first 300 merges: worse on every row; ``train`` samples: every mixture recovered exactly
+(MSE <= 1e-12).
 """
 
 from __future__ import annotations
