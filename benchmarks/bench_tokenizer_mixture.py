@@ -233,12 +233,16 @@ def train_tokenizer(texts: list[str], merges: int, path: Path) -> None:
     tok.save(str(path))
 
 
-def mse(a: dict[str, float], b: dict[str, float]) -> float:
-    return sum((a[c] - b[c]) ** 2 for c in b) / len(b)
+def scores(est: dict[str, float], truth: dict[str, float]) -> tuple[float, float]:
+    """``(MSE, accuracy)``: the paper's MSE (mean over categories of the squared error) and
+    the evaluator's accuracy, both from ``anatomy.mixture.evaluate.metrics``."""
+    import numpy as np
 
+    from anatomy.mixture.evaluate import metrics
 
-def accuracy(a: dict[str, float], b: dict[str, float]) -> float:
-    return 1 - 0.5 * sum(abs(a[c] - b[c]) for c in b)
+    cats = sorted(truth)
+    m = metrics(np.array([truth[c] for c in cats]), np.array([est[c] for c in cats]))
+    return m["l2"] ** 2 / len(cats), m["accuracy"]
 
 
 def run_set(name: str, docs: dict[str, list[tuple[str, str]]], args, prefixes: list[int],
@@ -296,18 +300,18 @@ def run_set(name: str, docs: dict[str, list[tuple[str, str]]], args, prefixes: l
                     est[label] = dict(zip(cats, res.alpha.tolist(), strict=True))
                 clock["lp"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                est["TEE"] = tm.encoding_efficiency_mixture(bpe, s)
-                est["TC"] = tm.token_classification_mixture(bpe, s)
+                est.update(tm.baseline_mixtures(bpe, s))
                 clock["baselines"] += time.perf_counter() - t0
                 est["uniform"] = {c: 1 / len(cats) for c in cats}
                 draws = [dict(zip(cats, simplex(rng, len(cats)), strict=True))
                          for _ in range(1000)]
                 for method, e in est.items():
+                    err, acc = scores(e, truth)
                     rows.append({"set": name, "kind": kind, "trial": trial, "method": method,
-                                 "mse": mse(e, truth), "acc": accuracy(e, truth)})
+                                 "mse": err, "acc": acc})
+                err, acc = np.mean([scores(d, truth) for d in draws], axis=0)
                 rows.append({"set": name, "kind": kind, "trial": trial, "method": "random",
-                             "mse": float(np.mean([mse(d, truth) for d in draws])),
-                             "acc": float(np.mean([accuracy(d, truth) for d in draws]))})
+                             "mse": float(err), "acc": float(acc)})
             print(f"[{name}] trial {trial}: truth " + ", ".join(
                 f"{c} {truth[c]:.3f}" for c in cats) + f"; {len(bpe.merges)} merges, "
                 f"{repeats} repeated documents; LP accuracy " + "/".join(samples) + ": "

@@ -139,10 +139,7 @@ def test_prefix_and_pair_weight(tmp_path):
 def test_baselines_against_a_direct_count(tmp_path):
     """TEE = bytes per token, normalised; TC = merged tokens voted to the category where they
     are most frequent per byte: both recomputed here from plain per-text encodings."""
-    from anatomy.mixture.tokenizer_mixture import (
-        encoding_efficiency_mixture,
-        token_classification_mixture,
-    )
+    from anatomy.mixture.tokenizer_mixture import baseline_mixtures
 
     _train({"a": 0.5, "b": 0.3, "c": 0.2}, tmp_path / "tok.json", total=150_000, vocab=420)
     bpe = load_bpe(tmp_path / "tok.json")
@@ -154,7 +151,8 @@ def test_baselines_against_a_direct_count(tmp_path):
         toks = Counter(x for t in texts for x in tok.encode(t, add_special_tokens=False).tokens)
         ratio[c] = nbytes / sum(toks.values())
         freq[c] = {x: n / nbytes for x, n in toks.items()}
-    tee = encoding_efficiency_mixture(bpe, samples)
+    base = baseline_mixtures(bpe, samples)
+    tee = base["TEE"]
     for c in samples:
         assert tee[c] == pytest.approx(ratio[c] / sum(ratio.values()), rel=1e-12)
     votes = Counter()
@@ -162,6 +160,6 @@ def test_baselines_against_a_direct_count(tmp_path):
         f = [freq[c].get(a + b, 0.0) for c in sorted(samples)]
         if max(f) > 0:
             votes[sorted(samples)[int(np.argmax(f))]] += 1
-    tc = token_classification_mixture(bpe, samples)
+    tc = base["TC"]
     for c in samples:
         assert tc[c] == pytest.approx(votes[c] / sum(votes.values()), rel=1e-12)

@@ -272,7 +272,7 @@ def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: dict[int, f
 
 
 def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
-                  max_rounds: int = 100_000, tol: float = 1e-9, merges: int | None = None,
+                  max_rounds: int = 200, tol: float = 1e-9, merges: int | None = None,
                   pair_weight: float = 1.0) -> LpResult:
     """The paper's LP over ``rep``'s first ``merges`` merges (all by default) with lazily
     added constraints, solved by HiGHS (``highspy``): each round's violated constraints are
@@ -390,43 +390,36 @@ def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
     return dict(zip(cats, res.alpha.tolist(), strict=True)), info
 
 
-def encoding_efficiency_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]]
-                                ) -> dict[str, float]:
-    """Baseline "tokenizer encoding efficiency" (Hayase et al. 2024, §5; the byte-to-token
-    ratio of their ``encode_category_data.py``): a tokenizer encodes the categories it was
-    trained on more compactly, so each category's share is taken proportional to its
-    bytes per token on its sample."""
-    ratio = {}
-    for c, texts in samples.items():
-        enc = bpe.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        n_tok = sum(len(e.ids) for e in enc)
-        ratio[c] = sum(len(t.encode("utf-8")) for t in texts) / max(n_tok, 1)
-    s = sum(ratio.values())
-    return {c: v / s for c, v in sorted(ratio.items())}
+def baseline_mixtures(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]]
+                      ) -> dict[str, dict[str, float]]:
+    """The paper's two tokenizer baselines (Hayase et al. 2024, §5), from one encoding of each
+    category's sample:
 
-
-def token_classification_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]]
-                                 ) -> dict[str, float]:
-    """Baseline "token classification" (Hayase et al. 2024, §5; their ``search_string.py``):
-    each merged token of the vocabulary is assigned to the category where it is most
-    frequent per byte of sample (its occurrences in the tokenized sample), and a category's
-    share is the fraction of the assigned tokens; tokens seen in no sample are left out."""
+    - ``"TEE"``, tokenizer encoding efficiency (the byte-to-token ratio of their
+      ``encode_category_data.py``): a tokenizer encodes the categories it was trained on more
+      compactly, so each category's share is proportional to its bytes per token;
+    - ``"TC"``, token classification (their ``search_string.py``): each merged token of the
+      vocabulary goes to the category where it is most frequent per byte of sample, and a
+      category's share is its fraction of the assigned tokens (tokens seen in no sample are
+      left out; uniform when none is seen).
+    """
     cats = sorted(samples)
     vocab = bpe.tokenizer.get_vocab()
     merged = np.array(sorted({vocab[a + b] for a, b in bpe.merges if a + b in vocab}), np.int64)
-    size = max(vocab.values()) + 1
-    freq = np.zeros((len(cats), size))
+    freq = np.zeros((len(cats), max(vocab.values()) + 1))
+    ratio = np.zeros(len(cats))
     for i, c in enumerate(cats):
         texts = list(samples[c])
         for e in bpe.tokenizer.encode_batch(texts, add_special_tokens=False):
             np.add.at(freq[i], np.asarray(e.ids, np.int64), 1)
-        freq[i] /= sum(len(t.encode("utf-8")) for t in texts)
+        n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+        ratio[i] = n_bytes / max(freq[i].sum(), 1)
+        freq[i] /= n_bytes
     f = freq[:, merged]
-    seen = f.sum(0) > 0
-    votes = np.bincount(f[:, seen].argmax(0), minlength=len(cats)).astype(np.float64)
-    if votes.sum() == 0:
-        return {c: 1.0 / len(cats) for c in cats}
-    return dict(zip(cats, (votes / votes.sum()).tolist(), strict=True))
+    votes = np.bincount(f[:, f.sum(0) > 0].argmax(0), minlength=len(cats)).astype(np.float64)
+    tc = votes / votes.sum() if votes.sum() else np.full(len(cats), 1.0 / len(cats))
+    return {"TEE": dict(zip(cats, (ratio / ratio.sum()).tolist(), strict=True)),
+            "TC": dict(zip(cats, tc.tolist(), strict=True))}
 
 
 def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
