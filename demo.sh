@@ -11,7 +11,7 @@ PY=${PY:-.venv/bin/python}
 WORLD=${WORLD:-data/world}
 OUT=${OUT:-data/demo}
 export TQDM_DISABLE=${TQDM_DISABLE:-1} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-mkdir -p "$OUT"
+mkdir -p "$OUT"    # and each part its own folder, before the shell writes into it (tee, >)
 q="--quiet"
 SECONDS=0
 FIG="$OUT/figures.md"
@@ -167,6 +167,7 @@ echo "== D. Dataset selection: select_data (every method, two targets) -> eval_s
 D0=$SECONDS
 PART_FIG="$OUT/figures_D.md.tmp"; : > "$PART_FIG"
 D="$OUT/selection"
+mkdir -p "$D"
 # the first 4,096 stored instances are the candidates; each selection is 1,024 of them, and
 # random selections of 1x, 2x, 4x that many give the compute multipliers
 P=(--world "$WORLD" --pool_rows 4096 --work_dir "$D/work" $q)
@@ -193,6 +194,7 @@ echo "== E. Contrastive data: pretokenize (both packings) -> make_pairs -> filte
 E0=$SECONDS
 PART_FIG="$OUT/figures_E.md.tmp"; : > "$PART_FIG"
 E="$OUT/contrastive"
+mkdir -p "$E"     # tee opens its file before pretokenize.py would make the folder
 # MLM rows from the world's documents, bert-base-uncased (offline vocab), 2,048 tokens a row
 for pack in batch across_batches; do
   $PY pretokenize.py --world "$WORLD" --tokenizer_name bert-base-uncased --seq_len 2048 \
