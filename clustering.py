@@ -53,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                            world=args.world, overwrite=args.overwrite)
     planted = args.world is not None
     print("| split | members | non-members | cross dist | within members | within non-members |"
-          + (" planted |" if planted else ""))
-    print("|---|---|---|---|---|---|" + ("---|" if planted else ""))
+          + (" planted | fillers |" if planted else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if planted else ""))
     for s in stats:
-        extra = f" {s['planted']['n']} |" if planted else ""
+        extra = (f" {s['planted']['n']} | {s['planted'].get('fillers', '?')} |" if planted
+                 else "")
         print(f"| {s['split']} | {s['members']} | {s['nonmembers']} | {s['cross_dist']:.3f} | "
               f"{s['within_member_dist']:.3f} | {s['within_nonmember_dist']:.3f} |{extra}")
     return 0

@@ -137,10 +137,43 @@ def test_splits(run_a):
     assert stats["easy"]["cross_dist"] > stats["hard"]["cross_dist"]
     assert (d / "miniworld-tiny_64_10.png").stat().st_size > 1000
     # the paper's splits are ordinary documents: the membership plants are longer than the
-    # L=64 bucket, so none is in any split (whatever else was planted is counted)
+    # L=64 bucket, so none is in any split (whatever else was planted is counted), and no
+    # filler (a document's head cut short) is either
     for split in ("random", "mix1", "mix2", "easy", "medium", "hard"):
         p = stats[split]["planted"]
         assert p["unknown"] == 0 and not {"mia", "mia_control"} & set(p["by_kind"]), p
+        assert p["fillers"] == 0, p
+
+
+def test_members_and_nonmembers_are_whole_documents(run_a, tiny_world):
+    """Every sampled document, pooled member and non-member and split record is a document
+    of the truth's docs table, whole (its ids hash to the row's sha1 of all its tokens, of its
+    length), never a filler; empty ones (padding before aligned plants) are never pooled. And
+    the count clustering.py --world reports finds a cut one."""
+    import hashlib
+
+    from anatomy.mia.construct import plant_share
+
+    d, f = run_a
+    docs = read_jsonl(tiny_world / "truth" / "docs.jsonl.gz")
+    assert not [r for r in docs if "filler" in r["kinds"]]
+    whole = {r["sha1"]: r for r in docs}
+
+    def row(ids) -> dict:
+        return whole.get(hashlib.sha1(np.asarray(ids, dtype="<u2").tobytes()).hexdigest(), {})
+
+    samples = [r for p in (d / "sample").rglob("*.jsonl") if "failures" not in p.name
+               for r in read_jsonl(p)]
+    assert samples and all(row(r["input_ids"]).get("length") == r["length"]
+                           for r in samples if r["length"])
+    pooled = read_jsonl(d / f"{f['pool']}.jsonl")
+    splits = [r for s in ("random", "mix1", "mix2", "easy", "medium", "hard")
+              for r in read_jsonl(d / f"miniworld-tiny_64_10_{s}.jsonl")]
+    for r in pooled + splits:
+        assert row(r["input_ids"]).get("length") == r["length"] == len(r["input_ids"]) > 0
+    # a document's head cut short is counted
+    cut = {"input_ids": pooled[0]["input_ids"][:-1]}
+    assert plant_share([cut, pooled[0]], tiny_world)["fillers"] == 1
 
 
 def test_control_split_from_truth(run_a, tiny_truth):

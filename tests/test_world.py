@@ -44,6 +44,163 @@ def _stream(world: Path, truth: dict) -> np.ndarray:
     return _trained_rows(world, truth, truth["token_files"], "<u2").ravel()
 
 
+# --- the layout: aligned plants start instances, and no document is cut to get there -------
+
+
+def _random_layout(seed: int, seq_len: int = 32, lookahead: int = 16):
+    """A stream of random documents (1 to 3 * seq_len tokens) with plants, some aligned, some
+    queued back to back (targets in one narrow window), as the dense memorization plants."""
+    from anatomy.world import layout
+
+    rng = np.random.default_rng(seed)
+    eos = 999
+    lengths = rng.integers(1, 3 * seq_len, 700)
+    doc_tokens = [rng.integers(0, eos, n).astype(np.uint16) for n in lengths]  # no eos inside
+    doc_cat = [int(c) for c in rng.integers(0, 5, len(lengths))]
+    n_tokens = int((lengths[60:] + 1).sum() * 0.6)
+    plants = []
+    for d in range(60):
+        lo, hi = (0, n_tokens // 2) if d < 40 else (n_tokens // 2, n_tokens // 2 + 4 * seq_len)
+        plants += [(d, "mem", int(t), j % 2 == 0) for j, t in enumerate(rng.integers(lo, hi, 4))]
+    regular = list(range(60, len(lengths)))
+    stream = layout.build_stream(regular, plants, doc_tokens, doc_cat, eos, n_tokens,
+                                 seq_len=seq_len, lookahead=lookahead)
+    return stream, regular, plants, doc_tokens, doc_cat, eos, n_tokens
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_layout_places_whole_documents_and_aligns_plants(seed):
+    from collections import Counter
+
+    L = 32
+    stream, regular, plants, doc_tokens, doc_cat, eos, n = _random_layout(seed, L)
+    toks, cats = stream.tokens, stream.categories
+    assert len(toks) == len(cats) == n
+    # every occurrence is its document, whole, closed by the separator; none overlaps another
+    covered = np.zeros(n, bool)
+    occ = stream.occurrences
+    for i, o in enumerate(occ):
+        assert o.kind in ("regular", "mem") and o.length == len(doc_tokens[o.doc])
+        end = o.offset + o.length + 1
+        if end > n:  # only the stream's last document runs past its end
+            assert i == len(occ) - 1
+        assert np.array_equal(toks[o.offset:min(end - 1, n)], doc_tokens[o.doc][:n - o.offset])
+        assert end > n or toks[end - 1] == eos
+        assert (cats[o.offset:end] == doc_cat[o.doc]).all()
+        assert not covered[o.offset:end].any()
+        covered[o.offset:end] = True
+    # what no occurrence covers is the padding: separators only, in the runs recorded, with
+    # the category of the token before
+    free = np.flatnonzero(~covered)
+    runs = [(int(r[0]), len(r)) for r in np.split(free, np.flatnonzero(np.diff(free) > 1) + 1)
+            if len(r)]
+    assert runs == stream.padding
+    assert (toks[free] == eos).all() and (cats[free] == cats[free - 1]).all()
+    # independently of the occurrence table: every span between separators is a whole document
+    whole = {t.tobytes() for t in doc_tokens}
+    bounds = np.flatnonzero(np.concatenate([[eos], toks]) == eos)
+    spans = [toks[a:b - 1] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert all(s.tobytes() in whole for s in spans if len(s))
+    assert sum(1 for s in spans if not len(s)) == sum(k for _, k in stream.padding)
+    # each plant once, at or after its target, aligned ones at an instance's first token,
+    # each padding run right before an aligned plant and shorter than an instance
+    placed = [o for o in occ if o.kind == "mem"]
+    assert Counter((o.doc, o.aligned) for o in placed) == Counter((d, a) for d, _, _, a in plants)
+    for o, p in zip(placed, sorted(plants, key=lambda p: (p[2], p[0])), strict=True):
+        assert (o.doc, o.aligned) == (p[0], p[3]) and o.offset >= p[2]
+    assert all(o.offset % L == 0 for o in placed if o.aligned)
+    starts = {o.offset for o in placed if o.aligned}
+    assert all(a + k in starts and k < L for a, k in stream.padding)
+    # regular documents: each at most once, from the queue
+    reg = [o.doc for o in occ if o.kind == "regular"]
+    assert len(set(reg)) == len(reg) and set(reg) <= set(regular)
+    # deterministic
+    again = _random_layout(seed, L)[0]
+    assert np.array_equal(again.tokens, toks) and again.occurrences == occ
+
+
+def test_layout_fills_an_exact_gap_with_whole_documents():
+    """Documents of 5, 3, 9 and 2 tokens (sizes 6, 4, 10, 3 with their separators) and an
+    aligned plant due after the first: the gap of 10 is filled by the 9-token document, the
+    others follow the plant in their order; a gap no document fits is padded."""
+    from anatomy.world import layout
+
+    E, L = 99, 16
+    toks = [np.full(n, i, dtype=np.uint16) for i, n in enumerate([5, 3, 9, 2, 7])]
+    s = layout.build_stream([0, 1, 2, 3], [(4, "mem", 1, True)], toks, [0, 1, 2, 3, 4], E, 31,
+                            seq_len=L)
+    assert [(o.doc, o.offset) for o in s.occurrences] == [(0, 0), (2, 6), (4, 16), (1, 24),
+                                                          (3, 28)]
+    assert s.padding == []
+    # a gap of 2 (after 13 tokens of documents) that sizes 4, 8 cannot fill: two separators
+    toks = [np.full(n, i, dtype=np.uint16) for i, n in enumerate([13, 3, 7, 7])]
+    s = layout.build_stream([0, 1, 2], [(3, "mem", 1, True)], toks, [0, 1, 2, 3], E, 28,
+                            seq_len=L)
+    assert [(o.doc, o.offset) for o in s.occurrences] == [(0, 0), (3, 16), (1, 24)]
+    assert s.padding == [(14, 2)]
+    assert s.tokens[13:16].tolist() == [E, E, E] and s.categories[14:16].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fill_gap_against_brute_force(seed):
+    """The fullest fit, and among the fullest the lexicographically first (earliest taken)."""
+    from itertools import product
+
+    from anatomy.world.layout import fill_gap
+
+    rng = np.random.default_rng(seed)
+    sizes = [int(x) for x in rng.integers(2, 40, int(rng.integers(0, 10)))]
+    gap = int(rng.integers(1, 128))
+    best = max(product((1, 0), repeat=len(sizes)),  # the first maximum: earliest taken
+               key=lambda pick: sum(s for s, p in zip(sizes, pick, strict=True) if p) if
+               sum(s for s, p in zip(sizes, pick, strict=True) if p) <= gap else -1)
+    chosen, padding = fill_gap(sizes, gap)
+    assert chosen == [i for i, p in enumerate(best) if p]
+    assert padding == gap - sum(sizes[i] for i in chosen) >= 0
+
+
+def test_padding_is_skipped_as_empty_documents(tmp_path):
+    """sample.py splits padding into empty documents; filter.py's length bucket drops them."""
+    from anatomy.io import write_jsonl
+    from anatomy.mia.pool import take_class
+    from anatomy.mia.sampling import samples_from_instance
+
+    E = 99
+    recs = samples_from_instance(7, np.array([1, 2, E, E, E, 4, 5, 6, E]), E, str)
+    assert [r["length"] for r in recs] == [0, 0, 3]
+    write_jsonl(tmp_path / "0:1.jsonl", recs)
+    taken = take_class([(0, 1, tmp_path / "0:1.jsonl")], 10, 4, 1, 1)
+    assert [r["input_ids"] for r in taken] == [[4, 5, 6]]
+
+
+def test_trained_stream_holds_only_whole_documents(tiny_world, tiny_truth):
+    """Every span between separators in the trained stream is a whole document of the docs
+    table (no filler: no head of a document cut short); the rest is padding, runs of extra
+    separators right before aligned plant copies (counted: a few tokens per aligned copy)."""
+    eos, L = tiny_truth["eos_token_id"], tiny_truth["seq_len"]
+    stream = np.concatenate([[eos], _stream(tiny_world, tiny_truth)]).astype(np.uint16)
+    docs = read_jsonl(tiny_world / "truth" / "docs.jsonl.gz")
+    assert not [r for r in docs if "filler" in r["kinds"]]
+    whole = {r["sha1"]: r["length"] for r in docs}
+    bounds = np.flatnonzero(stream == eos)
+    n_pad = 0
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        if b == a + 1:
+            n_pad += 1
+            continue
+        key = hashlib.sha1(stream[a + 1:b].astype("<u2").tobytes()).hexdigest()
+        assert whole.get(key) == b - a - 1, a
+    # padding runs end where an aligned copy starts its instance
+    aligned = {o for kind, rows in tiny_truth["planted"].items() for r in rows
+               for o, al in r["copies"] if al and o < len(stream) - 1}
+    assert aligned and all(o % L == 0 for o in aligned)
+    gaps = np.flatnonzero((stream[1:] == eos) & (stream[:-1] == eos))  # second eos of a pair
+    run_ends = [int(g) + 1 for g in gaps if g + 1 >= len(stream) - 1 or stream[g + 2] != eos]
+    assert all(e in aligned for e in run_ends)  # stream offset = index - 1 (virtual eos)
+    assert len(gaps) == n_pad
+    assert n_pad < 8 * len(aligned)  # 3.2 tokens per aligned copy on the tiny preset, seed 0
+
+
 def test_layout_and_config(tiny_world, tiny_truth):
     cfg = load_olmo_config(tiny_world / "config.yaml")
     assert cfg.seq_len == tiny_truth["seq_len"] == 128

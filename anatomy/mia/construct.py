@@ -8,16 +8,20 @@ miniworld's control splits built from its truth file.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from anatomy import execution, io
 from anatomy.embed_pass import EmbedStep
 from anatomy.mia import clustering, pool, sampling
+
+if TYPE_CHECKING:
+    from anatomy.truth import World
 
 log = logging.getLogger("anatomy")
 
@@ -187,7 +191,8 @@ def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, nu
     """Random / Mix-1 / Mix-2 / Easy / Medium / Hard splits, the histogram, and stats.
 
     With a miniworld (``world``), each split's stats also count its planted passages, by
-    kind, from the records' token ids (the paper's splits should hold none)."""
+    kind, and its fillers (records that are no whole document), from the records' token ids
+    (the paper's splits should hold neither)."""
     name = pool_name(model_name, max_length, num_data)
     recs = read_texts(Path(data_dir) / f"{name}.jsonl")
     vec_path = Path(data_dir) / "vecs" / f"{name}.npy"
@@ -216,6 +221,10 @@ def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, nu
     splits = clustering.build_splits(vecs, labels, num_sample, num_cluster, min_inter_dist, seed,
                                      min_cross_dist, niter=niter, random_seed=seed)
     stats = []
+    if world is not None:
+        from anatomy.truth import World
+
+        world = World.open(world)  # read once for every split
     for s in clustering.SPLITS:
         io.write_jsonl(outs[s], clustering.split_records(recs, splits[s]))
         st = splits[s].stats()
@@ -228,14 +237,18 @@ def run_clustering(*, data_dir: str | Path, model_name: str, max_length: int, nu
     return stats
 
 
-def plant_share(records: list[dict[str, Any]], world: str | Path) -> dict[str, Any]:
+def plant_share(records: list[dict[str, Any]], world: str | Path | World) -> dict[str, Any]:
     """How many of the records are planted passages of the miniworld, by kind, matched on
-    their ``input_ids``; records without ids are counted as unknown."""
+    their ``input_ids``, and how many are ``fillers``: non-empty records whose ids are no
+    whole document of the world (a document's head cut short, as the truth's docs table
+    marks ``filler`` in worlds built before fillers were removed, or any other cut span).
+    Records without ids are counted as unknown."""
     from anatomy.truth import World
 
-    w = World.open(world)
+    w = world if isinstance(world, World) else World.open(world)
+    whole = {r["sha1"] for r in w.docs.values() if "filler" not in r["kinds"]}
     kinds: dict[str, int] = {}
-    unknown = 0
+    unknown = fillers = 0
     for r in records:
         if r.get("input_ids") is None:
             unknown += 1
@@ -243,9 +256,12 @@ def plant_share(records: list[dict[str, Any]], world: str | Path) -> dict[str, A
         k = w.plant_kind(r["input_ids"])
         if k is not None:
             kinds[k] = kinds.get(k, 0) + 1
+        blob = np.asarray(r["input_ids"], dtype="<u2").tobytes()
+        if blob and hashlib.sha1(blob).hexdigest() not in whole:
+            fillers += 1
     n = len(records) - unknown
     return {"n": sum(kinds.values()), "share": sum(kinds.values()) / n if n else None,
-            "by_kind": dict(sorted(kinds.items())), "unknown": unknown}
+            "by_kind": dict(sorted(kinds.items())), "fillers": fillers, "unknown": unknown}
 
 
 def control_splits(world_dir: str | Path, data_dir: str | Path, min_count: int = 8,

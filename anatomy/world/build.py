@@ -432,13 +432,10 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
                   max(200, P.pool_size))
     doc_rows = []
     for d in sorted(occ_by_doc):
-        occs = occ_by_doc[d]
-        # a filler is a document's head, cut to align the plant after it: its row describes
-        # the tokens trained
-        n_tok = occs[0].length if occs[0].kind == "filler" else int(lengths[d])
+        occs = occ_by_doc[d]  # whole documents: the layout cuts none (the stream end aside)
         doc_rows.append({"doc": d, "category": docs[d]["category"], "source": docs[d]["source"],
-                         "part": docs[d]["part"], "length": n_tok,
-                         "sha1": _sha1_tokens(doc_tokens[d][:n_tok]),
+                         "part": docs[d]["part"], "length": int(lengths[d]),
+                         "sha1": _sha1_tokens(doc_tokens[d]),
                          "kinds": sorted({o.kind for o in occs}),
                          "occurrences": [[o.offset] + slots(o) for o in occs]})
     io.write_jsonl(tmp / "truth" / "docs.jsonl.gz", doc_rows)

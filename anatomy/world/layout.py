@@ -14,17 +14,23 @@ which readers must drop, as OLMo's ``MemMapDataset`` does.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
+# Filling the gap before an aligned plant: how many regular documents from the head of the
+# queue it may choose from (on the tiny preset 64 left 3.9 tokens of padding per aligned
+# plant, 128 left 3.2, 512 left 1.9)
+LOOKAHEAD = 128
+
 
 @dataclass
 class Occurrence:
-    """One document placed in the training stream."""
+    """One document placed in the training stream, always whole."""
 
     doc: int  # index into the builder's document table
-    kind: str  # regular | filler | mia | mem_dense | mem_spread | mem_late | template
+    kind: str  # regular | mia | mia_control | mem_dense | mem_spread | mem_late | template
     offset: int = -1  # first token in the stream
     length: int = 0  # tokens, without the separator
     aligned: bool = False  # placed at an instance's first token
@@ -35,20 +41,52 @@ class Stream:
     tokens: np.ndarray  # uint16, training order
     categories: np.ndarray  # uint8 per token (index into CATEGORIES)
     occurrences: list[Occurrence] = field(default_factory=list)
+    # (offset, n): runs of n extra separators (empty documents) that close a gap before an
+    # aligned plant where no choice of whole documents fills it exactly
+    padding: list[tuple[int, int]] = field(default_factory=list)
+
+
+def fill_gap(sizes: list[int], gap: int) -> tuple[list[int], int]:
+    """Which candidates fill ``gap`` tokens, whole: ``(chosen, padding)``.
+
+    ``sizes`` are the candidates' stream sizes (tokens + separator), in queue order. The
+    chosen ones (indices, ascending) sum to the largest total ``<= gap``, leaving ``padding =
+    gap - total``; among the subsets with that total, the lexicographically first (the
+    earliest candidates taken first), which keeps the queue's order where it can. Exact
+    subset sums: ``reach[i]`` is the bit set of the totals candidates ``i..`` reach.
+    """
+    mask = (1 << (gap + 1)) - 1
+    reach = [0] * len(sizes) + [1]
+    for i in range(len(sizes) - 1, -1, -1):
+        reach[i] = (reach[i + 1] | (reach[i + 1] << sizes[i])) & mask
+    total = reach[0].bit_length() - 1
+    padding = gap - total
+    chosen = []
+    for i, s in enumerate(sizes):
+        if s <= total and reach[i + 1] >> (total - s) & 1:
+            chosen.append(i)
+            total -= s
+    return chosen, padding
 
 
 def build_stream(regular: list[int], plants: list[tuple], doc_tokens: list[np.ndarray],
                  doc_category: list[int], eos_id: int, n_tokens: int,
-                 seq_len: int | None = None) -> Stream:
+                 seq_len: int | None = None, lookahead: int = LOOKAHEAD) -> Stream:
     """Merge regular documents (in order) with plants ``(doc, kind, target_offset[, aligned])``.
 
     A plant goes in at the first document boundary at or after its target offset, so its
     position is within one document length of the target. An aligned plant must also start
     an instance (a training sequence's first token, where the memorization test of Biderman
-    et al. 2023 takes its prompt): the gap to the next multiple of ``seq_len`` is filled with
-    the head of the next regular document, cut short and closed by the separator (kind
-    ``filler``), as a data loader's chunking cuts documents anyway. Regular documents are
-    consumed until the stream holds ``n_tokens`` tokens; the stream is then cut to exactly that.
+    et al. 2023 takes its prompt) and goes in at the next multiple of ``seq_len``; no document
+    is cut to get there. The gap is filled with whole regular documents chosen from the next
+    ``lookahead`` in the queue (:func:`fill_gap`: the fullest fit, earliest documents first;
+    those passed over keep their order at the head of the queue), and what they leave is
+    closed with extra separators, empty documents that a reader splitting on the separator
+    skips (``Stream.padding``; their category is the preceding document's, as a separator's
+    is). The plant is not moved to a later boundary instead: that would take more regular
+    tokens and, where plants crowd (the dense memorization window), push the plants queued
+    behind it past the end of their window. Regular documents are consumed until the stream
+    holds ``n_tokens`` tokens; the stream is then cut to exactly that.
     """
     plants = sorted(((p[0], p[1], p[2], bool(p[3]) if len(p) > 3 else False) for p in plants),
                     key=lambda p: (p[2], p[0]))
@@ -57,41 +95,51 @@ def build_stream(regular: list[int], plants: list[tuple], doc_tokens: list[np.nd
     pieces: list[np.ndarray] = []
     cats: list[np.ndarray] = []
     occ: list[Occurrence] = []
+    padding: list[tuple[int, int]] = []
     cursor = 0
     pi = 0
 
-    def put(doc: int, kind: str, aligned: bool = False, keep: int | None = None) -> None:
+    def put(doc: int, kind: str, aligned: bool = False) -> None:
         nonlocal cursor
-        toks = doc_tokens[doc][:keep]
+        toks = doc_tokens[doc]
         occ.append(Occurrence(doc, kind, cursor, len(toks), aligned))
         pieces.append(toks)
         pieces.append(np.array([eos_id], dtype=np.uint16))
         cats.append(np.full(len(toks) + 1, doc_category[doc], dtype=np.uint8))
         cursor += len(toks) + 1
 
-    docs = iter(regular)
-    for doc in docs:
+    def pad(n: int) -> None:  # a gap follows a document: cats[-1] exists
+        nonlocal cursor
+        padding.append((cursor, n))
+        pieces.append(np.full(n, eos_id, dtype=np.uint16))
+        cats.append(np.full(n, cats[-1][-1], dtype=np.uint8))
+        cursor += n
+
+    queue = deque(regular)
+    while True:
         while pi < len(plants) and plants[pi][2] <= cursor:
             p_doc, p_kind, _, p_aligned = plants[pi]
-            while p_aligned and cursor % seq_len:
-                gap = -cursor % seq_len
-                filler = next(docs, None)
-                if filler is None:
-                    raise RuntimeError("corpus too small to align a plant")
-                if len(doc_tokens[filler]) < gap - 1:  # whole, and the gap shrinks
-                    put(filler, "regular")
-                else:
-                    put(filler, "filler", keep=gap - 1)
+            if p_aligned and cursor % seq_len:
+                head = [queue.popleft() for _ in range(min(lookahead, len(queue)))]
+                chosen, n_pad = fill_gap([len(doc_tokens[d]) + 1 for d in head],
+                                         -cursor % seq_len)
+                keep = set(chosen)
+                queue.extendleft(reversed([d for i, d in enumerate(head) if i not in keep]))
+                for i in chosen:
+                    put(head[i], "regular")
+                if n_pad:
+                    pad(n_pad)
             put(p_doc, p_kind, p_aligned)
             pi += 1
         if cursor >= n_tokens:
             break
-        put(doc, "regular")
-    if cursor < n_tokens:
-        raise RuntimeError(f"corpus too small: stream has {cursor} of {n_tokens} tokens")
+        if not queue:
+            raise RuntimeError(f"corpus too small: stream has {cursor} of {n_tokens} tokens")
+        put(queue.popleft(), "regular")
     tokens = np.concatenate(pieces)[:n_tokens]
     categories = np.concatenate(cats)[:n_tokens]
-    return Stream(tokens, categories, [o for o in occ if o.offset < n_tokens])
+    return Stream(tokens, categories, [o for o in occ if o.offset < n_tokens],
+                  [(o, n) for o, n in padding if o < n_tokens])
 
 
 def data_order(n_instances: int, seed: int) -> np.ndarray:
