@@ -184,15 +184,19 @@ def test_run_minkpp_mix_int8(tiny_world, world_samples, tmp_path):
     assert mix == pytest.approx({c: rows[c]["pi_calibrated"] / tot for c in cats})
     est = evaluate.load_priors(out)
     assert est.fmt == "ours" and est.ci_lo is not None and est.values == pytest.approx(mix)
-    # stored scores = a direct computation with the scoring engine: the same int8 model and
-    # the same batches (dynamic int8 quantises activations per batch, so batches matter:
-    # the samples and the reference texts are scored together, in that order)
+    # stored scores = a direct computation with the scoring engine: the same int8 model, the
+    # same batches (dynamic int8 quantises activations per batch, so batches matter: the
+    # samples and the reference texts are scored together, in that order) and, as the CPU
+    # units ran, one torch thread (thread counts change the last bits of fp32 reductions)
+    from anatomy.execution import single_threaded_torch
+
     sc = clf_mod.load_category_samples(samples, max_per_class=10, seed=0)  # the scored texts
     refs = [t for v in pipeline.load_reference(ref, sc.categories).values() for t in v]
     model = load_causal_lm(tiny_world / "model", int8=True)
     ids = tokenize_texts(load_tokenizer(tiny_world / "model"), sc.texts + refs, 128)
-    direct = [min_k_plus_plus(t.logprob, t.mean, t.var, 10.0)
-              for t in token_stats(model, ids, batch_size=16, progress=False)]
+    with single_threaded_torch():
+        stats = token_stats(model, ids, batch_size=16, progress=False)
+    direct = [min_k_plus_plus(t.logprob, t.mean, t.var, 10.0) for t in stats]
     stored = io.read_jsonl(out / "scores.jsonl")
     assert [r["category"] for r in stored] == [sc.categories[j] for j in sc.labels]
     assert [r["minkpp"] for r in stored] == pytest.approx(direct[:len(sc.texts)], abs=1e-6)
