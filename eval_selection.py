@@ -7,6 +7,13 @@ and scored by the loss on the target's held-out documents (a mix: its groups ave
 compute multiplier: the random-data compute that reaches the method's target loss (least
 squares of random's loss on log2(budget), inverted; marked when it extrapolates).
 
+Held out means held out: a held-out target document that shares more than 20 % of its word
+8-grams (words: lowercased runs of letters, digits and _) with any pool row (the first
+--pool_rows) or with the target's selection half is removed before any model is trained;
+the table, summary.json and results.json say how many and why (--decontaminate_ngram,
+--decontaminate_threshold; --no_decontaminate evaluates on every held-out document, as
+before).
+
 Each (selection, seed) model is a unit on the execution layer: ranks (torchrun, a Slurm array,
 --rank/--world_size) train them in parallel, a killed run resumes, the last rank merges.
 Outputs in --output_dir: results.json (every run), table.md, summary.json, plot.png.
@@ -41,6 +48,14 @@ def build_parser():
     p.add_argument("--random_seed", type=int, default=0, help="seed of the random selections")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1],
                    help="training seeds (each selection trained once per seed)")
+    g = p.add_argument_group("held-out decontamination (anatomy/selection/decontaminate.py)")
+    g.add_argument("--decontaminate_ngram", type=int, default=8,
+                   help="word n-gram length (GPT-3 App. C: 8 to 13)")
+    g.add_argument("--decontaminate_threshold", type=float, default=0.2,
+                   help="remove a held-out document when more than this fraction of its word "
+                        "n-grams is in a pool row or the selection half")
+    g.add_argument("--no_decontaminate", action="store_true",
+                   help="evaluate on every held-out document (some may also be in the pool)")
     g = p.add_argument_group("evaluation model (the miniworld's OLMo architecture)")
     g.add_argument("--d_model", type=int, default=64)
     g.add_argument("--n_layers", type=int, default=2)
@@ -60,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from anatomy import io
+    from anatomy.selection.decontaminate import HeldOutFilter
     from anatomy.selection.evaluate import (
         evaluate_selections,
         format_table,
@@ -87,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         raise io.InputError(None, "nothing to evaluate: give --selections")
     arch = Arch(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, lr=args.lr,
                 batch_size=args.batch_size, epochs=args.epochs)
+    held_out = None if args.no_decontaminate else HeldOutFilter(
+        n=args.decontaminate_ngram, threshold=args.decontaminate_threshold)
     out = Path(args.output_dir)
     res = evaluate_selections(pool, sels, targets, arch, args.seeds, out, args.ranks,
                               overwrite=args.overwrite, merge=args.merge,
-                              progress=not args.quiet)
+                              progress=not args.quiet, held_out=held_out)
     if not res.lead:
         return 0
     summary = summarize(io.read_json(out / "results.json"))

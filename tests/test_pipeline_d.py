@@ -135,6 +135,73 @@ def test_eval_selection_table_and_multiplier(selections, tiny_world, capsys):
     # one epoch each at batch 16: compute proportional to the selection's size
     assert [r["train"]["steps"] for r in res["runs"]] == [N // 16, N // 16, N // 16,
                                                           2 * N // 16, 4 * N // 16]
+    _check_held_out(res["held_out"]["license"], summary, table, tiny_world, d)
+
+
+def _check_held_out(rep, summary, table, tiny_world, d):
+    """Held out means held out: a brute force (word 8-gram tuples in sets, no hashing) over
+    the pool's decoded rows and the selection half; every evaluated held-out document shares
+    at most 20 % of its 8-grams with them, every removed one more; the count is reported."""
+    import re
+
+    from anatomy.selection.pool import open_pool
+    from anatomy.selection.targets import world_target
+
+    def grams(t):
+        w = re.findall(r"\w+", t.lower())
+        return [tuple(w[i:i + 8]) for i in range(len(w) - 7)] or ([tuple(w)] if w else [])
+
+    def every(texts):  # every k-gram (k <= 8) inside one text: short documents match whole
+        out = set()
+        for t in texts:
+            w = re.findall(r"\w+", t.lower())
+            out.update(tuple(w[i:i + k]) for k in range(1, 9) for i in range(len(w) - k + 1))
+        return out
+
+    pool = open_pool(tiny_world, rows=ROWS, cache_dir=d / "work" / "candidates")
+    ref = every(pool.texts(0, ROWS)) | every(world_target(tiny_world, "license").groups["license"])
+    held = world_target(tiny_world, "license").eval_groups["license"]
+    removed = {x["index"] for x in rep["groups"]["license"]["removed_docs"]}
+    for i, doc in enumerate(held):
+        g = grams(doc)
+        frac = sum(x in ref for x in g) / len(g) if g else 0.0
+        assert (frac > 0.2) == (i in removed), (i, frac)
+    assert rep["enabled"] and rep["n"] == 8 and rep["threshold"] == 0.2
+    assert rep["pool_rows"] == ROWS and rep["selection_half"]
+    assert 0 < rep["removed"] == len(removed) < rep["docs"] == len(held)
+    assert rep["kept"] == len(held) - len(removed) == rep["groups"]["license"]["kept"]
+    assert sum(rep["by_reason"].values()) == rep["removed"]
+    for row in summary:  # every summary row says what its loss was measured on
+        assert row["held_out"]["removed"] == rep["removed"]
+        assert row["held_out"]["kept"] == rep["kept"]
+    assert f"held-out documents: {rep['kept']} of {rep['docs']} evaluated; " \
+           f"{rep['removed']} removed" in table
+
+
+def test_eval_without_decontamination_is_reachable(selections, tiny_world, capsys):
+    """--no_decontaminate: every held-out document, as before, and the table says so; the
+    rule is in the fingerprint (the outputs of the other setting are not taken as up to
+    date)."""
+    d, _ = selections
+    argv = ["--world", str(tiny_world), "--pool_rows", str(ROWS), "--target", "license",
+            "--selections", str(d / "random.npy"), "--seeds", "0", "--d_model", "32",
+            "--n_layers", "1", "--quiet", "--output_dir", str(d / "eval_off")]
+    capsys.readouterr()
+    assert eval_script.main([*argv, "--no_decontaminate"]) == 0
+    assert "not decontaminated" in capsys.readouterr().out
+    res = io.read_json(d / "eval_off" / "results.json")
+    assert res["held_out"] == {"license": {"enabled": False}}
+    from anatomy.io import InputError
+
+    with pytest.raises(InputError, match="other inputs or flags: targets"):  # fingerprint
+        eval_script.main(argv)
+    assert eval_script.main([*argv, "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert "(merged:" in out and "held-out documents:" in out
+    on = io.read_json(d / "eval_off" / "results.json")
+    assert on["held_out"]["license"]["removed"] > 0
+    # fewer held-out documents: a different loss from the same model
+    assert on["runs"][0]["losses"] != res["runs"][0]["losses"]
 
 
 def test_text_pools_targets_and_given_proxies(selections, tiny_world, tmp_path):

@@ -11,6 +11,11 @@ when it extrapolates past the measured budgets.
 
 Every (selection, seed) model is one unit of a step on the execution layer, so ranks train
 them in parallel and a killed run resumes; each model is evaluated on every target given.
+
+Held out means held out: before any model is trained, each target's held-out documents that
+share more than 20 % of their word 8-grams with a pool row or with the selection half are
+removed (:mod:`anatomy.selection.decontaminate`); ``results.json`` (``held_out``), every
+summary row and the table say how many and why, and the fingerprint depends on it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ import numpy as np
 from anatomy import execution, io
 from anatomy.io import InputError, PathLike
 from anatomy.selection import indices as rules
+from anatomy.selection.decontaminate import DEFAULT as DEFAULT_HELD_OUT
+from anatomy.selection.decontaminate import (
+    HeldOutFilter,
+    decontaminate_targets,
+    describe,
+    disabled_report,
+)
 from anatomy.selection.pool import CandidatePool
 from anatomy.selection.targets import Target, groups_digest
 from anatomy.selection.training import Arch, group_losses, tokenize_docs, train_lm
@@ -88,8 +100,9 @@ class _EvalStep:
 
     def __init__(self, pool: CandidatePool, selections: list[Selection],
                  targets: list[Target], arch: Arch, seeds: Sequence[int], out: Path,
-                 fp: execution.Fingerprint):
+                 fp: execution.Fingerprint, held_out: dict[str, dict[str, Any]]):
         self.pool, self.selections, self.targets = pool, selections, targets
+        self.held_out = held_out
         self.arch, self.seeds, self.out = arch, list(seeds), out
         self.n_units = len(selections) * len(self.seeds)
         self.output = execution.Output.folder(out, ["results.json"])
@@ -114,7 +127,8 @@ class _EvalStep:
         runs = [json.loads(str(load(u)["result"])) for u in range(self.n_units)]
         res = {"selections": [s.to_dict() for s in self.selections],
                "targets": [t.name for t in self.targets], "seeds": self.seeds,
-               "arch": self.arch.to_dict(), "pool": self.pool.source, "runs": runs}
+               "arch": self.arch.to_dict(), "pool": self.pool.source,
+               "held_out": self.held_out, "runs": runs}
         with execution.staged(self.output) as stage:
             io.write_json(stage(self.out / "results.json"), res)
         return {"models": len(runs)}
@@ -123,9 +137,15 @@ class _EvalStep:
 def evaluate_selections(pool: CandidatePool, selections: list[Selection],
                         targets: list[Target], arch: Arch, seeds: Sequence[int],
                         out: PathLike, ranks: execution.Ranks = _ONE, overwrite: bool = False,
-                        merge: bool = False, progress: bool = True) -> execution.StepResult:
+                        merge: bool = False, progress: bool = True,
+                        held_out: HeldOutFilter | None = DEFAULT_HELD_OUT
+                        ) -> execution.StepResult:
     """Train ``len(selections) x len(seeds)`` models, evaluate each on every target;
-    ``out/results.json`` holds every run."""
+    ``out/results.json`` holds every run.
+
+    ``held_out``: the decontamination rule applied to each target's held-out documents
+    first (default: drop those sharing more than 20 % of their word 8-grams with the pool's
+    rows or the selection half); None evaluates on every held-out document, as before."""
     if not selections:
         raise InputError(None, "no selections to evaluate")
     for s in selections:
@@ -133,14 +153,42 @@ def evaluate_selections(pool: CandidatePool, selections: list[Selection],
             raise InputError(None, f"selection {s.label} has indices outside the pool's "
                                    f"{len(pool)} rows")
     out = Path(out)
+    if held_out is not None:
+        targets, reports = decontaminate_targets(targets, pool, held_out)
+    else:
+        reports = {t.name: disabled_report() for t in targets}
     fp = execution.fingerprint(
         "eval_selection", None,
         {"pool": pool.identity(), "arch": arch.to_dict(), "seeds": list(seeds),
          "selections": [{**s.to_dict(), "digest": _digest(s.indices)} for s in selections],
-         "targets": [{"name": t.name, "digest": groups_digest(t.eval_groups)} for t in targets]})
-    step = _EvalStep(pool, selections, targets, arch, seeds, out, fp)
+         "targets": [{"name": t.name, "digest": groups_digest(t.eval_groups),
+                      "held_out": _held_out_key(reports[t.name])} for t in targets]})
+    step = _EvalStep(pool, selections, targets, arch, seeds, out, fp, reports)
     return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
                               show_progress=progress)
+
+
+def _held_out_key(rep: dict[str, Any]) -> dict[str, Any]:
+    """What of a decontamination report a fingerprint records: the rule, the counts and
+    which documents went (the kept texts are in the target's digest already)."""
+    if not rep.get("enabled"):
+        return {"enabled": False}
+    keep = ("enabled", "n", "threshold", "words", "hash", "version", "pool_rows",
+            "selection_half", "docs", "kept", "removed", "by_reason")
+    return {**{k: rep[k] for k in keep},
+            "removed_docs": {g: [d["index"] for d in v["removed_docs"]]
+                             for g, v in rep["groups"].items()}}
+
+
+def _compact(rep: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A summary row's copy of its target's decontamination report (no per-document list)."""
+    if rep is None:
+        return None
+    if not rep.get("enabled"):
+        return {"enabled": False}
+    return {**{k: v for k, v in rep.items() if k != "groups"},
+            "groups": {g: {k: v for k, v in x.items() if k != "removed_docs"}
+                       for g, x in rep["groups"].items()}}
 
 
 def _digest(a: np.ndarray) -> str:
@@ -171,8 +219,10 @@ def compute_multiplier(loss: float, budgets: Sequence[float], losses: Sequence[f
 
 def summarize(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Per target: one row per selection (mean and std over seeds of the target loss, and
-    per group), the compute multiplier of every non-random selection."""
+    per group), the compute multiplier of every non-random selection, and (``held_out``)
+    what was removed from the target's held-out documents, and why."""
     sels = results["selections"]
+    held = results.get("held_out") or {}
     out: dict[str, list[dict[str, Any]]] = {}
     for t in results["targets"]:
         rows = []
@@ -183,9 +233,12 @@ def summarize(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             vals = np.array([r["losses"][t]["mean"] for r in runs])
             groups = {g: float(np.mean([r["losses"][t][g] for r in runs]))
                       for g in runs[0]["losses"][t] if g != "mean"}
-            rows.append({**s, "loss": float(vals.mean()),
-                         "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                         "seeds": len(vals), "groups": groups})
+            row = {**s, "loss": float(vals.mean()),
+                   "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                   "seeds": len(vals), "groups": groups}
+            if t in held:
+                row["held_out"] = _compact(held[t])
+            rows.append(row)
         rand = [r for r in rows if r["method"] == "random" and r["target"] is None]
         budgets = [r["budget"] for r in rand]
         for r in rows:
@@ -213,6 +266,8 @@ def format_table(summary: dict[str, list[dict[str, Any]]]) -> str:
                 mult = f"{m:.2f}x" + (" (extrapolated)" if r.get("extrapolated") else "")
             lines.append(f"| {r['label']} | {r['n']} | {r['loss']:.4f} | {r['std']:.4f} | "
                          f"{mult} |")
+        if rows and "held_out" in rows[0]:
+            lines += ["", describe(rows[0]["held_out"]) + "."]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -8,6 +8,11 @@ documents (:meth:`anatomy.truth.World.unseen`): a category name is that category
 the first half for selecting and the second half for evaluating; ``mix`` is the mean of
 three categories (:data:`MIX`), each weighted equally whatever its size. A JSONL/parquet file
 is a target of its own texts (field ``text``); evaluate on a held-out file of the same kind.
+
+The held-out half is read by the evaluation, which first drops every held-out document that
+shares more than 20 % of its word 8-grams with the pool or with the selection half
+(:mod:`anatomy.selection.decontaminate`; a file target is compared with the pool only, its
+selection file being unknown there).
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ MIX_NAME = "mix"
 @dataclass
 class Target:
     """``groups``: selection-side texts per group (one group unless a mix); ``eval_groups``:
-    held-out texts per group. A mix weights its groups equally."""
+    held-out texts per group. A mix weights its groups equally. ``distinct_halves``: the
+    held-out texts are not the selection texts (False for a file target, which is both)."""
 
     name: str
     groups: dict[str, list[str]]
     eval_groups: dict[str, list[str]] = field(default_factory=dict)
     source: str | None = None
+    distinct_halves: bool = True
 
     def texts(self) -> list[str]:
         """Every selection-side text, the groups balanced by repetition-free interleaving
@@ -105,7 +112,8 @@ def load_target(spec: str | None, world: PathLike | None = None, text_key: str =
     p = Path(spec)
     if p.is_file() and is_text_file(p):
         texts = read_text_file(p, text_key)
-        return Target(p.stem, {p.stem: texts}, {p.stem: texts}, source=str(p))
+        return Target(p.stem, {p.stem: texts}, {p.stem: texts}, source=str(p),
+                      distinct_halves=False)
     if p.suffix in (".jsonl", ".json", ".gz", ".zst", ".parquet") or "/" in str(spec):
         raise InputError(p, "no such target file")
     if world is None:
