@@ -10,10 +10,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo demo-seeds test bench lint world clean-world
 
-$(STAMP): requirements.txt
+# constraints.txt locks every distribution (transitive ones included); the miniworld corpus's
+# sources (pinned archives, anatomy/world/sources.py) are downloaded by hash, never installed
+$(STAMP): requirements.txt constraints.txt anatomy/world/sources.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q "$(TORCH_SPEC)" -c constraints.txt
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m anatomy.world.sources fetch --dir $(VENV)/corpus-sources
 	touch $(STAMP)
 
 install: $(STAMP)

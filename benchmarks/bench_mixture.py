@@ -3,7 +3,7 @@
 1. The TF-IDF + logistic-regression domain classifier: fit and predict time on
    --n_classes x --n_docs documents. The documents are real local text, the miniworld's
    corpus sources (anatomy.world.corpus): its six categories, with "code" split in two (the
-   standard library's top-level modules, "code", and its packages, "code_pkg"). Consecutive
+   Python source of the pinned wheels, "code", and of the pinned sdists, "code_pkg"). Consecutive
    corpus documents of a class are joined into texts of log-uniform length 300..2000
    characters (what fetch_category_samples.py keeps by default); a class whose text runs out
    is reused with its lines shuffled (a seeded variation), and the script says how often.
@@ -46,7 +46,9 @@ def corpus_texts(n_docs: int, n_classes: int, seed: int) -> tuple[list[str], lis
     import numpy as np
 
     from anatomy.world.corpus import CATEGORIES, iter_category
+    from anatomy.world.sources import SOURCES
 
+    sdist_code = {s.pin for s in SOURCES if s.sdist and "code" in s.take}
     rng = np.random.default_rng(seed)
     classes = [*CATEGORIES, "code_pkg"][:n_classes]
     pieces: dict[str, list[str]] = {c: [] for c in classes}
@@ -55,7 +57,7 @@ def corpus_texts(n_docs: int, n_classes: int, seed: int) -> tuple[list[str], lis
     for cat in CATEGORIES:
         fed = [c for c in classes if c == cat or (cat == "code" and c == "code_pkg")]
         for d, _src, _sha in iter_category(cat, seed) if fed else ():
-            c = "code_pkg" if cat == "code" and "/" in d.source else cat
+            c = "code_pkg" if cat == "code" and d.source.partition(":")[0] in sdist_code else cat
             if c in fed and have[c] < budget[c]:
                 pieces[c].append(d.text)
                 have[c] += len(d.text)
