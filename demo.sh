@@ -17,13 +17,13 @@ SECONDS=0
 FIG="$OUT/figures.md"
 
 # facts of the world (steps, checkpoints, name) from its config and truth
-read -r NAME T1 T2 T3 CKPTS < <($PY - "$WORLD" <<'EOF'
+read -r NAME T1 T2 T3 CKPTS REV_T2 < <($PY - "$WORLD" <<'EOF'
 import sys
 from anatomy.olmo_config import load_olmo_config
 c = load_olmo_config(sys.argv[1] + "/config.yaml")
 m, n = c.extra["member_steps"], c.extra["nonmember_steps"]
 steps = sorted(c.checkpoints)[:4]   # the four targets: T1, 2T1, 3T1, T2
-print(c.model_name, m[1], n[0], n[1], ",".join(map(str, steps)))
+print(c.model_name, m[1], n[0], n[1], ",".join(map(str, steps)), c.checkpoints.get(n[0], n[0]))
 EOF
 )
 DESCRIBE=$($PY -c "from anatomy.truth import World; print(World.open('$WORLD').describe())")
@@ -155,8 +155,10 @@ $PY filter_semantic.py "${S[@]}" --output "$M/semantic.parquet"
 $PY classify_code_vs_nl.py "${S[@]}" --output "$M/code_vs_nl.parquet"
 $PY combine_filters.py --inputs "$M"/{scores,duplicates,templating,frequencies,semantic,code_vs_nl}.parquet \
     --output "$M/combined.parquet" $q
+# the models at T2, right after the dense memorization window: the checkpoint with the most
+# memorized samples (the world's evidence.json), where all three categories hold some
 $PY train_taxonomy.py --combined "$M/combined.parquet" --output_dir "$M/taxonomy" \
-    --world "$WORLD" $q | tee "$M/taxonomy.md"
+    --checkpoint "$REV_T2" --world "$WORLD" $q | tee "$M/taxonomy.md"
 fig "## C. Memorization taxonomy" "" "$(cat "$M/taxonomy.md")" ""
 mv "$PART_FIG" "$OUT/figures_C.md"
 echo "(C took $((SECONDS - C0))s)"

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if data.kind != "olmo":
             raise cli.InputError(None, "--add_planted needs the miniworld's OLMo data")
         w = World.open(cli.require_world(args))
-        planted = [i for k in ("mem_dense", "mem_spread", "mem_late", "templates")
+        planted = [i for k in w.memorization_plants
                    for r in w.planted_sequence_starts(k, args.prompt_len, args.cont_len)
                    for i in r["sequence_ids"]]
         extra = np.setdiff1d(np.unique(planted), ids)

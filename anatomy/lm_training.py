@@ -4,8 +4,10 @@ Step ``s`` trains the instances ``storage[global_indices[s*B:(s+1)*B]]`` — wha
 trainer reads for that step — full 128-token causal-LM loss, no masking (OLMo trains on
 whole instances, separators included). AdamW with linear warm-up and cosine decay to
 ``MIN_LR`` of the peak.
-bf16 autocast where the CPU supports it (2.8-3x faster than fp32 on this machine's AMX
-cores), fp32 master weights. Checkpoints are HF model folders named like OLMo's hub
+``bf16=None`` autocasts to bf16 where the CPU supports it (2.8-3x faster than fp32 on AMX
+cores), fp32 master weights; ``bf16=False`` trains in fp32, the path a CPU without bf16
+kernels takes. ``threads`` fixes torch's intra-op threads for the run (the GEMMs' split, and
+so the float sums, can depend on it). Checkpoints are HF model folders named like OLMo's hub
 branches, ``step{S}-tokens{T}K`` (OLMo-7B: ``step100000-tokens442B``).
 """
 
@@ -66,13 +68,29 @@ def make_model(vocab_size: int, seq_len: int, d_model: int, n_layers: int, n_hea
 
 def train(storage: np.ndarray, order: np.ndarray, *, steps: int, batch_size: int, lr: float,
           model, checkpoints: dict[int, Path], tokenizer_dir: Path | None, seed: int,
-          progress=None, bf16: bool | None = None, seed_rng: bool = True) -> dict:
+          progress=None, bf16: bool | None = None, seed_rng: bool = True,
+          threads: int | None = None) -> dict:
     """Train for ``steps`` steps; save a checkpoint after each step in ``checkpoints``.
 
-    Returns ``{"loss": [...per step], "batch_sha1": [...per step], "bf16": bool}``.
+    Returns ``{"loss": [...per step], "batch_sha1": [...per step], "bf16": bool,
+    "threads": int}``.
     """
     import torch
     from transformers import AutoTokenizer
+
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train(storage, order, steps, batch_size, lr, model, checkpoints, tokenizer_dir,
+                      seed, progress, bf16, seed_rng, AutoTokenizer)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(storage, order, steps, batch_size, lr, model, checkpoints, tokenizer_dir, seed,
+           progress, bf16, seed_rng, AutoTokenizer) -> dict:
+    import torch
 
     if seed_rng:
         torch.manual_seed(seed)
@@ -118,4 +136,43 @@ def train(storage: np.ndarray, order: np.ndarray, *, steps: int, batch_size: int
             log.info("step %d: loss %.3f, saved %s (%.0fs)", s + 1, losses[-1], path.name,
                      time.time() - t0)
     model.eval()
-    return {"loss": losses, "batch_sha1": hashes, "bf16": use_bf16}
+    return {"loss": losses, "batch_sha1": hashes, "bf16": use_bf16,
+            "threads": torch.get_num_threads()}
+
+
+def weights_digest(model) -> str:
+    """sha256 over a model's parameters and buffers (name, dtype, shape, little-endian bytes),
+    in name order: equal digests mean bit-identical trained weights (e.g. one world built on
+    two machines)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def cpu_description() -> dict:
+    """What the float results of training depend on: the CPU model, torch's CPU capability
+    (the kernels it dispatches to), bf16 support, torch's version."""
+    import platform
+
+    import torch
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read()
+    except OSError:
+        info = ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), platform.processor() or "")
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # pragma: no cover - very old torch
+        isa = "unknown"
+    flags = info
+    return {"model": name, "torch_capability": isa, "amx": "amx_bf16" in flags,
+            "avx512_bf16": "avx512_bf16" in flags, "torch": torch.__version__,
+            "machine": platform.machine()}

@@ -2,7 +2,8 @@
 
 Everything here is derived from the files on disk (token files, data order, ``truth.json``,
 ``truth/docs.jsonl.gz``, ``truth/unseen.jsonl.gz``), so every pipeline and test reads the same
-known answers without importing the builder (:mod:`anatomy.world`).
+known answers without importing the builder (:mod:`anatomy.world.build`; only the corpus's
+source files are read through its archive reader, :mod:`anatomy.world.corpus`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from anatomy import io
+
+# every plant kind the memorization test can sample, in report order
+MEMORIZATION_PLANTS = ("mem_dense", "mem_spread", "mem_late", "templates", "reconstruct",
+                       "recollect")
 
 UNSEEN = "truth/unseen.jsonl.gz"
 
@@ -40,8 +45,8 @@ class World:
     @cached_property
     def corpus_digest(self) -> str:
         """12 hex digits of sha256 over the corpus manifest (every source file and its
-        sha256): worlds built from different installed files differ here, so a reader can
-        tell a regression from a different world."""
+        sha256): worlds built from different sources differ here, so a reader can tell a
+        regression from a different world."""
         import hashlib
         import json
 
@@ -52,35 +57,24 @@ class World:
     def source_files(self) -> tuple[list[tuple[str, Path]], list[str]]:
         """The corpus's source files on this machine: ``([(source, path)], changed)``.
 
-        The manifest names each file the corpus read (``stdlib:REL`` under the stdlib,
-        ``site:REL`` under site-packages) with its sha256; a file that is missing or whose
-        bytes changed since the build is left out and named in ``changed``, so text taken
-        from the sources is always the text the world was built from. Sources in manifest
-        order; ``stdlib:pydoc_data/topics.py#name`` entries are read once.
+        The manifest names each file the corpus read (``name==version:path`` inside a pinned
+        archive, :mod:`anatomy.world.sources`) with its sha256; each is read out of its
+        checked archive into a cache, and a file that is missing or whose bytes differ from
+        the build's is left out and named in ``changed``, so text taken from the sources is
+        always the text the world was built from. Sources in manifest order.
         """
-        import hashlib
-        import sysconfig
+        from anatomy.world.corpus import source_files
 
-        paths = sysconfig.get_paths()
-        roots = {"stdlib": Path(paths["stdlib"]), "site": Path(paths["purelib"])}
-        sources = io.read_json(self.root / "corpus" / "manifest.json")["sources"]
-        found: list[tuple[str, Path]] = []
-        changed: list[str] = []
-        for src, sha in sources.items():
-            root, _, rel = src.partition(":")
-            path = roots.get(root, Path("/nonexistent")) / rel.partition("#")[0]
-            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-                changed.append(src)
-            else:
-                found.append((src, path))
-        return found, changed
+        return source_files(io.read_json(self.root / "corpus" / "manifest.json")["sources"])
 
     def describe(self) -> str:
         """One line naming this world: preset, seed, corpus digest, model size."""
         t = self.truth
+        m = t["model"]
+        weights = f", weights {m['weights_sha256'][:12]}" if "weights_sha256" in m else ""
         return (f"{self.name} (seed {t['seed']}, corpus {self.corpus_digest}, "
-                f"{t['model']['n_params'] / 1e6:.2f}M params, bf16 training "
-                f"{'on' if t['model']['bf16'] else 'off'})")
+                f"{m['n_params'] / 1e6:.2f}M params, {'bf16' if m['bf16'] else 'fp32'} "
+                f"training{weights})")
 
     @cached_property
     def docs(self) -> dict[int, dict]:
@@ -119,7 +113,14 @@ class World:
         return sorted(out)
 
     def planted(self, kind: str) -> list[dict]:
-        return self.truth["planted"][kind]
+        return self.truth["planted"].get(kind, [])
+
+    @property
+    def memorization_plants(self) -> list[str]:
+        """The plant kinds the memorization test samples (each copy starting a sequence):
+        repeated passages (recitation), templates, and, in worlds that have them, the
+        near-duplicated reconstruct and recollect plants."""
+        return [k for k in MEMORIZATION_PLANTS if k in self.truth["planted"]]
 
     @cached_property
     def planted_sha1(self) -> dict[str, str]:
@@ -162,7 +163,8 @@ class World:
             starts = [int(self.order[o // L]) for o, al in trained if al]
             out.append({"doc": r["doc"], "kind": kind, "sequence_ids": starts,
                         "trained_copies": len(trained), "expected_duplicates": inside,
-                        **({"template": r["template"]} if "template" in r else {})})
+                        **({"template": r["template"]} if "template" in r else {}),
+                        **({"intended": r["intended"]} if "intended" in r else {})})
         return out
 
     def checkpoint_path(self, step: int) -> Path:

@@ -37,3 +37,12 @@ def tiny_truth(tiny_world) -> dict:
     from anatomy.io import read_json
 
     return read_json(tiny_world / "truth.json")
+
+
+def first_target(world: Path) -> tuple[int, str]:
+    """The world's first target checkpoint T1: ``(step, revision)`` (``step200-tokens205K``
+    on the tiny preset)."""
+    from anatomy.io import read_json
+
+    c = read_json(Path(world) / "truth.json")["checkpoints"][0]
+    return c["step"], c["revision"]

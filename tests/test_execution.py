@@ -25,6 +25,7 @@ import pytest
 from anatomy import __version__, execution, io
 from anatomy.execution import Output, Ranks, fingerprint, run_step
 from anatomy.io import InputError
+from tests.conftest import first_target
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -252,14 +253,15 @@ def test_torchrun_run_mia_equals_one_process(tiny_world, splits, tmp_path):
     small = [r for r in recs if r["label"] == 1][:12] + [r for r in recs if r["label"] == 0][:12]
     (tmp_path / "data").mkdir()
     write_jsonl(tmp_path / "data" / "miniworld-tiny_control.jsonl", small)
+    t1, rev = first_target(tiny_world)
     args = ["run_mia.py", "--world", str(tiny_world), "--dataset", "miniworld-tiny_control",
-            "--data_dir", str(tmp_path / "data"), "--step", "40", "--methods", "loss",
+            "--data_dir", str(tmp_path / "data"), "--step", str(t1), "--methods", "loss",
             "minkpp", "emmia", "--prefix_block", "4", "--batch_size", "8", "--quiet"]
     # one process with 2 threads (2 units at a time) vs 2 ranks of 1 thread each
     _run([*args, "--output_dir", str(tmp_path / "one"), "--threads", "2"])
     p = _torchrun([*args, "--output_dir", str(tmp_path / "two")])
     one, two = _sha(tmp_path / "one"), _sha(tmp_path / "two")
-    assert "miniworld-tiny_control/step40-tokens82K/scores.jsonl" in one
+    assert f"miniworld-tiny_control/{rev}/scores.jsonl" in one
     assert not any("parts" in k for k in two)  # merged and cleaned up
     # the markers record the same fingerprint; the result files are byte-identical
     assert one == two

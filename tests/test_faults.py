@@ -18,6 +18,7 @@ import yaml
 
 from anatomy import io
 from anatomy.io import InputError
+from tests.conftest import first_target
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +121,7 @@ def test_nan_vectors_and_weights_are_named(tiny_world, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    src = tiny_world / "model" / "step40-tokens82K"
+    src = tiny_world / "model" / first_target(tiny_world)[1]
     model = AutoModelForCausalLM.from_pretrained(src)
     with torch.no_grad():
         model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
@@ -150,7 +151,8 @@ def test_lone_surrogates_are_one_error_or_a_counted_skip(tiny_world, tmp_path):
     (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=r"s\.jsonl:2: a string holds a lone surrogate"):
         run_mia.main(["--dataset", "s", "--data_dir", str(tmp_path), "--world",
-                      str(tiny_world), "--step", "40", "--output_dir", str(tmp_path / "r"),
+                      str(tiny_world), "--step", str(first_target(tiny_world)[0]),
+                      "--output_dir", str(tmp_path / "r"),
                       "--quiet"])
     with pytest.raises(InputError, match="lone surrogate"):
         generate_vecs.main(["--dataset_name", "s", "--data_dir", str(tmp_path), "--quiet"])
@@ -186,7 +188,8 @@ def test_a_rerun_with_other_methods_is_refused(tiny_world, tmp_path, capsys):
     io.write_jsonl(tmp_path / "d.jsonl", [{"input": f"some text {i} here", "label": i % 2}
                                           for i in range(6)])
     args = ["--dataset", "d", "--data_dir", str(tmp_path), "--world", str(tiny_world),
-            "--step", "40", "--output_dir", str(tmp_path / "r"), "--quiet"]
+            "--step", str(first_target(tiny_world)[0]), "--output_dir", str(tmp_path / "r"),
+            "--quiet"]
     assert run_mia.main([*args, "--methods", "loss"]) == 0
     with pytest.raises(InputError, match=r"methods \["):
         run_mia.main([*args, "--methods", "loss", "zlib"])

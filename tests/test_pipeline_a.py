@@ -23,8 +23,9 @@ import control_split as control_script
 import filter as filter_script
 import generate_vecs as vecs_script
 import sample as sample_script
-from anatomy import lm
+from anatomy import io, lm
 from anatomy.io import read_jsonl, write_jsonl
+from tests.conftest import first_target
 
 ROOT = Path(__file__).resolve().parent.parent
 # a bash loop of disjoint sample.py jobs; 640 positions: every job ends past CPython's
@@ -218,13 +219,13 @@ def test_construction_scripts_follow_the_output_policy(run_a, tiny_world, capsys
         (sample_script, [*w, "--step_start", "0", "--step_end", str(f["T1"]),
                          "--sample_start", "0", "--sample_end", "120", "--out_dir", str(d)],
          d / f"sample/miniworld-tiny_step0:{f['T1']}/0:120.jsonl", ["--batch_size", "15"],
-         "batch_size 16 -> 15"),
+         f"batch_size {io.read_json(tiny_world / 'truth.json')['batch_size']} -> 15"),
         (sample_script, [*w, "--step_start", "0", "--step_end", str(f["T1"]),
                          "--sample_start", "0", "--sample_end", "120", "--out_dir", str(d)],
          d / f"sample/miniworld-tiny_step0:{f['T1']}/0:120.jsonl", ["--seed", "7"],
          "seed 42 -> 7"),
-        (filter_script, [*w, *pool], d / f"{f['pool']}.jsonl", ["--batch_size", "8"],
-         "batch_size 16 -> 8"),
+        (filter_script, [*w, *pool], d / f"{f['pool']}.jsonl", ["--batch_size", "5"],
+         f"batch_size {io.read_json(tiny_world / 'truth.json')['batch_size']} -> 5"),
         (vecs_script, ["--dataset_name", f["pool"], "--data_dir", str(d), "--quiet"],
          d / "vecs" / f"{f['pool']}.npy", ["--max_length", "128"], "max_length 256 -> 128"),
         (clustering_script, [*split, "--world", str(tiny_world)],
@@ -301,11 +302,12 @@ def test_attacks_detect_repeated_members_and_fade(control_results, tiny_truth):
         assert m[last][method]["auroc"] < m[first][method]["auroc"]
 
 
-def test_table_and_count_curve(control_results):
+def test_table_and_count_curve(control_results, tiny_world):
     res, _ = control_results
     md = (res / "table.md").read_text()
     assert "| Loss |" in md and "| Min-K%++ 20% |" in md and "| EM-MIA |" in md
     assert "| Blind (bag of words, no model) |" in md
-    assert md.startswith("| AUROC x100, step40 | control | control20 | planted |")
+    t1 = first_target(tiny_world)[0]
+    assert md.startswith(f"| AUROC x100, step{t1} | control | control20 | planted |")
     by = res / "miniworld-tiny_planted" / "by_planted.md"
     assert by.is_file() and "48" in by.read_text()

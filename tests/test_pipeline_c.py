@@ -58,6 +58,12 @@ def brute_counts(rows: np.ndarray, n: int) -> Counter:
     return c
 
 
+def scored_step(world: Path) -> int:
+    """The checkpoint the fixture scores: T2, right after the dense memorization window, where
+    the tiny world holds the most memorized samples (evidence.json)."""
+    return io.read_json(world / "truth.json")["preset"]["nonmember_start"]
+
+
 @pytest.fixture(scope="module")
 def c_run(tiny_world, tmp_path_factory):
     """Samples (random + planted starts), the Pythia copy and every feature table."""
@@ -68,9 +74,8 @@ def c_run(tiny_world, tmp_path_factory):
                                 "--output", str(ids_f)]) == 0
     convert_script.main([*w, "--out", str(d / "pythia" / "document")])
     s = ["--sequence_ids", str(ids_f)]
-    last = str(io.read_json(tiny_world / "truth.json")["preset"]["steps"])
-    assert scores_script.main([*w, *s, "--step", last, "--batch_size", str(SCORE_BATCH),
-                               "--output", str(d / "scores.parquet")]) == 0
+    assert scores_script.main([*w, *s, "--step", str(scored_step(tiny_world)), "--batch_size",
+                               str(SCORE_BATCH), "--output", str(d / "scores.parquet")]) == 0
     # two ranks in turn, small units: the second merges
     for r in ("0", "1"):
         assert dup_script.main([*w, *s, "--rows_per_unit", "500", "--rank", r,
@@ -125,7 +130,7 @@ def test_duplicate_counts_equal_a_brute_force_recount_and_the_truth(tiny_world, 
     # planted passages: the truth file's copies whose continuation lies inside one sequence
     by_id = dict(zip(df.sequence_id, df.sequence_duplicates, strict=True))
     checked = 0
-    for kind in ("mem_dense", "mem_late"):
+    for kind in ("mem_dense", "mem_late", "reconstruct", "recollect"):
         for r in w.planted_sequence_starts(kind):
             toks = w.doc_tokens(r["doc"])
             cont = tuple(toks[32:64].tolist())
@@ -194,8 +199,7 @@ def test_memorization_scores_against_transformers(tiny_world, c_run):
     data = open_training_data(tiny_world / "config.yaml")
     pick = np.r_[np.argsort(-df.memorization_score.to_numpy())[:4], [0, 1, 2]]
     samples = data.samples(ids[pick])
-    last = io.read_json(tiny_world / "truth.json")["preset"]["steps"]
-    model = load_causal_lm(tiny_world / "model", revision=last)  # the checkpoint scored
+    model = load_causal_lm(tiny_world / "model", revision=scored_step(tiny_world))
     # the library's decodes of the picked rows, in the batches the scoring units used
     batched = {}
     with single_threaded_torch():
@@ -265,6 +269,32 @@ def test_combined_table_and_taxonomy(tiny_world, c_run):
     assert {"recitation", "reconstruction", "recollection"} <= set(shares.category)
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"baseline", "taxonomic"} <= set(metrics.model)
+
+
+def test_memorized_plants_fall_in_their_intended_category(tiny_world, c_run):
+    """The tiny world memorizes, in more than one category, and every planted sample the model
+    reproduces falls, by the taxonomy's rule on the measured features (``categorize``: the
+    pipeline's duplicate counts and templating flags), in the category the truth file says its
+    plant was built for (independently recounted in tests/test_world.py)."""
+    from anatomy.memorization.report import world_check
+    from anatomy.memorization.taxonomy import categorize
+
+    d, _ = c_run
+    df = pd.read_parquet(d / "combined.parquet").set_index("sequence_id")
+    w = World.open(tiny_world)
+    intended = {i: p["intended"] for k in w.memorization_plants
+                for p in w.planted_sequence_starts(k) if "intended" in p
+                for i in p["sequence_ids"]}
+    mem = df.loc[[i for i in intended if i in df.index]]
+    mem = mem[mem.memorization_score == 1.0]
+    got = categorize(mem)
+    assert len(mem) >= 10
+    assert got.nunique() >= 2
+    assert list(got) == [intended[i] for i in mem.index]
+    table = world_check(tiny_world, df.reset_index())  # the report's intended vs measured
+    (col,) = [c for c in table.columns if c.startswith("as intended")]
+    agree = table[col].dropna()
+    assert len(agree) >= 2 and all(a == b for a, b in (x.split("/") for x in agree))
 
 
 def test_bad_sample_choices_are_one_clear_error(tiny_world, tmp_path):

@@ -193,6 +193,9 @@ def test_trained_stream_holds_only_whole_documents(tiny_world, tiny_truth):
     # padding runs end where an aligned copy starts its instance
     aligned = {o for kind, rows in tiny_truth["planted"].items() for r in rows
                for o, al in r["copies"] if al and o < len(stream) - 1}
+    # near-duplicate copies (no planted rows of their own): those that start an instance
+    aligned |= {occ[0] for r in docs if r["kinds"] == ["fuzzy"] for occ in r["occurrences"]
+                if occ[0] % L == 0 and occ[0] < len(stream) - 1}
     assert aligned and all(o % L == 0 for o in aligned)
     gaps = np.flatnonzero((stream[1:] == eos) & (stream[:-1] == eos))  # second eos of a pair
     run_ends = [int(g) + 1 for g in gaps if g + 1 >= len(stream) - 1 or stream[g + 2] != eos]
@@ -416,3 +419,67 @@ def test_a_failed_rebuild_leaves_the_old_world(tmp_path, monkeypatch):
         script.main(args + ["--overwrite"])
     assert {p.relative_to(a): p.read_bytes() for p in a.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no .a.building left
+
+
+# --- the memorization plants: each built for one category of the taxonomy -----------------
+
+
+def test_memorization_plants_are_built_for_their_category(tiny_world, tiny_truth):
+    """Independent check of truth.json's ``intended`` categories: every memorization plant's
+    continuation (tokens 32-63 of the sample its aligned copies start) recounted over every
+    trained sequence with a plain dict of 32-grams, its decoded sample's templating, and the
+    published rule (Prashanth et al. 2024, §3): > 5 duplicates recitation, else templated
+    reconstruction, else recollection. Each near-duplicated plant's fuzzy copies differ from it
+    in exactly one continuation token (and so never contain its continuation)."""
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    from anatomy.memorization.templating import is_templating
+    from anatomy.truth import World
+
+    w = World.open(tiny_world)
+    L = tiny_truth["seq_len"]
+    rows = _stream(tiny_world, tiny_truth).reshape(-1, L)
+    grams = Counter(tuple(r[i:i + 32]) for r in rows.tolist() for i in range(L - 31))
+    tok = AutoTokenizer.from_pretrained(str(tiny_world / "tokenizer"))
+    built_for = {"mem_dense": "recitation", "mem_spread": "recitation",
+                 "mem_late": "recitation", "reconstruct": "reconstruction",
+                 "recollect": "recollection"}
+    seen: dict[str, Counter] = {}
+    for kind in w.memorization_plants:
+        for r in w.planted(kind):
+            if r["length"] < 64:
+                assert "intended" not in r
+                continue
+            x = w.doc_tokens(r["doc"])
+            n = grams[tuple(x[32:64].tolist())]
+            templated = is_templating(tok.decode(x[:64].tolist()))
+            rule = "recitation" if n > 5 else "reconstruction" if templated else "recollection"
+            assert (r["continuation_count"], r["templated"], r["intended"]) == \
+                (n, templated, rule), (kind, r["doc"])
+            assert r["intended"] == built_for.get(kind, rule)
+            seen.setdefault(kind, Counter())[rule] += 1
+            for f in r.get("fuzzy_docs", []):
+                y = w.doc_tokens(f)
+                diff = np.flatnonzero(y != x)
+                assert len(y) == len(x) and len(diff) == 1 and 32 <= diff[0] < 64
+    assert {k: dict(v) for k, v in seen.items()} == tiny_truth["intended_categories"]
+    # the tiny world holds plants of all three categories
+    assert {c for v in seen.values() for c in v} == {"recitation", "reconstruction",
+                                                     "recollection"}
+
+
+
+def test_the_trained_weights_digest_and_cpu_are_recorded(tiny_world, tiny_truth):
+    """truth.json's weights digest equals one recomputed from the saved final model (what two
+    machines' builds are compared by), beside the precision, threads and CPU it trained on."""
+    from anatomy.lm import load_causal_lm
+    from anatomy.lm_training import weights_digest
+
+    m = tiny_truth["model"]
+    assert weights_digest(load_causal_lm(tiny_world / "model")) == m["weights_sha256"]
+    assert m["precision"] in ("fp32", "bf16", "auto") and m["threads"] >= 1
+    if m["precision"] == "fp32":  # the default: no bf16 kernel touched the weights
+        assert not m["bf16"]
+    assert {"model", "torch_capability", "avx512_bf16", "amx", "torch"} <= set(m["cpu"])

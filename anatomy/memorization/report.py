@@ -36,27 +36,38 @@ def markdown(df, floatfmt: str = ".3f") -> str:
 
 def world_check(world, combined, prompt_len: int = 32, cont_len: int = 32):
     """One row per plant kind: sampled sequence starts, memorized share per checkpoint,
-    duplicates equal to the truth's count, templating flags."""
+    duplicates equal to the truth's count, templating flags, and the category each plant is
+    built for (truth: ``intended``) against the category the taxonomy gives its memorized
+    samples (``taxonomy.categorize`` of the measured features), at every checkpoint."""
     import pandas as pd
 
+    from anatomy.memorization.taxonomy import categorize
     from anatomy.truth import World
 
     w = World.open(world)
     has_ck = "checkpoint" in combined.columns
     ckpts = list(dict.fromkeys(combined["checkpoint"])) if has_ck else [None]
     rows = []
-    for kind in ("mem_dense", "mem_spread", "mem_late", "templates"):
+    for kind in w.memorization_plants:
         plants = w.planted_sequence_starts(kind, prompt_len, cont_len)
+        intended = {i: p.get("intended") for p in plants for i in p["sequence_ids"]}
         exp = {i: p["expected_duplicates"] for p in plants for i in p["sequence_ids"]}
         ids = [i for i in exp if i in set(combined[ID])]
         if not ids:
             continue
-        row: dict = {"plant": kind, "passages": len(plants), "samples": len(ids)}
+        built = sorted({str(p.get("intended", "-")) for p in plants})
+        row: dict = {"plant": kind, "built for": "/".join(built), "passages": len(plants),
+                     "samples": len(ids)}
         for ck in ckpts:
             sub = combined[combined["checkpoint"] == ck] if has_ck else combined
             sub = sub.set_index(ID).loc[ids]
-            row[f"memorized {ck}" if ck else "memorized"] = (
-                f"{int((sub['memorization_score'] == 1.0).sum())}/{len(ids)}")
+            mem = sub[sub["memorization_score"] == 1.0]
+            row[f"memorized {ck}" if ck else "memorized"] = f"{len(mem)}/{len(ids)}"
+            if len(mem) and "is_incrementing" in mem and "sequence_duplicates" in mem:
+                got = categorize(mem).to_numpy()
+                want = np.array([intended[i] for i in mem.index])
+                agree = int(sum(g == x for g, x in zip(got, want, strict=True)))
+                row[f"as intended {ck}" if ck else "as intended"] = f"{agree}/{len(mem)}"
         one = (combined.drop_duplicates(ID).set_index(ID).loc[ids])
         if "sequence_duplicates" in one:
             match = one["sequence_duplicates"].to_numpy() == np.array([exp[i] for i in ids])

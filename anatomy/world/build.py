@@ -31,7 +31,7 @@ import numpy as np
 from anatomy import io
 from anatomy.data_order import write_data_order
 from anatomy.token_files import write_token_file
-from anatomy.world import layout
+from anatomy.world import layout, synthetic
 from anatomy.world.corpus import CATEGORIES, iter_category
 from anatomy.world.presets import Preset
 from anatomy.world.tokenizer import PAD_ID, SEPARATOR, train_tokenizer
@@ -55,16 +55,7 @@ def _sha1_tokens(toks: np.ndarray) -> str:
 
 def _templates(n: int, rng: np.random.Generator) -> list[tuple[str, dict]]:
     """Incrementing sequences and repeating strings, ``n`` of each kind."""
-    out = []
-    fmts = ["{i}, ", "row {i}: {v}\n", "0x{i:04x} ", "item_{i} = {v}\n"]
-    for _ in range(n):
-        f = fmts[int(rng.integers(len(fmts)))]
-        start, step, count = int(rng.integers(0, 5000)), int(rng.integers(1, 8)), int(
-            rng.integers(16, 40))
-        text = "".join(f.format(i=start + j * step, v=(start + j * step) * 3)
-                       for j in range(count)).strip()
-        out.append((text, {"kind": "incrementing", "format": f, "start": start, "step": step,
-                           "count": count}))
+    out = [synthetic.incrementing_template(rng) for _ in range(n)]
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     for _ in range(n):
         unit = "".join(rng.choice(letters, int(rng.integers(2, 7))))
@@ -75,8 +66,26 @@ def _templates(n: int, rng: np.random.Generator) -> list[tuple[str, dict]]:
     return out
 
 
+# How the world's model trains. fp32 is the path every CPU can take (bf16 autocast runs only
+# where the CPU has bf16 kernels, and AMX and AVX512-BF16 kernels round differently), so the
+# same seed gives the same world on more machines; ANATOMY_WORLD_PRECISION=bf16 (or "auto":
+# bf16 where supported) trades that for speed. Training threads are fixed too: the GEMMs'
+# split, and so the float sums, can depend on the thread count.
+PRECISIONS = ("fp32", "bf16", "auto")
+TRAIN_THREADS = 2
+
+
+def world_precision(precision: str | None = None) -> str:
+    """The precision a build uses: the argument, else ``$ANATOMY_WORLD_PRECISION``, else fp32."""
+    p = precision or os.environ.get("ANATOMY_WORLD_PRECISION") or "fp32"
+    if p not in PRECISIONS:
+        raise io.InputError(None, f"unknown world precision {p!r} (choose from "
+                                  f"{', '.join(PRECISIONS)}; ANATOMY_WORLD_PRECISION)")
+    return p
+
+
 def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=None,
-                replace: bool = False) -> dict:
+                replace: bool = False, precision: str | None = None) -> dict:
     """Build a miniworld into ``out``; returns the truth dict.
 
     The world is built under ``.NAME.building`` and moved into place only when complete: a
@@ -91,7 +100,7 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        truth = _build(preset, out, tmp, seed, progress)
+        truth = _build(preset, out, tmp, seed, progress, world_precision(precision))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -104,6 +113,12 @@ def build_world(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=
     log.info("built %s in %.0fs (%s)", out, truth["timing"]["total_before_evidence"],
              ", ".join(f"{k} {v:.0f}s" for k, v in truth["timing"].items()))
     return truth
+
+
+# the plants built to fall in one category of the taxonomy when memorized (see
+# anatomy/world/synthetic.py); "fuzzy" copies are their near-duplicates
+RECITATION_PLANTS = ("mem_dense", "mem_spread", "mem_late")
+FUZZY_PLANTS = {"reconstruct": "reconstruction", "recollect": "recollection"}
 
 
 def corpus_documents(P: Preset, seed: int, rng: np.random.Generator
@@ -138,6 +153,67 @@ def corpus_documents(P: Preset, seed: int, rng: np.random.Generator
     return docs, manifest, templates
 
 
+def _add_tables(n: int, tok, rng: np.random.Generator, docs: list[dict], doc_tokens: list,
+                doc_cat: list, L: int, data_cat: int) -> list[int]:
+    """``n`` new incrementing tables (category data) of 72 to ``L - 16`` tokens whose 64-token
+    sample is templated (a hex table cut inside its last number is not), appended to the
+    document lists; their indices."""
+    from anatomy.memorization.templating import is_templating
+
+    out = []
+    while len(out) < n:
+        # small numbers: fewer, more frequent tokens (measured: 4-digit tables memorized least)
+        text, params = synthetic.incrementing_template(rng, 8, 30, max_start=1000)
+        ids = np.asarray(tok.encode(text).ids, dtype=np.uint16)
+        if not 72 <= len(ids) <= L - 16 or not is_templating(tok.decode(ids[:64].tolist())):
+            continue
+        out.append(len(docs))
+        docs.append({"text": text, "category": "data", "source": "template", "part": len(out),
+                     "template": params})
+        doc_tokens.append(ids)
+        doc_cat.append(data_cat)
+    return out
+
+
+def _intended_categories(planted: dict[str, list[dict]], doc_tokens, trained_rows: np.ndarray,
+                         tokenizer_dir: Path, prompt: int = 32, cont: int = 32) -> dict:
+    """The category of the taxonomy (Prashanth et al. 2024, §3) each memorization plant falls
+    in if the model reproduces it, from what pipeline C measures: its continuation (tokens
+    ``[prompt, prompt + cont)`` of its first 64, the sample an aligned copy starts) counted in
+    every trained sequence (``count_ngrams``, windows inside one sequence, as
+    ``sequence_duplicates``), and ``is_templating`` of the decoded 64 tokens. Adds
+    ``intended``, ``continuation_count`` and ``templated`` to each row (in place); a plant
+    whose measured category is not the one its kind is built for stops the build. Returns
+    the count per kind and category."""
+    from transformers import AutoTokenizer
+
+    from anatomy.memorization.ngram_counts import count_ngrams
+    from anatomy.memorization.templating import is_templating
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    built_for = {**dict.fromkeys(RECITATION_PLANTS, "recitation"), **FUZZY_PLANTS}
+    summary: dict[str, dict[str, int]] = {}
+    for kind in (*RECITATION_PLANTS, "templates", *FUZZY_PLANTS):
+        rows = [r for r in planted.get(kind, []) if r["length"] >= prompt + cont]
+        if not rows:
+            continue
+        samples = np.stack([doc_tokens[r["doc"]][: prompt + cont] for r in rows]).astype(np.int64)
+        counts = count_ngrams([trained_rows], samples[:, prompt:])
+        texts = tok.batch_decode(samples.tolist())
+        for r, n, text in zip(rows, counts, texts, strict=True):
+            templated = is_templating(text)
+            measured = ("recitation" if n > 5 else "reconstruction" if templated
+                        else "recollection")
+            want = built_for.get(kind, measured)
+            if measured != want:
+                raise RuntimeError(f"plant {kind} doc {r['doc']}: built for {want}, but its "
+                                   f"continuation occurs {n} times and templated={templated}")
+            r.update(intended=want, continuation_count=int(n), templated=bool(templated))
+            summary.setdefault(kind, {}).setdefault(want, 0)
+            summary[kind][want] += 1
+    return summary
+
+
 def write_tokenizer_spec(root: str | os.PathLike) -> Path:
     """``truth/tokenizer_mixture_spec.yaml``: the byte mixture by category of the text the
     world's tokenizer was trained on (every corpus document, templates included), what the
@@ -153,8 +229,9 @@ def write_tokenizer_spec(root: str | os.PathLike) -> Path:
     recorded = io.read_json(w.root / "corpus" / "manifest.json")
     if dict(sorted(manifest.items())) != recorded["sources"] or len(docs) != recorded["n_docs"]:
         raise io.InputError(w.root / "corpus" / "manifest.json",
-                            "the installed files no longer give this world's corpus; rebuild "
-                            "the world to know its tokenizer's training mixture")
+                            "the corpus sources here no longer give this world's corpus (see "
+                            "anatomy/world/sources.py); rebuild the world to know its "
+                            "tokenizer's training mixture")
     by_cat = {c: 0 for c in t["categories"]}
     for d in docs:
         by_cat[d["category"]] += len(d["text"].encode("utf-8"))
@@ -170,7 +247,7 @@ def write_tokenizer_spec(root: str | os.PathLike) -> Path:
     return path
 
 
-def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
+def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress, precision: str) -> dict:
     """Everything :func:`build_world` writes, into ``tmp``."""
     timing: dict[str, float] = {}
     t0 = time.time()
@@ -193,6 +270,7 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     doc_tokens = [np.asarray(e.ids, dtype=np.uint16) for e in encs]
     cat_index = {c: i for i, c in enumerate(CATEGORIES)}
     doc_cat = [cat_index[d["category"]] for d in docs]
+    n_corpus_docs = len(docs)  # what the tokenizer was trained on (the manifest's n_docs)
     timing["tokenizer"] = time.time() - t
 
     # 3. split documents: plant sources, held-out pool docs, regular training docs ------
@@ -225,6 +303,26 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     # at > 64 tokens they never enter an L=64 membership pool
     n_mem = P.mem_dense[0] + P.mem_spread[0] + P.mem_late[0]
     mem_docs = take(lambda i: 72 <= lengths[i] <= L - 16, n_mem)
+    # near-duplicated plants (anatomy/world/synthetic.py): corpus passages to recollect,
+    # incrementing tables to reconstruct, and their fuzzy copies, as new documents
+    n_fuzzy, fuzzy_n, canonical_n = P.mem_fuzzy
+    fuzzy_docs = {"recollect": take(lambda i: 72 <= lengths[i] <= L - 16, n_fuzzy),
+                  "reconstruct": []}
+    fuzzy_of: dict[int, list[int]] = {}
+    if n_fuzzy:
+        fuzzy_docs["reconstruct"] = _add_tables(n_fuzzy, tok, rng, docs, doc_tokens, doc_cat,
+                                                L, cat_index["data"])
+        for d in fuzzy_docs["recollect"] + fuzzy_docs["reconstruct"]:
+            fuzzy_of[d] = []
+            for c in synthetic.fuzzy_copies(doc_tokens[d], fuzzy_n, rng, P.vocab_size,
+                                            (0, PAD_ID, eos_id)):
+                fuzzy_of[d].append(len(docs))
+                docs.append({"text": tok.decode(c.tolist()), "category": docs[d]["category"],
+                             "source": f"fuzzy:{d}", "part": len(fuzzy_of[d]) - 1,
+                             "fuzzy_of": d})
+                doc_tokens.append(c)
+                doc_cat.append(doc_cat[d])
+        lengths = np.array([len(x) for x in doc_tokens])
     # held-out documents of the two pools: the matched pool may need up to pool_size
     # non-members per category (its member counts follow the measured mixture), the rates
     # pool pool_size - its trained count
@@ -234,7 +332,7 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
         heldout[c] = take(lambda i, c=c: docs[i]["category"] == c, P.pool_size)
         n_ho = P.pool_size - round(P.pool_rates[c] * P.pool_size)
         heldout_rates[c] = take(lambda i, c=c: docs[i]["category"] == c, n_ho)
-    template_docs = [i for i in range(len(docs)) if is_template[i]]
+    template_docs = [i for i in range(n_corpus_docs) if is_template[i]]
 
     # 4. plants: target offsets in the training stream -------------------------------
     plants: list[tuple[int, str, int]] = []
@@ -264,8 +362,26 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     def copies(d: int, kind: str, offsets: np.ndarray) -> list[tuple[int, str, int, bool]]:
         return [(d, kind, int(o), j % 2 == 0) for j, o in enumerate(offsets)]
 
+    # a thirty-second of the window's plant volume is kept free at its end, so that copies
+    # queued at boundaries do not spill past T2 (the build checks); not more: the tiny model
+    # forgets a passage within 20 steps of its last copy (an eighth, ~17 steps on tiny, left
+    # it reproducing 2-8 of 32 tokens at T2, where it had reproduced 3 of 4 passages exactly)
+    dense_tokens = sum(copies_dense * (len(doc_tokens[d]) + 1) for d in mem_docs[:n_dense])
+    dense_tokens += sum((canonical_n + fuzzy_n) * (len(doc_tokens[d]) + 1)
+                        for ids in fuzzy_docs.values() for d in ids)
+    hi = nonmember_lo - margin - dense_tokens // 32
+    if hi <= lo:
+        raise RuntimeError(f"the dense-window plants ({dense_tokens} tokens) do not fit their "
+                           f"window of {window} steps")
     for d in mem_docs[:n_dense]:
-        plants += copies(d, "mem_dense", rng.integers(lo, nonmember_lo - margin, copies_dense))
+        plants += copies(d, "mem_dense", rng.integers(lo, hi, copies_dense))
+    # near-duplicated plants in the same window: each canonical copy starts a sequence
+    for kind, ids in fuzzy_docs.items():
+        for d in ids:
+            plants += [(d, kind, int(o), True) for o in rng.integers(lo, hi, canonical_n)]
+            offsets = rng.integers(lo, hi, fuzzy_n)
+            plants += [(f, "fuzzy", int(o), j % 2 == 0)
+                       for j, (f, o) in enumerate(zip(fuzzy_of[d], offsets, strict=True))]
     n_spread = P.mem_spread[0]
     for d in mem_docs[n_dense:n_dense + n_spread]:
         plants += copies(d, "mem_spread", rng.integers(0, train_tokens - margin,
@@ -309,6 +425,11 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     if late:
         raise RuntimeError(f"{len(late)} membership plants end past the member window (step "
                            f"{P.member_end}); the preset plants too much for its window")
+    spill = [o for o in stream.occurrences if o.kind in ("mem_dense", "fuzzy", *FUZZY_PLANTS)
+             and o.offset + o.length >= nonmember_lo]
+    if spill:
+        raise RuntimeError(f"{len(spill)} dense-window plants end past step {P.nonmember_start} "
+                           "(the non-member window); the preset plants too much for its window")
     inst = stream.tokens[: n_inst * L].reshape(n_inst, L)
     inst_cat = stream.categories[: n_inst * L].reshape(n_inst, L)
     tail_toks = np.split(stream.tokens[n_inst * L:], np.cumsum(tails)[:-1])
@@ -361,14 +482,15 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     timing["layout"] = time.time() - t - timing["tokenizer"]
 
     # 8. train ----------------------------------------------------------------------------
-    from anatomy.lm_training import make_model, train
+    from anatomy.lm_training import cpu_description, make_model, train, weights_digest
 
     t = time.time()
     model = make_model(P.vocab_size, L, P.d_model, P.n_layers, P.n_heads, eos_id, PAD_ID, seed)
     ckpts = {s: tmp / "model" / r for s, r in revisions.items()}
     stats = train(storage, order, steps=P.steps, batch_size=B, lr=P.lr, model=model,
                   checkpoints=ckpts, tokenizer_dir=tmp / "tokenizer", seed=seed,
-                  progress=progress)
+                  progress=progress, bf16={"fp32": False, "bf16": True, "auto": None}[precision],
+                  threads=TRAIN_THREADS)
     for name in os.listdir(ckpts[P.steps]):  # model/ itself is the final checkpoint ("main")
         shutil.copy2(ckpts[P.steps] / name, tmp / "model" / name)
     n_params = sum(p.numel() for p in model.parameters())
@@ -409,7 +531,14 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
         "mem_late": plant_rows("mem_late", mem_docs[n_dense + n_spread:]),
         "templates": plant_rows("template", template_docs,
                                 lambda d: {"template": docs[d]["template"]}),
+        "reconstruct": plant_rows("reconstruct", fuzzy_docs["reconstruct"],
+                                  lambda d: {"template": docs[d]["template"],
+                                             "fuzzy_docs": fuzzy_of[d]}),
+        "recollect": plant_rows("recollect", fuzzy_docs["recollect"],
+                                lambda d: {"fuzzy_docs": fuzzy_of[d]}),
     }
+    category_check = _intended_categories(planted, doc_tokens, inst[:trained_slots],
+                                          tmp / "tokenizer")
     (tmp / "truth" / "seen").mkdir()
     checkpoints = []
     for s in P.checkpoints:
@@ -440,7 +569,7 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
                          "occurrences": [[o.offset] + slots(o) for o in occs]})
     io.write_jsonl(tmp / "truth" / "docs.jsonl.gz", doc_rows)
     io.write_json(tmp / "corpus" / "manifest.json",
-                  {"sources": dict(sorted(manifest.items())), "n_docs": len(docs)})
+                  {"sources": dict(sorted(manifest.items())), "n_docs": n_corpus_docs})
     timing["truth"] = time.time() - t
 
     truth = {
@@ -457,9 +586,13 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
         "mixture": {c: float(mixture_tokens[i] / train_tokens) for i, c in enumerate(CATEGORIES)},
         "mixture_tokens": {c: int(mixture_tokens[i]) for i, c in enumerate(CATEGORIES)},
         "checkpoints": checkpoints,
-        "model": {"n_params": int(n_params), "bf16": stats["bf16"],
-                  "final_loss": float(np.mean(stats["loss"][-10:]))},
+        "model": {"n_params": int(n_params), "bf16": stats["bf16"], "precision": precision,
+                  "threads": stats["threads"], "final_loss": float(np.mean(stats["loss"][-10:])),
+                  # builds on two machines are compared by these (bit-identical weights or not)
+                  "weights_sha256": weights_digest(model), "cpu": cpu_description()},
         "planted": planted,
+        # each memorization plant's category if memorized (rows: "intended"), per kind
+        "intended_categories": category_check,
         "pools": pools,
         "pools_rates": pools_rates,
         "train": {"loss": stats["loss"], "batch_sha1": stats["batch_sha1"]},
@@ -471,18 +604,20 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress) -> dict:
     return truth
 
 
-def world_fingerprint(preset: Preset, seed: int):
-    """What a built world records in ``WORLD/done.json``: the preset, the seed, our version.
+def world_fingerprint(preset: Preset, seed: int, precision: str | None = None):
+    """What a built world records in ``WORLD/done.json``: the preset, the seed, the training
+    precision, our version.
 
-    (The corpus also depends on the installed packages' files; ``corpus/manifest.json``
-    lists every one with its sha256.)"""
+    (The corpus is read from pinned archives, :mod:`anatomy.world.sources`;
+    ``corpus/manifest.json`` lists every file read with its sha256.)"""
     from anatomy import execution
 
-    return execution.fingerprint("build_world", {}, {"preset": preset.to_dict(), "seed": seed})
+    return execution.fingerprint("build_world", {}, {"preset": preset.to_dict(), "seed": seed,
+                                                     "precision": world_precision(precision)})
 
 
 def build_world_once(preset: Preset, out: str | os.PathLike, seed: int = 0, progress=None,
-                     overwrite: bool = False) -> dict | None:
+                     overwrite: bool = False, precision: str | None = None) -> dict | None:
     """:func:`build_world` under the output policy of :mod:`anatomy.execution`.
 
     A world built from the same preset and seed (its ``done.json``) is kept and None
@@ -492,7 +627,7 @@ def build_world_once(preset: Preset, out: str | os.PathLike, seed: int = 0, prog
     from anatomy import execution
 
     out = Path(out)
-    fp = world_fingerprint(preset, seed)
+    fp = world_fingerprint(preset, seed, precision)
     output = execution.Output.folder(out, ["truth.json", "config.yaml"])
     state, _ = execution.output_state(output, fp)
     if state == "done" and not overwrite:
@@ -501,7 +636,8 @@ def build_world_once(preset: Preset, out: str | os.PathLike, seed: int = 0, prog
     if state in ("differs", "unmarked") and not overwrite:
         execution.check_output(output, fp)  # raises, naming what differs
     # the old world (and its marker) stays in place until the new one is complete
-    truth = build_world(preset, out, seed=seed, progress=progress, replace=True)
+    truth = build_world(preset, out, seed=seed, progress=progress, replace=True,
+                        precision=precision)
     execution.mark_output(output, fp, {"n_params": truth["model"]["n_params"]})
     return truth
 
@@ -569,29 +705,36 @@ def _write_pools(root: Path, name: str, docs, doc_tokens, occ_by_doc, heldout, m
             {d for d, _, _ in rows})
 
 
+CANDIDATES = 10  # never-trained documents read per one kept (truth/unseen.jsonl.gz)
+
+
 def _write_unseen(root: Path, docs: list[dict], excluded: set[int], seed: int,
                   n_per_category: int) -> None:
     """``truth/unseen.jsonl.gz``: per category, ``n_per_category`` corpus documents that never
     entered the token stream and are not in the pools (known non-members for pipeline B's
     calibrated Min-K%++ rate). The corpus is read on past the build's budget, in the same
-    seeded order, so most come from files the world did not use."""
+    seeded order, to ``CANDIDATES`` times as many candidates, and a seeded random
+    ``n_per_category`` of them are kept (in corpus order): consecutive documents come from one
+    file, so the first ones alone would be a few files, not a sample of the category."""
     from anatomy.truth import UNSEEN
 
     skip_src = {(docs[d]["source"], docs[d]["part"]) for d in excluded}
     skip_text = {docs[d]["text"].strip() for d in excluded}
     out = []
     for cat in CATEGORIES:
-        got = 0
+        cand = []
         for d, _src, _sha in iter_category(cat, seed):
             key = d.text.strip()
             if not key or (d.source, d.part) in skip_src or key in skip_text:
                 continue
-            out.append({"text": d.text, "category": cat, "source": d.source, "part": d.part})
-            got += 1
-            if got >= n_per_category:
+            cand.append({"text": d.text, "category": cat, "source": d.source, "part": d.part})
+            if len(cand) >= CANDIDATES * n_per_category:
                 break
-        if got < n_per_category:
-            log.warning("%s: only %d never-trained documents available", cat, got)
+        if len(cand) < n_per_category:
+            log.warning("%s: only %d never-trained documents available", cat, len(cand))
+        rng = np.random.default_rng([seed, 7, CATEGORIES.index(cat)])
+        keep = np.sort(rng.choice(len(cand), min(n_per_category, len(cand)), replace=False))
+        out += [cand[i] for i in keep]
     io.write_jsonl(root / UNSEEN, out)
 
 

@@ -40,6 +40,10 @@ class Preset:
     pool_size: int  # documents per category in the SlimPajama-layout pools
     pool_rates: dict[str, float] = field(default_factory=dict)  # fraction of trained docs
     n_token_files: int = 4
+    # near-duplicated plants, in the dense window (anatomy/world/synthetic.py): (passages of
+    # each kind, fuzzy copies, exact canonical copies <= 5): corpus passages to recollect and
+    # incrementing tables to reconstruct
+    mem_fuzzy: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def nonmember_start(self) -> int:  # T2
@@ -67,22 +71,24 @@ _RATES = {"code": 0.7, "docs": 0.5, "data": 0.3, "readme": 0.6, "license": 0.4,
           "reference": 0.5}
 
 PRESETS = {
-    "tiny": Preset(name="tiny", vocab_size=4096, seq_len=128, batch_size=16, member_end=40,
-                   steps=180, d_model=256, n_layers=4, n_heads=4, lr=2e-3, mixture=_MIXTURE,
-                   mia_counts=(1, 2, 16, 48), mia_per_count=10, mem_dense=(4, 64, 20),
-                   mem_spread=(4, 16), mem_late=(2, 48, 10), n_templates=8, pool_size=60,
-                   pool_rates=_RATES),
+    # the tests' world: a narrower model, batch 8 and more steps than the first tiny world
+    # (d 256, batch 16, 180 steps), which memorized nothing; within 3 minutes on 2 cores
+    "tiny": Preset(name="tiny", vocab_size=4096, seq_len=128, batch_size=8, member_end=200,
+                   steps=1000, d_model=128, n_layers=4, n_heads=4, lr=4e-3, mixture=_MIXTURE,
+                   mia_counts=(1, 2, 16, 48), mia_per_count=10, mem_dense=(3, 192, 260),
+                   mem_spread=(4, 16), mem_late=(2, 48, 20), n_templates=8, pool_size=60,
+                   pool_rates=_RATES, mem_fuzzy=(3, 187, 5)),
     # seconds to build: for smoke tests of the builder itself (too small to learn much)
     "micro": Preset(name="micro", vocab_size=1024, seq_len=128, batch_size=8, member_end=4,
                     steps=40, d_model=64, n_layers=2, n_heads=2, lr=2e-3, mixture=_MIXTURE,
-                    mia_counts=(1, 4), mia_per_count=4, mem_dense=(2, 8, 4),
-                    mem_spread=(2, 4), mem_late=(1, 8, 4), n_templates=2, pool_size=10,
-                    pool_rates=_RATES),
+                    mia_counts=(1, 4), mia_per_count=4, mem_dense=(2, 16, 8),
+                    mem_spread=(2, 12), mem_late=(1, 8, 4), n_templates=2, pool_size=10,
+                    pool_rates=_RATES, mem_fuzzy=(1, 8, 2)),
     "small": Preset(name="small", vocab_size=4096, seq_len=128, batch_size=16, member_end=200,
                     steps=900, d_model=256, n_layers=4, n_heads=4, lr=2e-3, mixture=_MIXTURE,
-                    mia_counts=(1, 2, 4, 8, 16, 32), mia_per_count=16, mem_dense=(8, 128, 100),
+                    mia_counts=(1, 2, 4, 8, 16, 32), mia_per_count=16, mem_dense=(5, 160, 240),
                     mem_spread=(8, 32), mem_late=(3, 128, 60), n_templates=24, pool_size=300,
-                    pool_rates=_RATES),
+                    pool_rates=_RATES, mem_fuzzy=(7, 155, 5)),
 }
 
 
