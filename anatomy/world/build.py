@@ -178,17 +178,20 @@ def _add_tables(n: int, tok, rng: np.random.Generator, docs: list[dict], doc_tok
 def _intended_categories(planted: dict[str, list[dict]], doc_tokens, trained_rows: np.ndarray,
                          tokenizer_dir: Path, prompt: int = 32, cont: int = 32) -> dict:
     """The category of the taxonomy (Prashanth et al. 2024, §3) each memorization plant falls
-    in if the model reproduces it, from what pipeline C measures: its continuation (tokens
+    in if the model reproduces it, by pipeline C's own rule (``taxonomy.categorize``) on what
+    pipeline C measures: its continuation (tokens
     ``[prompt, prompt + cont)`` of its first 64, the sample an aligned copy starts) counted in
     every trained sequence (``count_ngrams``, windows inside one sequence, as
     ``sequence_duplicates``), and ``is_templating`` of the decoded 64 tokens. Adds
     ``intended``, ``continuation_count`` and ``templated`` to each row (in place); a plant
     whose measured category is not the one its kind is built for stops the build. Returns
     the count per kind and category."""
+    import pandas as pd
     from transformers import AutoTokenizer
 
     from anatomy.memorization.ngram_counts import count_ngrams
-    from anatomy.memorization.templating import is_templating
+    from anatomy.memorization.taxonomy import categorize
+    from anatomy.memorization.templating import is_incrementing, is_repeating
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     built_for = {**dict.fromkeys(RECITATION_PLANTS, "recitation"), **FUZZY_PLANTS}
@@ -198,17 +201,18 @@ def _intended_categories(planted: dict[str, list[dict]], doc_tokens, trained_row
         if not rows:
             continue
         samples = np.stack([doc_tokens[r["doc"]][: prompt + cont] for r in rows]).astype(np.int64)
-        counts = count_ngrams([trained_rows], samples[:, prompt:])
         texts = tok.batch_decode(samples.tolist())
-        for r, n, text in zip(rows, counts, texts, strict=True):
-            templated = is_templating(text)
-            measured = ("recitation" if n > 5 else "reconstruction" if templated
-                        else "recollection")
+        feats = pd.DataFrame({"sequence_duplicates": count_ngrams([trained_rows],
+                                                                  samples[:, prompt:]),
+                              "is_incrementing": [is_incrementing(t) for t in texts],
+                              "is_repeating": [is_repeating(t) for t in texts]})
+        for r, measured, (_, f) in zip(rows, categorize(feats), feats.iterrows(), strict=True):
+            n, templated = int(f.sequence_duplicates), bool(f.is_incrementing or f.is_repeating)
             want = built_for.get(kind, measured)
             if measured != want:
                 raise RuntimeError(f"plant {kind} doc {r['doc']}: built for {want}, but its "
                                    f"continuation occurs {n} times and templated={templated}")
-            r.update(intended=want, continuation_count=int(n), templated=bool(templated))
+            r.update(intended=want, continuation_count=n, templated=templated)
             summary.setdefault(kind, {}).setdefault(want, 0)
             summary[kind][want] += 1
     return summary
