@@ -156,17 +156,23 @@ def corpus_documents(P: Preset, seed: int, rng: np.random.Generator
 def _add_tables(n: int, tok, rng: np.random.Generator, docs: list[dict], doc_tokens: list,
                 doc_cat: list, L: int, data_cat: int) -> list[int]:
     """``n`` new incrementing tables (category data) of 72 to ``L - 16`` tokens whose 64-token
-    sample is templated (a hex table cut inside its last number is not), appended to the
-    document lists; their indices."""
+    sample is templated (a hex table cut inside its last number is not), each of its own
+    format and step, appended to the document lists; their indices."""
     from anatomy.memorization.templating import is_templating
 
     out = []
+    kinds: set[tuple[str, int]] = set()
     while len(out) < n:
         # small numbers: fewer, more frequent tokens (measured: 4-digit tables memorized least)
         text, params = synthetic.incrementing_template(rng, 8, 30, max_start=1000)
         ids = np.asarray(tok.encode(text).ids, dtype=np.uint16)
         if not 72 <= len(ids) <= L - 16 or not is_templating(tok.decode(ids[:64].tolist())):
             continue
+        # one table per (format, step): two with overlapping ranges would hold each other's
+        # continuation in their near-duplicates (measured: 48 occurrences, recitation)
+        if (params["format"], params["step"]) in kinds:
+            continue
+        kinds.add((params["format"], params["step"]))
         out.append(len(docs))
         docs.append({"text": text, "category": "data", "source": "template", "part": len(out),
                      "template": params})
@@ -175,8 +181,9 @@ def _add_tables(n: int, tok, rng: np.random.Generator, docs: list[dict], doc_tok
     return out
 
 
-def _intended_categories(planted: dict[str, list[dict]], doc_tokens, trained_rows: np.ndarray,
-                         tokenizer_dir: Path, prompt: int = 32, cont: int = 32) -> dict:
+def _intended_categories(plant_docs: dict[str, list[int]], doc_tokens, trained_rows: np.ndarray,
+                         tokenizer_dir: Path, prompt: int = 32, cont: int = 32
+                         ) -> tuple[dict[int, dict], dict]:
     """The category of the taxonomy (Prashanth et al. 2024, §3) each memorization plant falls
     in if the model reproduces it, by pipeline C's own rule (``taxonomy.categorize``) on what
     pipeline C measures: its continuation (tokens
@@ -196,11 +203,12 @@ def _intended_categories(planted: dict[str, list[dict]], doc_tokens, trained_row
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     built_for = {**dict.fromkeys(RECITATION_PLANTS, "recitation"), **FUZZY_PLANTS}
     summary: dict[str, dict[str, int]] = {}
+    per_doc: dict[int, dict] = {}
     for kind in (*RECITATION_PLANTS, "templates", *FUZZY_PLANTS):
-        rows = [r for r in planted.get(kind, []) if r["length"] >= prompt + cont]
+        rows = [d for d in plant_docs.get(kind, []) if len(doc_tokens[d]) >= prompt + cont]
         if not rows:
             continue
-        samples = np.stack([doc_tokens[r["doc"]][: prompt + cont] for r in rows]).astype(np.int64)
+        samples = np.stack([doc_tokens[d][: prompt + cont] for d in rows]).astype(np.int64)
         texts = tok.batch_decode(samples.tolist())
         feats = pd.DataFrame({"sequence_duplicates": count_ngrams([trained_rows],
                                                                   samples[:, prompt:]),
@@ -210,12 +218,12 @@ def _intended_categories(planted: dict[str, list[dict]], doc_tokens, trained_row
             n, templated = int(f.sequence_duplicates), bool(f.is_incrementing or f.is_repeating)
             want = built_for.get(kind, measured)
             if measured != want:
-                raise RuntimeError(f"plant {kind} doc {r['doc']}: built for {want}, but its "
+                raise RuntimeError(f"plant {kind} doc {r}: built for {want}, but its "
                                    f"continuation occurs {n} times and templated={templated}")
-            r.update(intended=want, continuation_count=n, templated=templated)
+            per_doc[r] = {"intended": want, "continuation_count": n, "templated": templated}
             summary.setdefault(kind, {}).setdefault(want, 0)
             summary[kind][want] += 1
-    return summary
+    return per_doc, summary
 
 
 def write_tokenizer_spec(root: str | os.PathLike) -> Path:
@@ -435,6 +443,10 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress, precision:
         raise RuntimeError(f"{len(spill)} dense-window plants end past step {P.nonmember_start} "
                            "(the non-member window); the preset plants too much for its window")
     inst = stream.tokens[: n_inst * L].reshape(n_inst, L)
+    intended, category_check = _intended_categories(
+        {"mem_dense": mem_docs[:n_dense], "mem_spread": mem_docs[n_dense:n_dense + n_spread],
+         "mem_late": mem_docs[n_dense + n_spread:], "templates": template_docs, **fuzzy_docs},
+        doc_tokens, inst[: P.steps * B], tmp / "tokenizer")
     inst_cat = stream.categories[: n_inst * L].reshape(n_inst, L)
     tail_toks = np.split(stream.tokens[n_inst * L:], np.cumsum(tails)[:-1])
     tail_cats = np.split(stream.categories[n_inst * L:], np.cumsum(tails)[:-1])
@@ -523,6 +535,7 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress, precision:
                    "copies": sorted([o.offset, o.aligned] for o in occs)}
             if extra:
                 row.update(extra(d))
+            row.update(intended.get(d, {}))
             rows.append(row)
         return rows
 
@@ -541,8 +554,6 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress, precision:
         "recollect": plant_rows("recollect", fuzzy_docs["recollect"],
                                 lambda d: {"fuzzy_docs": fuzzy_of[d]}),
     }
-    category_check = _intended_categories(planted, doc_tokens, inst[:trained_slots],
-                                          tmp / "tokenizer")
     (tmp / "truth" / "seen").mkdir()
     checkpoints = []
     for s in P.checkpoints:
