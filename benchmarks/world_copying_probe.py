@@ -61,7 +61,7 @@ def main() -> int:
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # beside a build or a test run; the numbers do not depend on it much
     w = World.open(a.world)
     P = get_preset(a.preset)
     L, B, eos = w.truth["seq_len"], P.batch_size, w.truth["eos_token_id"]
