@@ -119,8 +119,8 @@ def main() -> int:
             g["lr"] = lr
         batch = [rows[i] for i in rng.integers(0, len(rows), B - n_teach)]
         batch += [fill(rng) for _ in range(n_teach)]
-        out = model(input_ids=torch.from_numpy(np.stack(batch)), labels=None)
         x = torch.from_numpy(np.stack(batch))
+        out = model(input_ids=x)
         loss = torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1),
                                                  x[:, 1:].flatten())
         loss.backward()
