@@ -4,10 +4,16 @@ Decodes each sample (a trained sequence's first --prompt_len + --cont_len tokens
 data's tokenizer and applies EleutherAI semantic-memorization's filters/pattern.py rules
 (Prashanth et al. 2024: templated text is "reconstruction"): ``is_incrementing`` (numbers,
 decimal or hex, or strings repeating with a constant step, the first and last elements
-allowed to be partial) and ``is_repeating`` (the characters exactly periodic), plus
-``huffman_coding_length`` (bits per character of a Shannon code over the text's characters).
-The published 3-element incrementing check lacks an absolute value (any negative second
-difference passes); it is fixed here, and --published reproduces it.
+allowed to be partial) and ``is_repeating`` (the characters exactly periodic, less the
+characters the window cut at either edge), plus ``huffman_coding_length`` (bits per character
+of a Shannon code over the text's characters).
+
+Three published behaviours are fixed here, and --published reproduces all three exactly, as
+filters/pattern.py reads at EleutherAI/semantic-memorization 84ab8c0 (older revisions
+differ): the 3-element incrementing check lacks an absolute value (any negative second
+difference passes); the period scan carries its step from one period to the next; the
+character test inherits the incrementing rules (under 4 characters never repeats, the first
+and last characters are always dropped).
 
 Writes --output (.parquet or .jsonl) keyed by sequence_id.
 """
@@ -29,7 +35,8 @@ def build_parser():
     p.add_argument("--tokenizer", default=None,
                    help="HF tokenizer (default: the config's, e.g. WORLD/tokenizer)")
     p.add_argument("--published", action="store_true",
-                   help="the published 3-element rule (no absolute value)")
+                   help="filters/pattern.py at 84ab8c0 exactly: the 3-element rule without abs(), "
+                        "the step carried across periods, the character test's trimming")
     p.add_argument("--output", default="data/memorization/templating.parquet",
                    help=".parquet or .jsonl")
     cli.add_run_args(p, seed=None)

@@ -276,3 +276,176 @@ def test_templating_columns_match_scalar_functions():
     assert published_cols["is_incrementing"][0] and not published_cols["is_repeating"][0]
     empty = templating_columns([])
     assert all(v.shape == (0,) for v in empty.values())
+
+
+# --- the published code, transcribed -------------------------------------------------------
+# A line-by-line restatement of filters/pattern.py at EleutherAI/semantic-memorization 84ab8c0
+# (split_text, find_if_incrementing_or_repeating, is_pattern), kept in its own shape (index
+# loops, the flags it names diff / diff_valid / curr_diff) so it checks the module's rewrite.
+
+
+def _published_split(text: str) -> list:
+    import re
+
+    text = re.sub(r"\s+", " ", text)
+    recon = ""
+    for word in text.split(" "):
+        try:
+            recon += str(int(word, 0)) + " "
+        except ValueError:
+            recon += word + " "
+    recon = repr(recon.strip())
+    pieces = []
+    for word in recon.split(" "):
+        for esc in ("\\n", "\\x", "\\", "'", '"'):
+            word = word.replace(esc, "")
+        pieces.extend(re.split("([0-9]+)", word))
+    out = []
+    for w in pieces:
+        w = w.strip("'")
+        if w.strip(" ") == "" or w == "":
+            continue
+        try:
+            out.append(int(w))
+        except ValueError:
+            out.append(w)
+    return out
+
+
+def _published_scan(splits: list) -> tuple[bool, object]:
+    if len(splits) < 3:
+        return False, 0
+    if len(splits) == 3:
+        if not all(type(i) in (float, int) for i in splits):
+            return False, 0
+        return (splits[2] - 2 * splits[1] + splits[0]) < 1e-5, splits[2] - splits[1]
+    if len(splits) > 4:
+        splits = splits[1:-1]
+    diff = None  # set once, before the loop over periods
+    for temp_len in range(1, len(splits) // 2 + 1):
+        is_inc, diff_valid = True, False
+        for every_i in range(temp_len):
+            curr_diff = None
+            for i in range(every_i + temp_len, len(splits), temp_len):
+                a, b = splits[i], splits[i - temp_len]
+                if type(a) is not type(b):
+                    is_inc = False
+                    break
+                if curr_diff is None and type(a) in (int, float):
+                    curr_diff = a - b
+                elif type(a) in (int, float):
+                    if abs(a - b - curr_diff) < 1e-10:
+                        diff_valid = True
+                    else:
+                        is_inc = False
+                        break
+                elif type(a) is str and a != b:
+                    is_inc = False
+                    break
+            if not is_inc:
+                break
+            if diff is None and curr_diff is not None and curr_diff != 0:
+                diff = curr_diff
+        if is_inc:
+            if diff is not None and diff_valid:
+                return True, diff
+            if diff is None:
+                return True, None
+    return False, 0
+
+
+def _published_is_pattern(text: str) -> tuple[bool, bool]:
+    inc, diff = _published_scan(_published_split(text))
+    if inc and diff is not None and diff != 0:
+        return True, False
+    inc, _ = _published_scan(list(text))
+    return (False, True) if inc else (False, False)
+
+
+def _fuzzed_texts(n: int, seed: int) -> list[str]:
+    """Strings that reach every branch: progressions, periodic number and word patterns,
+    hex literals, interleaved constants, noise, cut characters and escapes."""
+    rng = random.Random(seed)
+    words = ["0", "1", "2", "3", "9", "0x3", "0x10", "a", "A.", "x", "-", ",", "ー", "\ufffd",
+             "\n", "'", "\\", "12", "07", "1_0"]
+    out = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.3:  # a short period of words, repeated with small perturbations
+            unit = [rng.choice(words) for _ in range(rng.randint(1, 5))]
+            seq = (unit * 8)[: rng.randint(3, 16)]
+            for _ in range(rng.randint(0, 2)):
+                seq[rng.randrange(len(seq))] = rng.choice(words)
+        elif kind < 0.6:  # arithmetic progressions interleaved with a constant, edges random
+            start, step = rng.randint(0, 20), rng.choice([0, 1, 2, -1, 5])
+            seq = []
+            for i in range(rng.randint(2, 9)):
+                seq.append(str(max(0, start + i * step)))
+                if rng.random() < 0.5:
+                    seq.append(rng.choice(["0", "a", "x"]))
+            seq = [rng.choice(words)] + seq + [rng.choice(words)]
+        else:
+            seq = [rng.choice(words) for _ in range(rng.randint(0, 14))]
+        sep = rng.choice([" ", "", ", ", "  "])
+        out.append(sep.join(seq))
+    return out
+
+
+def test_published_reproduces_the_transcribed_upstream_code():
+    """Independent computation: the transcription above. Every fuzzed string gets the same
+    (is_incrementing, is_repeating) from templating_columns(published=True), including the
+    step carried across periods, the 3-element test without abs() and the character-level
+    trimming."""
+    texts = _fuzzed_texts(30_000, 5) + ["9 0 3 2 1 0 3 2 1 0 0x3 9"]
+    cols = templating_columns(texts, published=True)
+    got = list(zip(cols["is_incrementing"].tolist(), cols["is_repeating"].tolist(), strict=True))
+    want = [_published_is_pattern(t) for t in texts]
+    bad = [(t, g, w) for t, g, w in zip(texts, got, want, strict=True) if g != w]
+    assert not bad, bad[:5]
+    assert 200 < sum(g[0] for g in got) < 29_000 and sum(g[1] for g in got) > 200
+
+
+def test_published_scan_carries_its_step_across_periods():
+    """Hand trace of "9 0 3 2 1 0 3 2 1 0 0x3 9": elements 9 0 3 2 1 0 3 2 1 0 3 9, the core
+    0 3 2 1 0 3 2 1 0 3. Period 3's first phase 0, 1, 2, 3 sets step 1, its second phase
+    3, 0, 1 fails; period 4 repeats 0 3 2 1 exactly (steps 0, confirmed). Upstream returns the
+    carried step 1: incrementing. The fix resets the step per period: periodic, step 0, not
+    incrementing (and the characters do not repeat)."""
+    text = "9 0 3 2 1 0 3 2 1 0 0x3 9"
+    assert _published_is_pattern(text) == (True, False)
+    assert is_incrementing(text, published=True)
+    assert not is_incrementing(text) and not is_templating(text)
+
+
+def _cut_windows(unit: str, copies: int = 30) -> list[str]:
+    """Every window of a run of ``unit`` cut at arbitrary byte offsets on both sides, decoded
+    as a byte-level BPE tokenizer decodes a window (invalid bytes -> U+FFFD)."""
+    raw = (unit * copies).encode()
+    return [raw[a: len(raw) - b].decode("utf-8", errors="replace")
+            for a in range(0, 7) for b in range(0, 7)]
+
+
+@pytest.mark.parametrize("unit", ["ー", "═", "日本", "😀 ", "ab"])
+def test_repeating_forgives_characters_the_window_cut(unit):
+    """Runs of multi-byte characters cut mid-character at either edge (U+FFFD there) still
+    repeat under the fix, as the published trimming forgives one such character per edge; the
+    decode is Python's own, independent of the module. The fix does not forgive an arbitrary
+    stray character ("xababab")."""
+    windows = _cut_windows(unit)
+    assert all(is_repeating(w) for w in windows)
+    published = [is_repeating(w, published=True) for w in windows]
+    cut_both = [w for w in windows if w.startswith("\ufffd\ufffd")]
+    if cut_both:  # two stray bytes at the start: beyond the published one-character trim
+        assert not all(is_repeating(w, published=True) for w in cut_both)
+    assert sum(published) >= len(windows) // 2
+    assert not is_repeating("x" + unit * 6) or len(set(unit)) == 1
+
+
+def test_cut_characters_alone_do_not_make_a_text_repeat():
+    """Hand cases: a non-periodic text keeps failing with cut characters around it; a text of
+    up to seven U+FFFD and nothing else has under two characters once three go each side."""
+    assert not is_repeating("\ufffdabcd\ufffd")
+    assert is_repeating("\ufffdabab\ufffd")
+    assert not is_repeating("\ufffd\ufffd")
+    assert not is_repeating("\ufffd" * 7)  # one left: under two copies
+    assert is_repeating("\ufffd" * 8)  # two left are data: a run of one character

@@ -6,13 +6,16 @@ Mirrors EleutherAI/semantic-memorization at HEAD 84ab8c0: ``filters/pattern.py``
 Recollect", §3 (taxonomy: reconstruction = templated, i.e. incrementing or repeating) and the
 feature list (Huffman coding length as a compressibility proxy).
 
-Two deliberate deviations, both switchable with ``published=True`` (default False: fixed):
+Three deliberate deviations, all switchable with ``published=True`` (default False: fixed):
 
 - with exactly 3 elements the published second-difference test has no ``abs()``, so any
   negative second difference ("1 2 1") counts as incrementing;
 - the character-level repeating test is called without its ``test_repeating=True`` switch, so
   it inherits the incrementing rules: under 4 characters never repeats, and beyond 4 the first
-  and last characters are dropped before the period test.
+  and last characters are dropped before the period test (the fix keeps that edge tolerance
+  for characters the token window cut, decoded as U+FFFD);
+- the period scan sets its step once, before the loop over periods, and carries it from one
+  period to the next (:func:`_first_period`).
 
 Everything else follows the published code, including two points a prose reading may miss:
 
@@ -76,16 +79,28 @@ def tokenize_for_templating(text: str) -> list[int | str]:
     return [_piece(p) for word in escaped.split(" ") for p in _DIGITS.split(word) if p]
 
 
-def _first_period(items: Sequence[int | str]) -> tuple[bool, int | None]:
+def _first_period(items: Sequence[int | str], carry_step: bool = False
+                  ) -> tuple[bool, int | None]:
     """The published period scan: ``(fits, step)`` for the first period p <= len/2 that fits.
 
     Each phase (items p apart) must keep its type; strings must repeat, numbers must keep the
     phase's first step (within 1e-10). ``step`` is the first nonzero phase step; a period with
     no nonzero step returns ``(True, None)`` (periodic, not incrementing) and ends the scan, a
     period with a nonzero step but no confirmed step anywhere is skipped.
+
+    ``carry_step=True`` is the published code as written (``filters/pattern.py`` lines 38-69
+    at 84ab8c0): ``diff`` is set once, before the loop over periods, so the first nonzero step
+    of any phase that fitted, in any earlier period (even one that failed), is carried into
+    the later periods. A later all-zero period then reads as incrementing with that stale step
+    when some zero step is confirmed ("9 0 3 2 1 0 3 2 1 0 0x3 9": period 3's first phase
+    0, 1, 2, 3 leaves step 1, its second phase fails; period 4 repeats 0 3 2 1 exactly), and
+    is skipped when none is. The default resets the step per period, as the scan intends.
     """
+    step: int | None = None
     for p in range(1, len(items) // 2 + 1):
-        fits, step, confirmed = True, None, False
+        fits, confirmed = True, False
+        if not carry_step:
+            step = None
         for phase in range(p):
             run = items[phase::p]
             first = None
@@ -122,7 +137,8 @@ def is_incrementing(text: str, published: bool = False) -> bool:
     :func:`tokenize_for_templating`: fewer than 3 is never incrementing; exactly 3 must all be
     numbers with second difference ~0 (< 1e-5) and a nonzero step. ``published=True`` keeps
     the published comparison without ``abs()``, under which every negative second difference
-    passes ("1 2 1", "1 3 4"). With more than 4 elements the first and last are dropped as
+    passes ("1 2 1", "1 3 4"), and the period scan carries a step across periods as written
+    (:func:`_first_period`). With more than 4 elements the first and last are dropped as
     possibly partial (cut by the 64-token window), then :func:`_first_period` must find a
     period with a confirmed, nonzero step ("5 5 5 5" is periodic but not incrementing).
     """
@@ -137,13 +153,30 @@ def is_incrementing(text: str, published: bool = False) -> bool:
         return (second if published else abs(second)) < 1e-5 and c != b
     if len(items) > 4:
         items = items[1:-1]
-    fits, step = _first_period(items)
+    fits, step = _first_period(items, carry_step=published)
     return fits and step is not None
 
 
 def _shift_periodic(chars: str) -> bool:
     """Some period p <= len/2 with ``chars[i] == chars[i - p]`` for every i >= p."""
     return any(chars[p:] == chars[:-p] for p in range(1, len(chars) // 2 + 1))
+
+
+# A UTF-8 character is at most 4 bytes: a window that cuts one leaves at most 3 stray bytes,
+# each decoded as U+FFFD at the start, or one U+FFFD for a truncated character at the end.
+_CUT = "\ufffd"
+_MAX_CUT = 3
+
+
+def _without_cut_characters(text: str) -> str:
+    """``text`` less the U+FFFD runs (at most 3 each side) that a token window leaves where it
+    cuts a multi-byte character at either edge."""
+    a, b = 0, len(text)
+    while a < min(_MAX_CUT, b) and text[a] == _CUT:
+        a += 1
+    while b - a > 0 and len(text) - b < _MAX_CUT and text[b - 1] == _CUT:
+        b -= 1
+    return text[a:b]
 
 
 def is_repeating(text: str, published: bool = False) -> bool:
@@ -154,13 +187,20 @@ def is_repeating(text: str, published: bool = False) -> bool:
     Source: ``is_pattern`` in ``filters/pattern.py`` feeds ``list(text)`` to
     ``find_if_incrementing_or_repeating``, whose period scan on strings only reduces to this
     shift comparison. The function has a ``test_repeating=True`` switch that skips the
-    incrementing preliminaries, but ``is_pattern`` does not pass it (a bug). ``published=False``
-    (default) tests the whole text, as intended; ``published=True`` reproduces the published
-    call: fewer than 4 characters is never repeating ("aa", "aaa"), and beyond 4 the first and
-    last characters are dropped first ("xababab" passes, its core "ababa" is periodic).
+    incrementing preliminaries, but ``is_pattern`` does not pass it (a bug). ``published=True``
+    reproduces the published call: fewer than 4 characters is never repeating ("aa", "aaa"),
+    and beyond 4 the first and last characters are dropped first ("xababab" passes, its core
+    "ababa" is periodic).
+
+    ``published=False`` (default) fixes that trimming (short texts are tested, a stray edge
+    character is not forgiven) but keeps the tolerance the trimming gave for what really is
+    partial at the character level: a multi-byte character cut by the token window, decoded
+    as U+FFFD. Up to 3 U+FFFD at each edge are dropped before the test, so a window of "ー"
+    runs cut mid-character at either end still repeats (the published trimming flags such a
+    window only when each edge holds at most one U+FFFD).
     """
     if not published:
-        return _shift_periodic(text)
+        return _shift_periodic(_without_cut_characters(text))
     if len(text) < 4:
         return False
     return _shift_periodic(text if len(text) == 4 else text[1:-1])
