@@ -5,7 +5,8 @@ greedy decoding from the prompt with a KV cache, ``memorization_score`` = the fr
 continuation reproduced position by position (1.0 = memorized, 32-extractable; Biderman et
 al. 2023), and one teacher-forced pass for ``loss``, ``prompt_perplexity``,
 ``generation_perplexity`` and ``sequence_perplexity``, each normalised by its own token count
-(--published_normalisation: every part divided by 63, as EleutherAI's inference.py does).
+(--published_normalisation: as EleutherAI's inference.py, every part divided by the count of
+predictions kept, 63 less the sample's special tokens, and the prompt part their first half).
 
 Writes --output (.parquet or .jsonl): one row per sample and checkpoint, keyed by
 sequence_id (OLMo: instance number; Pythia: row), with a ``checkpoint`` column. Ranks split
@@ -40,8 +41,12 @@ def build_parser():
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     g.add_argument("--batch_size", type=int, default=64, help="samples per unit")
     g.add_argument("--published_normalisation", action="store_true",
-                   help="divide prompt and generation log-likelihoods by 63 (the published "
-                        "quirk) instead of their own token counts")
+                   help="as inference.py: drop the last k predictions of a sample holding k "
+                        "special tokens, split the rest in half, divide each part by the "
+                        "whole's count (63 without special tokens)")
+    g.add_argument("--published_special_id", type=int, default=0,
+                   help="the token id --published_normalisation counts as special (upstream: "
+                        "0, Pythia's <|endoftext|>)")
     g = p.add_argument_group("output")
     g.add_argument("--output", default="data/memorization/scores.parquet",
                    help=".parquet or .jsonl")
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         {"data": data.layout(), "dtype": args.dtype, "device": dev.type},
         prompt_len=args.prompt_len,
         batch_size=args.batch_size, published_normalisation=args.published_normalisation,
+        special_id=args.published_special_id,
         on_cpu=dev.type == "cpu", ranks=args.ranks, overwrite=args.overwrite,
         merge=args.merge, progress=not args.quiet)
     if res.lead:

@@ -11,7 +11,10 @@ pythia-memorized-evals; Prashanth et al. 2024 §3):
   over the prompt's P-1 predicted tokens), ``generation_perplexity`` = exp(mean NLL over the
   C continuation tokens), ``sequence_perplexity`` = exp(loss). EleutherAI's ``inference.py``
   divides every sum by P+C-1 (63), so prompt x generation = sequence exactly and the parts
-  are not perplexities of their own tokens; ``published_normalisation=True`` reproduces it.
+  are not perplexities of their own tokens; ``published_normalisation=True`` reproduces it,
+  with its handling of special tokens: a sample holding k tokens of id 0 (Pythia's
+  ``<|endoftext|>``, wherever they sit) loses its last k predictions, and the rest split in
+  half (inference.py ``calculate_perplexity``, lines 86-121 at 84ab8c0).
 
 The work is a step of :mod:`anatomy.execution`: units are (checkpoint, fixed batch of
 samples), so W ranks give the bytes of one, a killed rank resumes, and each checkpoint's
@@ -53,19 +56,42 @@ def teacher_forced_logprobs(model, samples: np.ndarray) -> np.ndarray:
     return lp.cpu().numpy()
 
 
-def perplexities(logprobs: np.ndarray, prompt_len: int, published_normalisation: bool = False
-                 ) -> dict[str, np.ndarray]:
-    """``loss`` and the three perplexities from teacher-forced log-probs ``(k, P+C-1)``."""
+def perplexities(logprobs: np.ndarray, prompt_len: int, published_normalisation: bool = False,
+                 special_counts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``loss`` and the three perplexities from teacher-forced log-probs ``(k, P+C-1)``.
+
+    ``published_normalisation`` follows ``calculate_perplexity`` in EleutherAI's
+    ``inference.py`` (84ab8c0, lines 86-126): with ``s`` special tokens in a sample
+    (``special_counts``, default none) only its first ``m = P+C-1-s`` predictions count; the
+    prompt part is the first ``m // 2`` of them, the generation part the rest, and every part
+    is divided by ``m``. Fewer than 2 predictions left raise inside the published try block,
+    which returns -1 for all three; so does this. ``loss`` is always the mean NLL over all
+    P+C-1 predictions.
+    """
     nll = -np.asarray(logprobs, dtype=np.float64)
-    n = nll.shape[1]
-    head, tail = nll[:, : prompt_len - 1], nll[:, prompt_len - 1:]
+    k, n = nll.shape
     total = nll.sum(1)
-    if published_normalisation:
-        prompt, gen = head.sum(1) / n, tail.sum(1) / n
-    else:
-        prompt, gen = head.mean(1), tail.mean(1)
-    return {"loss": total / n, "prompt_perplexity": np.exp(prompt),
-            "generation_perplexity": np.exp(gen), "sequence_perplexity": np.exp(total / n)}
+    out = {"loss": total / n}
+    if not published_normalisation:
+        head, tail = nll[:, : prompt_len - 1], nll[:, prompt_len - 1:]
+        out.update(prompt_perplexity=np.exp(head.mean(1)), generation_perplexity=np.exp(
+            tail.mean(1)), sequence_perplexity=np.exp(total / n))
+        return out
+    s = np.zeros(k, np.int64) if special_counts is None else np.asarray(special_counts)
+    if s.shape != (k,):
+        raise ValueError(f"special_counts has shape {s.shape}, expected ({k},)")
+    m = n - s
+    pos = np.arange(n)[None, :]
+    kept = np.where(pos < m[:, None], nll, 0.0)
+    first = np.where(pos < (m // 2)[:, None], kept, 0.0).sum(1)
+    whole = kept.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        parts = {"prompt_perplexity": np.exp(first / m),
+                 "generation_perplexity": np.exp((whole - first) / m),
+                 "sequence_perplexity": np.exp(whole / m)}
+    for key, v in parts.items():
+        out[key] = np.where(m >= 2, v, -1.0)
+    return out
 
 
 def memorization_scores(generated: np.ndarray, continuation: np.ndarray) -> np.ndarray:
@@ -76,9 +102,15 @@ def memorization_scores(generated: np.ndarray, continuation: np.ndarray) -> np.n
     return (g == c).mean(1)
 
 
+PUBLISHED_SPECIAL_ID = 0  # inference.py counts ``labels == 0``: Pythia's <|endoftext|>
+
+
 def score_batch(model, samples: np.ndarray, prompt_len: int = 32,
-                published_normalisation: bool = False) -> dict[str, np.ndarray]:
-    """Every column of :data:`COLUMNS` for one batch of samples ``(k, P + C)``."""
+                published_normalisation: bool = False,
+                special_id: int = PUBLISHED_SPECIAL_ID) -> dict[str, np.ndarray]:
+    """Every column of :data:`COLUMNS` for one batch of samples ``(k, P + C)``; with
+    ``published_normalisation``, tokens equal to ``special_id`` are the published special
+    tokens (:func:`perplexities`)."""
     from anatomy.lm import greedy_continuations
 
     samples = np.asarray(samples, dtype=np.int64)
@@ -87,7 +119,7 @@ def score_batch(model, samples: np.ndarray, prompt_len: int = 32,
                                batch_size=len(samples))
     out = {"memorization_score": memorization_scores(np.array(gen), samples[:, prompt_len:])}
     out.update(perplexities(teacher_forced_logprobs(model, samples), prompt_len,
-                            published_normalisation))
+                            published_normalisation, (samples == special_id).sum(1)))
     return out
 
 
@@ -112,10 +144,11 @@ class _ScoresStep:
 
     def __init__(self, ids: np.ndarray, samples: np.ndarray, checkpoints: Sequence[str],
                  models: _Models, output: execution.Output, fp: execution.Fingerprint,
-                 path: Path, prompt_len: int, batch_size: int, published: bool):
+                 path: Path, prompt_len: int, batch_size: int, published: bool,
+                 special_id: int = PUBLISHED_SPECIAL_ID):
         self.ids, self.samples, self.checkpoints = ids, samples, list(checkpoints)
         self.models, self.output, self.fingerprint, self.path = models, output, fp, path
-        self.prompt_len, self.published = prompt_len, published
+        self.prompt_len, self.published, self.special_id = prompt_len, published, special_id
         self.batches = [np.arange(a, min(len(ids), a + batch_size))
                         for a in range(0, len(ids), batch_size)]
         self.plan = execution.UnitPlan(**{f"c{i}": len(self.batches)
@@ -126,7 +159,7 @@ class _ScoresStep:
         kind, b = self.plan.locate(unit)
         model = self.models.get(int(kind[1:]))
         return score_batch(model, self.samples[self.batches[b]], self.prompt_len,
-                           self.published)
+                           self.published, self.special_id)
 
     def merge(self, load) -> dict[str, Any]:
         cols: dict[str, list] = {ID: [], "checkpoint": [], **{c: [] for c in COLUMNS}}
@@ -149,7 +182,7 @@ def run_memorization_scores(ids: np.ndarray, samples: np.ndarray, checkpoints: S
                             fingerprint_inputs: Mapping[str, Any],
                             params: Mapping[str, Any], prompt_len: int = 32,
                             batch_size: int = 64, published_normalisation: bool = False,
-                            on_cpu: bool = True, ranks: execution.Ranks = _ONE,
+                            special_id: int = PUBLISHED_SPECIAL_ID, on_cpu: bool = True, ranks: execution.Ranks = _ONE,
                             overwrite: bool = False, merge: bool = False,
                             progress: bool = True) -> execution.StepResult:
     """Score ``samples`` (rows of ``ids``) at every checkpoint into one table (long format:
@@ -159,10 +192,11 @@ def run_memorization_scores(ids: np.ndarray, samples: np.ndarray, checkpoints: S
         {**params, "checkpoints": list(checkpoints), "prompt_len": prompt_len,
          "cont_len": int(samples.shape[1]) - prompt_len, "batch_size": batch_size,
          "published_normalisation": published_normalisation,
+         **({"special_id": special_id} if published_normalisation else {}),
          "samples_sha1": _digest(ids, samples)})
     out = execution.Output.file(output)
     step = _ScoresStep(ids, samples, checkpoints, _Models(load_model), out, fp, Path(output),
-                       prompt_len, batch_size, published_normalisation)
+                       prompt_len, batch_size, published_normalisation, special_id)
     step.on_cpu = on_cpu
     return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
                               show_progress=progress)
