@@ -182,7 +182,8 @@ def run_memorization_scores(ids: np.ndarray, samples: np.ndarray, checkpoints: S
                             fingerprint_inputs: Mapping[str, Any],
                             params: Mapping[str, Any], prompt_len: int = 32,
                             batch_size: int = 64, published_normalisation: bool = False,
-                            special_id: int = PUBLISHED_SPECIAL_ID, on_cpu: bool = True, ranks: execution.Ranks = _ONE,
+                            special_id: int = PUBLISHED_SPECIAL_ID, on_cpu: bool = True,
+                            ranks: execution.Ranks = _ONE,
                             overwrite: bool = False, merge: bool = False,
                             progress: bool = True) -> execution.StepResult:
     """Score ``samples`` (rows of ``ids``) at every checkpoint into one table (long format:
