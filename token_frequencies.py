@@ -8,7 +8,9 @@ and the last rank to finish merges; a rerun with the same inputs is skipped.
 Then, per sample (a trained sequence's first --prompt_len + --cont_len tokens),
 max_frequency, avg_frequency, min_frequency, median_frequency, p25_frequency and
 p75_frequency of its tokens' corpus counts, written to --output (.parquet or .jsonl) keyed by
-sequence_id (--keep_frequencies adds the raw per-token list, ``frequencies``).
+sequence_id (--keep_frequencies adds the raw per-token list, ``frequencies``). p25 and p75
+interpolate linearly (numpy); --published_percentiles takes Spark's percentile_approx, a
+nearest rank, as the published filter did.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def build_parser():
                    help="sequences per map unit (fixed by the data, not by the ranks)")
     g.add_argument("--keep_frequencies", action="store_true",
                    help="also write each sample's per-token counts")
+    g.add_argument("--published_percentiles", action="store_true",
+                   help="p25/p75 as Spark's percentile_approx (nearest rank), as published")
     g.add_argument("--output", default="data/memorization/frequencies.parquet",
                    help=".parquet or .jsonl")
     cli.add_run_args(p, seed=None)
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n = sample_frequency_table(data, ids, counts_path, out, args.prompt_len, args.cont_len,
                                keep_frequencies=args.keep_frequencies,
-                               overwrite=args.overwrite)
+                               overwrite=args.overwrite,
+                               published_percentiles=args.published_percentiles)
     print(f"{n} samples -> {out}")
     return 0
 
