@@ -13,7 +13,7 @@ from __future__ import annotations
 from anatomy import cli
 
 EXAMPLES = """examples:
-  python convert_to_pythia.py --world data/world --out data/world/pythia/document
+  python convert_to_pythia.py --world data/world --out data/memorization/pythia/document
 """
 
 
@@ -22,8 +22,8 @@ def build_parser():
     cli.add_data_args(p)
     p.add_argument("--trained_steps", type=int, default=None,
                    help="steps to write (default: the config's data_anatomy.trained_steps)")
-    p.add_argument("--out", default=None,
-                   help="output PREFIX (default: WORLD/pythia/document)")
+    p.add_argument("--out", default="data/memorization/pythia/document",
+                   help="output PREFIX (never inside the world, an input)")
     cli.add_run_args(p, seed=None)
     return p
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli.olmo_config(args)
     data = open_training_data(cfg.path, global_indices=args.global_indices,
                               n_steps=args.trained_steps, retries=args.retries)
-    out = Path(args.out) if args.out else cli.world_path(args, "pythia", "document")
+    out = Path(args.out)
     if not args.overwrite and (Path(f"{out}.idx").exists() or Path(f"{out}.bin").exists()):
         raise cli.InputError(f"{out}.idx", "exists; pass --overwrite to replace it")
     n = write_pythia(data, out, progress=not args.quiet)
