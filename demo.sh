@@ -153,7 +153,9 @@ $PY filter_templating.py "${S[@]}" --output "$M/templating.parquet"
 $PY token_frequencies.py "${S[@]}" --output "$M/frequencies.parquet"
 $PY filter_semantic.py "${S[@]}" --output "$M/semantic.parquet"
 $PY classify_code_vs_nl.py "${S[@]}" --output "$M/code_vs_nl.parquet"
-$PY combine_filters.py --inputs "$M"/{scores,duplicates,templating,frequencies,semantic,code_vs_nl}.parquet \
+# samples_ds_type.parquet: "representative" (the random draw) or "memories" (the added planted
+# sequences: their memorized ones go to training only, as the published study's memories set)
+$PY combine_filters.py --inputs "$M"/{samples_ds_type,scores,duplicates,templating,frequencies,semantic,code_vs_nl}.parquet \
     --output "$M/combined.parquet" $q
 # the models at T2, right after the dense memorization window: the checkpoint with the most
 # memorized samples (the world's evidence.json), where all three categories hold some

@@ -6,6 +6,12 @@ Pythia's 146M). On the miniworld, --add_planted also adds every trained sequence
 starts with a memorization plant or a template (the builder records them), as the
 published study adds its set of memorized sequences to the random sample. Ids are written in
 training order (random ones first, then planted ones not already drawn).
+
+Beside the ids, --ds_type_output (default: OUTPUT's name with _ds_type.parquet) holds each
+sample's ``ds_type``, the published column (model_training.py): "representative" for the
+random draw, "memories" for the added ones. Pass it to combine_filters.py: train_taxonomy.py
+then adds the memorized "memories" rows to training only and leaves the others out, as
+published, so precision, recall and AUCs are measured on the random sample alone.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ def build_parser():
     p.add_argument("--add_planted", action="store_true",
                    help="miniworld: add every sequence starting with a memorization plant")
     p.add_argument("--output", default="data/memorization/samples.npy", help=".npy of ids")
+    p.add_argument("--ds_type_output", default=None,
+                   help="table of sequence_id, ds_type (default: OUTPUT_ds_type.parquet)")
     cli.add_run_args(p, seed=None)
     return p
 
@@ -38,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from anatomy import io
+    from anatomy.memorization.table import ID, write_table
 
     data = cli.training_data(args)
     ids = cli.sample_ids(args, data)
@@ -53,16 +62,35 @@ def main(argv: list[str] | None = None) -> int:
                    for i in r["sequence_ids"]]
         extra = np.setdiff1d(np.unique(planted), ids)
         ids = np.concatenate([ids, extra])
+    ds_type = np.array(["representative"] * n_random + ["memories"] * (len(ids) - n_random))
+    table = args.ds_type_output or ds_type_path(args.output)
     if not args.overwrite and Path(args.output).exists():
         old = io.load_npy(args.output)
-        if old.shape == ids.shape and (old == ids).all():
+        if old.shape != ids.shape or (old != ids).any():
+            raise cli.InputError(args.output, "exists with other ids; pass --overwrite")
+        if Path(table).exists() and _same_table(table, ids, ds_type):
             print(f"{args.output} is up to date ({len(ids)} ids)")
             return 0
-        raise cli.InputError(args.output, "exists with other ids; pass --overwrite")
+    write_table(table, {ID: ids.astype(np.int64), "ds_type": ds_type})
     io.save_npy(args.output, ids.astype(np.int64))
     print(f"{len(ids)} samples ({n_random} drawn, {len(ids) - n_random} planted added) -> "
-          f"{args.output}")
+          f"{args.output}; ds_type -> {table}")
     return 0
+
+
+def ds_type_path(output: str) -> str:
+    """Where the ds_type table goes by default: ``samples.npy`` -> ``samples_ds_type.parquet``."""
+    base = output[:-4] if output.endswith(".npy") else output
+    return base + "_ds_type.parquet"
+
+
+def _same_table(path, ids, ds_type) -> bool:
+    from anatomy.memorization.table import read_table
+
+    t = read_table(path)
+    return (list(t.columns) == ["sequence_id", "ds_type"] and len(t) == len(ids)
+            and (t["sequence_id"].to_numpy() == ids).all()
+            and (t["ds_type"].to_numpy() == ds_type).all())
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from tests.ties import (
 )
 
 SCORE_BATCH = 64  # memorization_scores.py's samples per unit (its default, passed explicitly)
+SEMANTIC_CORPUS = 400  # filter_semantic.py --corpus_sample: trained sequences drawn uniformly
 
 
 def trained_rows(world: Path) -> np.ndarray:
@@ -82,10 +83,12 @@ def c_run(tiny_world, tmp_path_factory):
                                 "--world_size", "2", "--output", str(d / "dups.parquet")]) == 0
     assert templ_script.main([*w, *s, "--output", str(d / "templating.parquet")]) == 0
     assert freq_script.main([*w, *s, "--output", str(d / "freq.jsonl")]) == 0
-    assert semantic_script.main([*w, *s, "--output", str(d / "semantic.parquet")]) == 0
+    assert semantic_script.main([*w, *s, "--corpus_sample", str(SEMANTIC_CORPUS),
+                                 "--output", str(d / "semantic.parquet")]) == 0
     assert nl_script.main([*w, *s, "--output", str(d / "nl.parquet")]) == 0
-    tables = [d / f for f in ("scores.parquet", "dups.parquet", "templating.parquet",
-                              "freq.jsonl", "semantic.parquet", "nl.parquet")]
+    tables = [d / f for f in ("samples_ds_type.parquet", "scores.parquet", "dups.parquet",
+                              "templating.parquet", "freq.jsonl", "semantic.parquet",
+                              "nl.parquet")]
     assert combine_script.main(["--inputs", *map(str, tables), "--output",
                                 str(d / "combined.parquet"), "--quiet"]) == 0
     return d, np.load(ids_f)
@@ -259,6 +262,26 @@ def test_combined_table_and_taxonomy(tiny_world, c_run):
     assert taxonomy_script.main(["--combined", str(d / "combined.parquet"), "--output_dir",
                                  str(out), "--folds", "3", "--search", "--max_rules", "6",
                                  "--quiet"]) == 0
+    # the published use of the two sample sets: the test split holds random draws only
+    kinds = pd.read_parquet(d / "samples_ds_type.parquet").set_index("sequence_id").ds_type
+    test_ids = pd.read_csv(out / "test_split.csv").sequence_id
+    assert (kinds.loc[test_ids] == "representative").all()
+    summary = io.read_json(out / "summary.json")
+    assert summary["rows"]["memories"] == int((kinds == "memories").sum()) > 0
+    report = (out / "report.md").read_text()
+    assert "to training only" in report and "Metric conventions: ours" in report
+    assert summary["n_test"] == len(test_ids) < summary["rows"]["representative"]
+    pub = d / "taxonomy_published"
+    assert taxonomy_script.main(["--combined", str(d / "combined.parquet"), "--output_dir",
+                                 str(pub), "--folds", "5", "--published_metrics",
+                                 "--quiet"]) == 0
+    assert "Metric conventions: published" in (pub / "report.md").read_text()
+    # the published aggregation, transcribed, on the world's own test predictions
+    from tests.test_taxonomy import assert_published_metrics
+
+    assert assert_published_metrics(pd.read_csv(pub / "metrics.csv"),
+                                     pd.read_csv(pub / "test_split.csv"), 5) > 0
+    assert io.read_json(pub / "summary.json")["conventions"] == "published"
     rules = pd.read_csv(out / "partition_search.csv")
     if (df.memorization_score == 1.0).any():
         assert list(rules["rank"]) == [1, 2, 3, 4, 5, 6]
@@ -269,6 +292,84 @@ def test_combined_table_and_taxonomy(tiny_world, c_run):
     assert {"recitation", "reconstruction", "recollection"} <= set(shares.category)
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"baseline", "taxonomic"} <= set(metrics.model)
+
+
+def test_semantic_matches_count_an_independent_corpus_sample(tiny_world, c_run):
+    """Independent computation: the corpus drawn as documented (a uniform 400 of the trained
+    sequences, seed 1, numpy on the data order), its rows read from the token files, decoded
+    and embedded by sentence-transformers in fp32 (the module embeds with its own pooling,
+    bf16 where the CPU has it), cosine counts >= 0.8 without the sample's own row. Counts may
+    differ only by pairs within 0.01 of the threshold. The planted samples' counts are far
+    below what the samples themselves (with their many planted siblings) would give."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    from anatomy.lm import default_embedder_path
+
+    d, ids = c_run
+    t = io.read_json(tiny_world / "truth.json")
+    trained = np.fromfile(tiny_world / "global_indices.npy", dtype="<u4")[
+        : t["n_trained_instances"]]
+    pick = np.sort(np.random.default_rng(1).choice(len(trained), SEMANTIC_CORPUS,
+                                                    replace=False))
+    corpus = trained[pick].astype(np.int64)
+    rows = trained_rows(tiny_world)
+    slot = {int(i): k for k, i in enumerate(trained)}
+    tok = AutoTokenizer.from_pretrained(str(tiny_world / "tokenizer"))
+    text = lambda i: tok.decode(rows[slot[int(i)], :64].tolist())  # noqa: E731
+    model = SentenceTransformer(str(default_embedder_path()), device="cpu")
+    q = model.encode([text(i) for i in ids], normalize_embeddings=True, batch_size=64)
+    c = model.encode([text(i) for i in corpus], normalize_embeddings=True, batch_size=64)
+    cos = q @ c.T
+    cos[ids[:, None] == corpus[None, :]] = -1  # a sample's own row never counts
+    want = (cos >= 0.8).sum(1)
+    band = (np.abs(cos - 0.8) < 0.01).sum(1)
+    got = pd.read_parquet(d / "semantic.parquet").set_index("sequence_id").loc[ids,
+                                                                                "0_8_snowclones"]
+    assert (np.abs(got.to_numpy() - want) <= band).all()
+    assert want.sum() > 0
+    w = World.open(tiny_world)
+    dense = [i for r in w.planted_sequence_starts("mem_dense") for i in r["sequence_ids"]]
+    pos = np.flatnonzero(np.isin(ids, dense))
+    among_samples = (q[pos] @ q.T >= 0.8).sum(1) - 1  # the previous default: the samples
+    assert len(pos) > 20 and got.to_numpy()[pos].mean() < 0.5 * among_samples.mean()
+
+
+def test_published_templating_on_the_world_equals_the_transcription(tiny_world, c_run,
+                                                                    tmp_path):
+    """filter_templating.py --published on the tiny world's samples against the transcription
+    of filters/pattern.py (tests/test_memorization_templating.py) on the same decoded texts;
+    the fixed default differs from it only where a published quirk applies."""
+    from transformers import AutoTokenizer
+
+    from anatomy.memorization.templating import is_incrementing, is_repeating
+    from tests.test_memorization_templating import _published_is_pattern
+
+    d, ids = c_run
+    out = tmp_path / "templ_published.parquet"
+    assert templ_script.main(["--world", str(tiny_world), "--quiet", "--sequence_ids",
+                              str(d / "samples.npy"), "--published", "--output",
+                              str(out)]) == 0
+    rows = trained_rows(tiny_world)
+    t = io.read_json(tiny_world / "truth.json")
+    trained = np.fromfile(tiny_world / "global_indices.npy", dtype="<u4")[
+        : t["n_trained_instances"]]
+    slot = {int(i): k for k, i in enumerate(trained)}
+    tok = AutoTokenizer.from_pretrained(str(tiny_world / "tokenizer"))
+    texts = [tok.decode(rows[slot[int(i)], :64].tolist()) for i in ids]
+    got = pd.read_parquet(out).set_index("sequence_id").loc[ids]
+    want = [_published_is_pattern(x) for x in texts]
+    assert list(zip(got.is_incrementing, got.is_repeating, strict=True)) == want
+    assert sum(w[0] or w[1] for w in want) > 10
+    fixed = pd.read_parquet(d / "templating.parquet").set_index("sequence_id").loc[ids]
+    for x, f_inc, f_rep in zip(texts, fixed.is_incrementing, fixed.is_repeating, strict=True):
+        assert f_inc == is_incrementing(x) and f_rep == (not f_inc and is_repeating(x))
+
+
+def test_convert_to_pythia_writes_outside_the_world():
+    """The world is an input: the default output is under data/memorization."""
+    args = convert_script.build_parser().parse_args(["--world", "data/world"])
+    assert args.out == "data/memorization/pythia/document"
 
 
 def test_memorized_plants_fall_in_their_intended_category(tiny_world, c_run):
@@ -293,7 +394,7 @@ def test_memorized_plants_fall_in_their_intended_category(tiny_world, c_run):
     assert list(got) == [intended[i] for i in mem.index]
     table = world_check(tiny_world, df.reset_index())  # the report's intended vs measured
     (col,) = [c for c in table.columns if c.startswith("as intended")]
-    agree = table[col].dropna()
+    agree = table[col][table[col] != "-"]
     assert len(agree) >= 2 and all(a == b for a, b in (x.split("/") for x in agree))
 
 

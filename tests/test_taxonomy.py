@@ -317,7 +317,7 @@ def test_chatterjee_xi_limits():
 def test_correlations_frame(table):
     """Against scipy's pearsonr and a direct chatterjee_xi call on the same rows; a feature
     constant within a category is NaN; the code/NL split uses 0.525 / 0.4."""
-    c = tx.correlations(table, by_category=True)
+    c = tx.correlations(table, by_category=True, target="memorization_score", split_nl=False)
     assert len(c) == 4 * len(tx.FEATURES)
     row = c[(c.group == "recollection") & (c.feature == "generation_perplexity")].iloc[0]
     m = tx.categorize(table) == "recollection"
@@ -333,6 +333,32 @@ def test_correlations_frame(table):
                             split_nl=True)
     nl = split[(split.group == "baseline") & (split.subset == "nl")].iloc[0]
     assert nl.n == (table.nl_scores >= 0.525).sum()
+
+
+def test_correlations_default_to_the_published_label_and_subsets(table):
+    """Published default (model_training.py calculate_all_correlation_coefficients): the 0/1
+    memorized label, every group split into all / nl (>= 0.525) / code (<= 0.4) when the
+    table has nl_scores. Checked with scipy on rows selected by hand."""
+    c = tx.correlations(table)
+    assert set(c.subset) == {"all", "nl", "code"}
+    assert len(c) == 4 * 3 * len(tx.FEATURES)
+    label = (table.memorization_score == 1.0).astype(float)
+    cats = tx.categorize(table)
+    for group, subset in (("baseline", "all"), ("recollection", "code"),
+                          ("recitation", "nl")):
+        m = np.ones(len(table), bool) if group == "baseline" else (cats == group).to_numpy().copy()
+        if subset == "nl":
+            m &= (table.nl_scores >= 0.525).to_numpy()
+        elif subset == "code":
+            m &= (table.nl_scores <= 0.4).to_numpy()
+        row = c[(c.group == group) & (c.subset == subset)
+                & (c.feature == "sequence_duplicates")].iloc[0]
+        assert row.n == m.sum()
+        x, y = table.sequence_duplicates[m], label[m]
+        if x.nunique() > 1 and y.nunique() > 1:
+            assert row.pearson == pytest.approx(stats.pearsonr(x, y).statistic)
+            assert row.spearman == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert "nl" not in set(tx.correlations(table.drop(columns="nl_scores")).subset)
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,3 +448,137 @@ def test_plots_write_png_atomically(tmp_path, table):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
         ["perf.png", "weights.png", "corr.png", "shares.png"])
+
+
+# ---------------------------------------------------------------------------------------
+# published metric conventions, the two sample sets, constant models
+
+
+def _published_ece(probs: np.ndarray, labels: np.ndarray, M: int = 5) -> float:
+    """model_utils.py expected_calibration_error, transcribed: two-column probabilities,
+    top-label confidence, bins (lower, upper]."""
+    samples = np.stack([1 - probs, probs], axis=1)
+    conf = samples.max(1)
+    acc = samples.argmax(1) == labels
+    ece = 0.0
+    edges = np.linspace(0, 1, M + 1)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        b = (conf > lo) & (conf <= hi)
+        if b.mean() > 0:
+            ece += abs(conf[b].mean() - acc[b].mean()) * b.mean()
+    return ece
+
+
+def published_aggregation(t: pd.DataFrame, folds: int, seed: int = tx.SEED) -> dict:
+    """model_training.py's aggregation loop (84ab8c0, lines 770-800) written out with
+    sklearn's scorers on test predictions ``t`` (label, category, taxonomic_prob,
+    baseline_prob), and the notebook's F1 of mean precision and recall with its propagated
+    error (set_f1): {(model, category, metric): (mean, std)}."""
+    from sklearn.metrics import precision_score, recall_score
+    from sklearn.model_selection import KFold
+
+    y = t.label.to_numpy().astype(int)
+    out = {}
+    for model, col in (("taxonomic", "taxonomic_prob"), ("baseline", "baseline_prob")):
+        for cat in (*tx.CATEGORIES, tx.AGGREGATE):
+            rows = np.arange(len(t)) if cat == tx.AGGREGATE else np.flatnonzero(
+                t.category.to_numpy() == cat)
+            if len(rows) < folds:
+                continue
+            got: dict[str, list] = {k: [] for k in ("roc_auc", "pr_auc", "precision",
+                                                      "recall", "ece")}
+            for sub, _ in KFold(folds, shuffle=True, random_state=seed).split(rows):
+                r = rows[sub]
+                if len(np.unique(y[r])) == 1:
+                    continue
+                p = t[col].to_numpy()[r]
+                pred = (p > 0.5).astype(int)
+                got["roc_auc"].append(roc_auc_score(y[r], pred))
+                got["pr_auc"].append(average_precision_score(y[r], pred))
+                got["precision"].append(precision_score(y[r], pred, zero_division=0))
+                got["recall"].append(recall_score(y[r], pred, zero_division=0))
+                got["ece"].append(_published_ece(p, y[r]))
+            if not got["ece"]:
+                continue
+            for k, v in got.items():
+                out[(model, cat, k)] = (np.mean(v), np.std(v))
+            P, R = np.mean(got["precision"]), np.mean(got["recall"])
+            sp, sr = np.std(got["precision"]), np.std(got["recall"])
+            if P + R == 0:  # pandas' 0/0 in the notebook: NaN
+                out[(model, cat, "f1")] = (math.nan, math.nan)
+            else:
+                out[(model, cat, "f1")] = (2 * P * R / (P + R), 2 / (P + R) ** 2 * math.sqrt(
+                    R ** 4 * sp ** 2 + P ** 4 * sr ** 2))
+    return out
+
+
+def assert_published_metrics(metrics: pd.DataFrame, t: pd.DataFrame, folds: int) -> int:
+    """Every (model, category, metric) the transcription defines equals ``metrics``' mean and
+    std; returns how many were compared."""
+    want = published_aggregation(t, folds)
+    for (model, cat, k), (mean, std) in want.items():
+        row = metrics[(metrics.model == model) & (metrics.category == cat)
+                      & (metrics.metric == k)].iloc[0]
+        assert row["mean"] == pytest.approx(mean, abs=1e-12, nan_ok=True), (model, cat, k)
+        assert row["std"] == pytest.approx(std, abs=1e-12, nan_ok=True), (model, cat, k)
+    return len(want)
+
+
+def test_published_metric_conventions_match_a_transcription(table):
+    """Independent computation: :func:`published_aggregation` on the full fit's test
+    predictions."""
+    folds = 7
+    res = tx.fit_taxonomy(table, folds=folds, conventions=tx.PUBLISHED)
+    assert assert_published_metrics(res.metrics, res.test, folds) == 2 * 4 * 6
+    assert res.settings["conventions"] == "published"
+    assert "0/1 predictions" in tx.PUBLISHED.describe(folds)
+    assert "probabilities" in tx.OURS.describe(folds)
+
+
+def test_memories_rows_train_only_and_unmemorized_ones_left_out(table):
+    """The published use of ds_type (model_training.py lines 1068-1090): "memories" rows join
+    training only, never test; here the unmemorized ones are left out. Counted by hand."""
+    df = table.copy()
+    df["ds_type"] = np.where(np.arange(len(df)) < 2400, "representative", "memories")
+    rows = tx.model_rows(df)
+    extra = np.arange(len(df)) >= 2400
+    mem = (df.memorization_score == 1.0).to_numpy()
+    assert rows.used.tolist() == (~extra | mem).tolist()
+    assert rows.n_memories == 600 and rows.n_memories_memorized == int((extra & mem).sum())
+    used = df[rows.used]
+    res = tx.fit_taxonomy(used, folds=0, train_only=rows.train_only)
+    test_ids = set(used.loc[res.test_index, "ds_type"])
+    assert test_ids == {"representative"}
+    assert set(used.index[rows.train_only]) <= set(res.train_index)
+    assert len(res.test_index) == round(0.2 * 2400)
+    assert "to training only" in rows.describe()
+    plain = tx.model_rows(table)
+    assert plain.used.all() and not plain.train_only.any() and not plain.has_ds_type
+    with pytest.raises(ValueError, match="ds_type"):
+        tx.model_rows(df.assign(ds_type="other"))
+
+
+def test_constant_baseline_is_reported(table):
+    """With no memorized row in training every model, the baseline included, is a constant
+    (the training prior 0)."""
+    df = table.assign(memorization_score=0.5)
+    df.loc[df.index[:3], "memorization_score"] = 1.0  # too few to reach every split
+    res = tx.fit_taxonomy(df.iloc[3:], folds=0)
+    assert res.constant == {"baseline": 0.0, "recitation": 0.0, "reconstruction": 0.0,
+                            "recollection": 0.0}
+
+
+def test_report_without_memorized_samples_warns_and_prints_no_metric_tables(tmp_path):
+    """A table with no memorization_score of 1.0: the report's first line warns, every model is
+    listed as constant (the baseline too), and no table of nan metrics is printed."""
+    from anatomy.memorization.pipeline import run_taxonomy
+    from anatomy.memorization.table import write_table
+
+    df = make_table(400, seed=3).assign(memorization_score=0.5)
+    path = tmp_path / "combined.parquet"
+    write_table(path, {c: df[c].to_numpy() for c in df.columns})
+    report = run_taxonomy(path, tmp_path / "tax", folds=3)
+    assert report.startswith("**WARNING: no memorized sample")
+    assert "nan" not in report and "+- 0.000" not in report
+    assert "baseline (0.000)" in report and "recollection (0.000)" in report
+    assert "Metric conventions: ours" in report

@@ -78,20 +78,22 @@ def token_count_step(data, counts_path: PathLike, rows_per_unit: int,
 
 def sample_frequency_table(data, ids: np.ndarray, counts_path: PathLike, output: PathLike,
                            prompt_len: int = 32, cont_len: int = 32,
-                           keep_frequencies: bool = False, overwrite: bool = False) -> int:
+                           keep_frequencies: bool = False, overwrite: bool = False,
+                           published_percentiles: bool = False) -> int:
     from anatomy.memorization.frequencies import frequency_stats
 
     def compute():
         counts = io.load_npy(counts_path)
         samples = data.samples(ids, prompt_len, cont_len)
-        cols = {ID: ids, **frequency_stats(samples, counts)}
+        cols = {ID: ids, **frequency_stats(samples, counts, published_percentiles)}
         if keep_frequencies:
             cols["frequencies"] = counts[samples]
         return cols
 
     s = table_step("token_frequencies", output, {"counts": counts_path},
                    {"ids": ids_digest(ids), "prompt_len": prompt_len, "cont_len": cont_len,
-                    "keep_frequencies": keep_frequencies}, compute, overwrite)
+                    "keep_frequencies": keep_frequencies,
+                    "published_percentiles": published_percentiles}, compute, overwrite)
     return int(s["rows"])
 
 
@@ -205,29 +207,52 @@ def ngram_table(counts_path: PathLike, output: PathLike, digest: str,
 # semantic and textual matches
 
 
+def semantic_corpus(data, n: int, seed: int) -> np.ndarray:
+    """The corpus the samples' semantic and textual matches are counted in: a uniform random
+    ``n`` of every trained sequence (all of them when the stream holds fewer), drawn with its
+    own ``seed``, independently of the samples, in training order.
+
+    The published counts compare the sampled sequences with a random sample of the corpus
+    (``working_dirs/rintarou/snowclones_maker.py`` lines 88-100 at 84ab8c0). Counting against
+    the samples themselves instead inflates every sequence the sample set oversamples (the
+    planted copies a study adds): each would count its own siblings.
+    """
+    from anatomy.memorization.data import select_ids
+
+    every = select_ids(data, all_sequences=True)
+    if n >= len(every):
+        return every
+    return select_ids(data, all_sequences=True, sample=n, seed=seed)
+
+
+
 def semantic_table(data, ids: np.ndarray, tokenizer, tokenizer_source: str, output: PathLike,
                    embedder_source: str | None = None, corpus_ids: np.ndarray | None = None,
                    prompt_len: int = 32, cont_len: int = 32, batch_size: int = 64,
                    device: str | None = None, overwrite: bool = False, progress: bool = True
                    ) -> dict[str, Any]:
     """``0_8_snowclones``, ``0_9_snowclones`` (semantic matches), ``0_8_templates``,
-    ``0_9_templates`` (textual matches) of each sample against a corpus of samples (default:
-    the samples themselves, the published "pile" scheme)."""
+    ``0_9_templates`` (textual matches) of each sample against a corpus of trained sequences
+    (``corpus_ids``; see :func:`semantic_corpus`), each sample's own sequence excluded when
+    the corpus holds it. ``corpus_ids=None`` matches the samples against themselves (the
+    scheme of the published ``templating.py``, each sample matching itself once)."""
     from anatomy.lm import load_embedder
-    from anatomy.memorization.semantic import semantic_columns
+    from anatomy.memorization.semantic import self_rows, semantic_columns
 
     def compute():
         samples = data.samples(ids, prompt_len, cont_len)
         texts = decode_samples(tokenizer, samples)
         prompts = decode_samples(tokenizer, samples[:, :prompt_len])
-        c_texts = c_prompts = None
+        c_texts = c_prompts = exclude = None
         if corpus_ids is not None:
             cs = data.samples(corpus_ids, prompt_len, cont_len)
             c_texts = decode_samples(tokenizer, cs)
             c_prompts = decode_samples(tokenizer, cs[:, :prompt_len])
+            exclude = self_rows(ids, corpus_ids)
         emb = load_embedder(embedder_source, device=device)
         cols = semantic_columns(emb, texts, prompts, c_texts, c_prompts,
-                                batch_size=batch_size, progress=progress)
+                                batch_size=batch_size, exclude_self_ids=exclude,
+                                progress=progress)
         return {ID: ids, **cols}
 
     from anatomy.lm import default_embedder_path
@@ -237,6 +262,7 @@ def semantic_table(data, ids: np.ndarray, tokenizer, tokenizer_source: str, outp
                        "embedder": embedder_source or str(default_embedder_path())},
                       {"data": data.layout(), "ids": ids_digest(ids),
                        "corpus": None if corpus_ids is None else ids_digest(corpus_ids),
+                       "exclude_self": True,
                        "prompt_len": prompt_len, "cont_len": cont_len,
                        "batch_size": batch_size}, compute, overwrite)
 
@@ -293,17 +319,26 @@ def code_vs_nl_table(data, ids: np.ndarray, tokenizer, tokenizer_source: str, ou
 # the taxonomic model
 
 TAXONOMY_FILES = ("category_shares.csv", "metrics.csv", "coefficients.csv",
-                  "correlations.csv", "summary.json", "report.md", "model_performance.png",
-                  "model_weights.png", "correlations.png", "category_shares.png")
+                  "correlations.csv", "test_split.csv", "summary.json", "report.md",
+                  "model_performance.png", "model_weights.png", "correlations.png",
+                  "category_shares.png")
 
 
 def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None = None,
                  threshold: float = 5, folds: int = 10, seed: int = 1024,
                  search: bool = False, max_rules: int | None = None,
                  published_scaling: bool = False, world: PathLike | None = None,
-                 overwrite: bool = False) -> str:
+                 overwrite: bool = False, published_metrics: bool = False,
+                 correlate: str = "memorized") -> str:
     """Category shares at every checkpoint, baseline vs taxonomic models at one (default:
-    the last), correlations and plots; the report as markdown (also ``report.md``)."""
+    the last), correlations and plots; the report as markdown (also ``report.md``).
+
+    Rows with ``ds_type`` "memories" (memorization_samples.py --add_planted) are used as
+    published (:func:`anatomy.memorization.taxonomy.model_rows`): the memorized ones to
+    training only, the others left out. ``published_metrics`` computes every metric by the
+    published conventions (:data:`anatomy.memorization.taxonomy.PUBLISHED`); ``correlate``
+    is the correlations' target (published: the 0/1 label "memorized").
+    """
     import pandas as pd
 
     from anatomy.memorization import taxonomy as tx
@@ -313,10 +348,12 @@ def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None =
     out = Path(out_dir)
     files = [*TAXONOMY_FILES, *(["partition_search.csv"] if search else [])]
     output = execution.Output.folder(out, files)
+    conv = tx.PUBLISHED if published_metrics else tx.OURS
     fp = execution.fingerprint("train_taxonomy", {"combined": combined, "world": world},
                                {"checkpoint": checkpoint, "threshold": threshold,
                                 "folds": folds, "seed": seed, "search": search,
-                                "max_rules": max_rules, "published_scaling": published_scaling})
+                                "max_rules": max_rules, "published_scaling": published_scaling,
+                                "conventions": conv.name, "correlate": correlate})
     if not execution.check_output(output, fp, overwrite):
         return (out / "report.md").read_text()
     df = read_table(combined)
@@ -335,70 +372,96 @@ def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None =
         one = df[df["checkpoint"] == ck].drop(columns=["checkpoint"]).reset_index(drop=True)
     else:
         ck, one = None, df
+    try:
+        rows = tx.model_rows(one)
+    except ValueError as e:
+        raise InputError(combined, str(e)) from None
+    used = one[rows.used].reset_index(drop=True)
     shares = tx.category_shares(df, "checkpoint" if has_ck else None, threshold)
-    result = tx.fit_taxonomy(one,
-                             threshold=threshold, folds=folds, seed=seed,
-                             published_scaling=published_scaling)
-    corr = tx.correlations(one,
-                           threshold=threshold, seed=seed)
+    result = tx.fit_taxonomy(used, threshold=threshold, folds=folds, seed=seed,
+                             published_scaling=published_scaling, train_only=rows.train_only,
+                             conventions=conv)
+    corr = tx.correlations(used, target=correlate, threshold=threshold, seed=seed)
+    n_mem = int(tx.memorized(used).sum())
+    at = ck or "the table"
     with execution.staged(output) as stage:
         shares.to_csv(stage(out / "category_shares.csv"), index=False)
         result.metrics.to_csv(stage(out / "metrics.csv"), index=False)
         result.coefficients.to_csv(stage(out / "coefficients.csv"))
         corr.to_csv(stage(out / "correlations.csv"), index=False)
+        test = result.test.copy()
+        test.insert(0, ID, used.loc[result.test_index, ID].to_numpy())
+        test.to_csv(stage(out / "test_split.csv"), index=False)
         tx.plot_model_performance(result.metrics, stage(out / "model_performance.png"))
         tx.plot_weights(result, stage(out / "model_weights.png"))
         tx.plot_correlations(corr, stage(out / "correlations.png"))
         tx.plot_category_shares(shares, stage(out / "category_shares.png"))
-        if search and not tx.memorized(one).any():
+        if search and not n_mem:
             # the candidates are quantiles of the memorized rows: none, no rules
             io.write_text(stage(out / "partition_search.csv"), "rank\n")
-            search_lines = [f"Partition search: no memorized samples at {ck}, no rules.", ""]
+            search_lines = [f"Partition search: no memorized samples at {at}, no rules.", ""]
         elif search:
-            rules = tx.partition_search(one,
-                                        threshold=threshold, seed=seed, max_rules=max_rules)
+            rules = tx.partition_search(used, threshold=threshold, seed=seed,
+                                        max_rules=max_rules, train_only=rows.train_only,
+                                        ece_bins=conv.ece_bins)
             rules.to_csv(stage(out / "partition_search.csv"), index=False)
             top = rules.head(5)[["rank", "feature_1", "quantile_1", "threshold_1",
                                  "feature_2", "quantile_2", "threshold_2", "f1", "pr_auc"]]
             search_lines = [f"Partition search ({len(rules)} rules: class 1 if f1 >= t1, else "
-                            "class 2 if f2 >= t2, else class 3), best aggregate F1 first:", "",
+                            "class 2 if f2 >= t2, else class 3; one fit each, metrics from "
+                            "probabilities), best aggregate F1 first:", "",
                             markdown(top), ""]
         else:
             search_lines = []
-        lines = [f"Memorized samples by category (recitation: sequence_duplicates > "
-                 f"{threshold:g}; reconstruction: templating; else recollection):", ""]
+        lines = []
+        if not n_mem:
+            lines += [f"**WARNING: no memorized sample (memorization_score 1.0) at {at}.** "
+                      "Every model is a constant and every metric undefined; the tables below "
+                      "hold category counts only.", ""]
+        lines += [f"Memorized samples by category (recitation: sequence_duplicates > "
+                  f"{threshold:g}; reconstruction: templating; else recollection), every row "
+                  "of the table (random and added samples alike):", ""]
         tab = []
         for key, g in (shares.groupby("checkpoint", sort=False) if has_ck
                        else [(None, shares)]):
             r = {"checkpoint": key} if has_ck else {}
-            n_mem, n = int(g["n_memorized"].iloc[0]), int(g["n_samples"].iloc[0])
-            r.update(memorized=f"{n_mem}/{n}")
+            n_m, n = int(g["n_memorized"].iloc[0]), int(g["n_samples"].iloc[0])
+            r.update(memorized=f"{n_m}/{n}")
             for _, row in g.iterrows():
                 share = row["share"]
                 r[row["category"]] = (f"{int(row['count'])} ({100 * share:.1f}%)"
-                                      if n_mem else "0")
+                                      if n_m else "0")
             tab.append(r)
         lines += [markdown(pd.DataFrame(tab)), ""]
-        m = result.metrics
-        agg = m[m.metric.isin(["roc_auc", "pr_auc", "precision", "recall", "f1", "ece"])]
-        rows = []
-        for (model, cat), g in agg.groupby(["model", "category"], sort=False):
-            r = {"model": model, "category": cat,
-                 "n test (memorized)": f"{int(g['n_test'].iloc[0])} "
-                                       f"({int(g['n_positive'].iloc[0])})"}
-            for _, row in g.iterrows():
-                mean, std = row["mean"], row["std"]
-                r[row["metric"]] = ("nan" if np.isnan(row["value"]) else
-                                    f"{row['value']:.3f}" if np.isnan(mean) else
-                                    f"{mean:.3f} +- {std:.3f}")
-            rows.append(r)
-        lines += [f"Taxonomic vs baseline model at {ck or 'the table'} (test split "
-                  f"{len(result.test)} rows; mean +- sd over {folds} training folds):", "",
-                  markdown(pd.DataFrame(rows)), ""]
+        lines += [f"Rows of the models at {at}: {rows.describe()}. Test split: "
+                  f"{len(result.test_index)} rows ({int(result.test['label'].sum())} "
+                  f"memorized), stratified on {result.stratify}, listed in test_split.csv.",
+                  "", f"{conv.describe(folds)[0].upper()}{conv.describe(folds)[1:]}.", ""]
+        if n_mem:
+            m = result.metrics
+            agg = m[m.metric.isin(["roc_auc", "pr_auc", "precision", "recall", "f1", "ece"])]
+            table_rows = []
+            for (model, cat), g in agg.groupby(["model", "category"], sort=False):
+                const = ("baseline" if model == "baseline" else cat) in result.constant
+                r = {"model": model + (" (constant)" if const else ""), "category": cat,
+                     "n test (memorized)": f"{int(g['n_test'].iloc[0])} "
+                                           f"({int(g['n_positive'].iloc[0])})"}
+                for _, row in g.iterrows():
+                    mean, std = row["mean"], row["std"]
+                    r[row["metric"]] = ("nan" if np.isnan(row["value"]) and np.isnan(mean)
+                                        else f"{row['value']:.3f}" if np.isnan(mean) else
+                                        f"{mean:.3f} +- {std:.3f}")
+                table_rows.append(r)
+            lines += [f"Taxonomic vs baseline model at {at}:", "",
+                      markdown(pd.DataFrame(table_rows)), ""]
         lines += search_lines
         if result.constant:
-            lines += ["Categories scored by a constant prior (one class in training): "
+            lines += ["Models scoring by a constant prior (one class, or none, in training): "
                       + ", ".join(f"{k} ({v:.3f})" for k, v in result.constant.items()), ""]
+        lines += [f"Correlations (correlations.csv): Pearson, Spearman and Chatterjee xi of "
+                  f"each feature with {correlate!r}, per group (baseline, each category) and "
+                  f"subset ({', '.join(dict.fromkeys(corr['subset']))}), on the model rows.",
+                  ""]
         if world is not None:
             lines += ["The miniworld's planted sequences (truth file) in the table:", "",
                       markdown(world_check(world, df)), ""]
@@ -406,7 +469,11 @@ def run_taxonomy(combined: PathLike, out_dir: PathLike, checkpoint: str | None =
         io.write_text(stage(out / "report.md"), report)
         io.write_json(stage(out / "summary.json"), {
             "checkpoint": ck, "checkpoints": ckpts, "threshold": threshold, "folds": folds,
-            "n_rows": len(one), "constant": result.constant,
+            "conventions": conv.name, "n_rows": len(one), "n_model_rows": len(used),
+            "n_test": len(result.test_index), "n_memorized": n_mem,
+            "rows": {"representative": rows.n_representative, "memories": rows.n_memories,
+                     "memories_memorized": rows.n_memories_memorized},
+            "constant": result.constant, "correlate": correlate,
             "aggregate": {f"{mo}_{me}": result.metric(mo, "aggregate", me, "value")
                           for mo in ("taxonomic", "baseline") for me in tx.METRICS}})
     execution.mark_output(output, fp, {"rows": len(one)})

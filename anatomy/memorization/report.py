@@ -63,11 +63,15 @@ def world_check(world, combined, prompt_len: int = 32, cont_len: int = 32):
             sub = sub.set_index(ID).loc[ids]
             mem = sub[sub["memorization_score"] == 1.0]
             row[f"memorized {ck}" if ck else "memorized"] = f"{len(mem)}/{len(ids)}"
-            if len(mem) and "is_incrementing" in mem and "sequence_duplicates" in mem:
-                got = categorize(mem).to_numpy()
-                want = np.array([intended[i] for i in mem.index])
-                agree = int(sum(g == x for g, x in zip(got, want, strict=True)))
-                row[f"as intended {ck}" if ck else "as intended"] = f"{agree}/{len(mem)}"
+            if "is_incrementing" in sub and "sequence_duplicates" in sub:
+                # "-" where nothing is memorized, so every row has every column, in order
+                agree = "-"
+                if len(mem):
+                    got = categorize(mem).to_numpy()
+                    want = np.array([intended[i] for i in mem.index])
+                    agree = f"{int(sum(g == x for g, x in zip(got, want, strict=True)))}/" \
+                            f"{len(mem)}"
+                row[f"as intended {ck}" if ck else "as intended"] = agree
         one = (combined.drop_duplicates(ID).set_index(ID).loc[ids])
         if "sequence_duplicates" in one:
             match = one["sequence_duplicates"].to_numpy() == np.array([exp[i] for i in ids])

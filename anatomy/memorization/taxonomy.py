@@ -211,6 +211,59 @@ def category_shares(df: pd.DataFrame, by: str | None = "checkpoint",
     return pd.DataFrame(rows)
 
 
+DS_TYPES = ("representative", "memories")  # model_training.py's ``ds_type`` values
+
+
+@dataclass(frozen=True)
+class ModelRows:
+    """Which rows of one checkpoint's table the models and correlations use (:func:`model_rows`).
+
+    ``used``: rows the models and correlations see; ``train_only``: among ``used``, rows that
+    go to training only; counts for the report.
+    """
+
+    used: np.ndarray
+    train_only: np.ndarray
+    n_representative: int
+    n_memories: int
+    n_memories_memorized: int
+    has_ds_type: bool
+
+    def describe(self) -> str:
+        if not self.has_ds_type:
+            return (f"{len(self.used)} rows, no ds_type column: every row is treated as the "
+                    "random sample (split into train and test)")
+        left = self.n_memories - self.n_memories_memorized
+        return (f"{self.n_representative} representative rows (the random sample, split into "
+                f"train and test) + {self.n_memories} added rows (ds_type \"memories\"): "
+                f"{self.n_memories_memorized} memorized, to training only; {left} not "
+                "memorized, left out (the published memories set holds memorized sequences "
+                "only)")
+
+
+def model_rows(df: pd.DataFrame) -> ModelRows:
+    """The published use of the two sample sets (``model_training.py`` lines 1068-1090 at
+    84ab8c0): the "representative" rows (a random sample) are split into train and test; the
+    "memories" rows (a set of memorized sequences added to the sample) join the training
+    split only, and the correlations see both. Here the added set may hold sequences that are
+    not memorized at this checkpoint (the miniworld adds every planted sequence): those are
+    left out, since the published set holds none. A table without ``ds_type`` is all
+    representative. Other ``ds_type`` values are an error."""
+    n = len(df)
+    if "ds_type" not in df.columns:
+        z = np.zeros(n, bool)
+        return ModelRows(np.ones(n, bool), z, n, 0, 0, False)
+    kind = df["ds_type"].astype(str).to_numpy()
+    bad = sorted(set(kind) - set(DS_TYPES))
+    if bad:
+        raise ValueError(f"ds_type holds {bad}; expected {list(DS_TYPES)}")
+    extra = kind == "memories"
+    mem = memorized(df).to_numpy()
+    used = ~extra | mem
+    return ModelRows(used, (extra & mem)[used], int((~extra).sum()), int(extra.sum()),
+                     int((extra & mem).sum()), True)
+
+
 def _one_checkpoint(df: pd.DataFrame) -> None:
     if "checkpoint" in df.columns and df["checkpoint"].nunique(dropna=False) > 1:
         raise ValueError("the table holds several checkpoints; select one "
@@ -257,8 +310,8 @@ def expected_calibration_error(labels: Sequence | np.ndarray, probs: Sequence | 
 
 
 def binary_metrics(labels: Sequence | np.ndarray, probs: Sequence | np.ndarray,
-                   cutoff: float = 0.5, ece_bins: int = 10, hard_label_auc: bool = False
-                   ) -> dict[str, float]:
+                   cutoff: float = 0.5, ece_bins: int = 10, hard_label_auc: bool = False,
+                   zero_division: float = math.nan) -> dict[str, float]:
     """ROC AUC, PR AUC (average precision), precision, recall, F1 and ECE of P(label = 1).
 
     Predicted positive means ``p > cutoff`` (``model_utils.py`` ``PredictionModel.predict``).
@@ -266,6 +319,8 @@ def binary_metrics(labels: Sequence | np.ndarray, probs: Sequence | np.ndarray,
     table's bug: AUCs of the 0/1 predictions). A metric undefined on these rows is NaN: ROC AUC
     without both classes, PR AUC and recall without positives, precision without predicted
     positives, F1 without positives or predicted positives, everything on no rows.
+    ``zero_division=0`` gives sklearn's ``precision_score`` / ``recall_score`` default (0,
+    with a warning) instead, as the published metrics got.
     """
     y = np.asarray(labels).astype(bool)
     p = np.asarray(probs, dtype=np.float64)
@@ -278,12 +333,59 @@ def binary_metrics(labels: Sequence | np.ndarray, probs: Sequence | np.ndarray,
     out = {
         "roc_auc": (float(roc_auc_score(y, score)) if 0 < n_pos < len(y) else math.nan),
         "pr_auc": float(average_precision_score(y, score)) if n_pos > 0 else math.nan,
-        "precision": tp / (tp + fp) if tp + fp > 0 else math.nan,
-        "recall": tp / (tp + fn) if tp + fn > 0 else math.nan,
+        "precision": tp / (tp + fp) if tp + fp > 0 else zero_division,
+        "recall": tp / (tp + fn) if tp + fn > 0 else zero_division,
         "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn > 0 else math.nan,
         "ece": expected_calibration_error(y, p, ece_bins),
     }
     return out
+
+
+@dataclass(frozen=True)
+class MetricConventions:
+    """How the taxonomy's metrics are computed; :data:`OURS` and :data:`PUBLISHED`.
+
+    ``PUBLISHED`` is ``model_training.py`` ``train_and_save_taxonomic_models`` (84ab8c0, lines
+    770-800) and ``plotting/model_perf_testing.ipynb`` (``set_f1``): the full fit's test
+    predictions are subsampled by the training parts of a 100-fold KFold per category
+    (subsamples of one class skipped); ROC and PR AUC are taken on the 0/1 predictions;
+    precision and recall are sklearn's (0 when undefined); ECE has 5 bins (the function's
+    default; the per-model logs used 10); F1 is the notebook's, ``2PR / (P + R)`` of the mean
+    precision and recall, its error propagated from their standard deviations.
+    """
+
+    name: str
+    resample: str  # "train": refit on training folds; "test": subsample test predictions
+    hard_label_auc: bool
+    ece_bins: int
+    f1_of_means: bool
+    zero_division: float
+
+    def describe(self, folds: int) -> str:
+        spread = (f"mean +- sd over {folds} refits on KFold training folds, scored on the "
+                  "fixed test split" if self.resample == "train" else
+                  f"mean +- sd over {folds} KFold training-part subsamples of the test "
+                  "predictions")
+        return (f"metric conventions: {self.name} ({spread}; ROC/PR AUC from "
+                f"{'0/1 predictions' if self.hard_label_auc else 'probabilities'}; ECE "
+                f"{self.ece_bins} bins; F1 "
+                f"{'2PR/(P+R) of the mean P and R' if self.f1_of_means else 'per fold'}; "
+                f"undefined precision/recall {'0' if self.zero_division == 0 else 'NaN'})")
+
+
+OURS = MetricConventions("ours", "train", False, 10, False, math.nan)
+PUBLISHED = MetricConventions("published", "test", True, 5, True, 0.0)
+
+
+def _f1_of_means(p: float, r: float, p_err: float, r_err: float) -> tuple[float, float]:
+    """The notebook's F1 of mean precision and recall and its propagated error
+    (``set_f1`` in ``plotting/model_perf_testing.ipynb``): ``2PR/(P+R)`` and
+    ``2/(P+R)^2 * sqrt(R^4 sP^2 + P^4 sR^2)``; NaN when P + R is 0 or undefined."""
+    if not np.isfinite(p + r) or p + r == 0:
+        return math.nan, math.nan
+    f1 = 2 * p * r / (p + r)
+    err = 2 / (p + r) ** 2 * math.sqrt(r ** 4 * p_err ** 2 + p ** 4 * r_err ** 2)
+    return f1, err
 
 
 # ---------------------------------------------------------------------------------------
@@ -425,9 +527,9 @@ class TaxonomyResult:
       ``coefficients_std``: their std over folds.
     - ``test``: per test row (original index): ``label``, ``category``, ``baseline_prob``,
       ``taxonomic_prob``.
-    - ``constant``: categories scored by a constant prior (training rows of a single class, or
-      none: then the overall training prior) in the full fit; ``constant_folds``: in how many
-      folds that happened.
+    - ``constant``: the models (``"baseline"`` and categories) that score by a constant prior
+      (training rows of a single class, or none: then the overall training prior) in the full
+      fit; ``constant_folds``: in how many folds that happened to each category.
     """
 
     features: list[str]
@@ -495,14 +597,15 @@ def _test_probs(d: _Design, test: np.ndarray, scaler: StandardScaler | None,
 
 def _grouped_metrics(y: np.ndarray, cats: np.ndarray, probs: dict[str, np.ndarray],
                      cutoff: float, ece_bins: int, hard_label_auc: bool,
-                     rows: np.ndarray | None = None) -> dict[tuple[str, str, str], float]:
+                     rows: np.ndarray | None = None, zero_division: float = math.nan
+                     ) -> dict[tuple[str, str, str], float]:
     out = {}
     for model, p in probs.items():
         for c in (*CATEGORIES, AGGREGATE):
             m = np.ones(len(y), bool) if c == AGGREGATE else cats == c
             if rows is not None:
                 m = m & rows
-            vals = binary_metrics(y[m], p[m], cutoff, ece_bins, hard_label_auc)
+            vals = binary_metrics(y[m], p[m], cutoff, ece_bins, hard_label_auc, zero_division)
             for k, v in vals.items():
                 out[(model, c, k)] = v
     return out
@@ -521,7 +624,8 @@ def fit_taxonomy(df: pd.DataFrame, features: Sequence[str] | None = None,
                  test_size: float = 0.2, *, published_scaling: bool = False,
                  hard_label_auc: bool = False, resample: str = "train", cutoff: float = 0.5,
                  ece_bins: int = 10, train_only: Sequence[bool] | np.ndarray | None = None,
-                 C: float = 1.0, max_iter: int = 10_000) -> TaxonomyResult:
+                 C: float = 1.0, max_iter: int = 10_000,
+                 conventions: MetricConventions | None = None) -> TaxonomyResult:
     """Baseline vs taxonomic logistic regression for ``memorized`` (Prashanth et al. 2024, §4;
     ``model_training.py`` ``train_and_save_baseline_and_taxonomic_models``).
 
@@ -544,7 +648,16 @@ def fit_taxonomy(df: pd.DataFrame, features: Sequence[str] | None = None,
       ``resample="test"`` (published): the full-fit models' test predictions are subsampled the
       same way per category, subsamples with a single class skipped. ``folds < 2``: no
       resampling, ``mean`` and ``std`` NaN (read ``value``).
+    - ``conventions`` (:data:`OURS`, :data:`PUBLISHED`) overrides ``resample``,
+      ``hard_label_auc`` and ``ece_bins`` and adds the F1 and zero-division rules.
     """
+    if conventions is not None:
+        resample, hard_label_auc = conventions.resample, conventions.hard_label_auc
+        ece_bins = conventions.ece_bins
+    else:
+        conventions = MetricConventions("custom", resample, hard_label_auc, ece_bins, False,
+                                        math.nan)
+    zd = conventions.zero_division
     if resample not in ("train", "test"):
         raise ValueError(f"resample is 'train' or 'test', not {resample!r}")
     d = _design(df, features, threshold)
@@ -555,7 +668,8 @@ def fit_taxonomy(df: pd.DataFrame, features: Sequence[str] | None = None,
     base, tax = _test_probs(d, test, scaler, fitted)
     y_te, c_te = d.y[test], d.cats[test]
     probs = {"taxonomic": tax, "baseline": base}
-    full = _grouped_metrics(y_te, c_te, probs, cutoff, ece_bins, hard_label_auc)
+    full = _grouped_metrics(y_te, c_te, probs, cutoff, ece_bins, hard_label_auc,
+                            zero_division=zd)
 
     per_fold: dict[tuple[str, str, str], list[float]] = {k: [] for k in full}
     fold_weights: list[np.ndarray] = []
@@ -570,7 +684,7 @@ def fit_taxonomy(df: pd.DataFrame, features: Sequence[str] | None = None,
                 constant_folds[c] += f[c].model is None
             b, t = _test_probs(d, test, sc, f)
             got = _grouped_metrics(y_te, c_te, {"taxonomic": t, "baseline": b}, cutoff,
-                                   ece_bins, hard_label_auc)
+                                   ece_bins, hard_label_auc, zero_division=zd)
             for k, v in got.items():
                 per_fold[k].append(v)
             fold_weights.append(np.stack([f[m].weights(len(d.features))
@@ -586,13 +700,18 @@ def fit_taxonomy(df: pd.DataFrame, features: Sequence[str] | None = None,
                 if len(np.unique(y_te[rows])) < 2:
                     continue
                 for model, p in probs.items():
-                    vals = binary_metrics(y_te[rows], p[rows], cutoff, ece_bins, hard_label_auc)
+                    vals = binary_metrics(y_te[rows], p[rows], cutoff, ece_bins, hard_label_auc,
+                                          zd)
                     for k, v in vals.items():
                         per_fold[(model, c, k)].append(v)
 
     records = []
     for (model, c, metric), value in full.items():
         mean, std, n_ok = _nan_stats(per_fold[(model, c, metric)])
+        if metric == "f1" and conventions.f1_of_means:
+            pm, ps, _ = _nan_stats(per_fold[(model, c, "precision")])
+            rm, rs, _ = _nan_stats(per_fold[(model, c, "recall")])
+            mean, std = _f1_of_means(pm, rm, ps, rs)
         m = np.ones(len(test), bool) if c == AGGREGATE else c_te == c
         records.append({"model": model, "category": c, "metric": metric, "value": value,
                         "mean": mean, "std": std, "n_folds": n_ok, "n_test": int(m.sum()),
@@ -617,12 +736,15 @@ def fit_taxonomy(df: pd.DataFrame, features: Sequence[str] | None = None,
     settings = dict(threshold=threshold, folds=folds, seed=seed, test_size=test_size,
                     published_scaling=published_scaling, hard_label_auc=hard_label_auc,
                     resample=resample, cutoff=cutoff, ece_bins=ece_bins, C=C,
-                    max_iter=max_iter)
+                    max_iter=max_iter, conventions=conventions.name,
+                    f1_of_means=conventions.f1_of_means,
+                    zero_division=conventions.zero_division)
     return TaxonomyResult(
         features=d.features, duplicates_threshold=threshold, train_index=idx[train],
         test_index=idx[test], stratify=stratify, scaler=scaler,
         baseline=fitted["baseline"].model, models={c: fitted[c].model for c in CATEGORIES},
-        constant={c: fitted[c].constant for c in CATEGORIES if fitted[c].model is None},
+        constant={c: fitted[c].constant for c in ("baseline", *CATEGORIES)
+                  if fitted[c].model is None},
         constant_folds=constant_folds, test=test_df, metrics=metrics, coefficients=coefs,
         coefficients_std=coefs_std, settings=settings, _fitted=fitted)
 
@@ -822,17 +944,18 @@ def _corr_row(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float]:
 
 
 def correlations(df: pd.DataFrame, features: Sequence[str] | None = None,
-                 by_category: bool = True, target: str = "memorization_score",
+                 by_category: bool = True, target: str = "memorized",
                  threshold: float = DUPLICATES_THRESHOLD, seed: int = 0,
-                 split_nl: bool = False) -> pd.DataFrame:
+                 split_nl: bool | None = None) -> pd.DataFrame:
     """Pearson, Spearman and Chatterjee ξ (with p-values) between each feature and ``target``
-    (``"memorization_score"``, or ``"memorized"`` for the 0/1 label the published code used;
-    ``model_training.py`` ``calculate_all_correlation_coefficients``), for ``"baseline"`` (all
-    rows) and, with ``by_category``, each category's rows.
+    (``"memorized"``, the 0/1 label the published code correlates, default; or a column such
+    as ``"memorization_score"``; ``model_training.py`` ``calculate_all_correlation_coefficients``,
+    lines 338-390 at 84ab8c0), for ``"baseline"`` (all rows) and, with ``by_category``, each
+    category's rows.
 
-    With ``split_nl`` (needs ``nl_scores``) every group is also split into ``"nl"``
-    (``nl_scores >= 0.525``) and ``"code"`` (``<= 0.4``), as published, in a ``subset``
-    column (``"all"`` otherwise). ξ depends on ``seed`` through the random tie-breaking in x.
+    With ``split_nl`` (default: when the table has ``nl_scores``, as published) every group is
+    also split into ``"nl"`` (``nl_scores >= 0.525``) and ``"code"`` (``<= 0.4``), in a
+    ``subset`` column beside ``"all"``. ξ depends on ``seed`` through the random tie-breaking in x.
     A feature constant in a group gives NaN. Columns: ``group``, ``subset``, ``feature``,
     ``n``, ``pearson``, ``pearson_p``, ``spearman``, ``spearman_p``, ``xi``, ``xi_p``.
     """
@@ -851,6 +974,8 @@ def correlations(df: pd.DataFrame, features: Sequence[str] | None = None,
         cats = categorize(df, threshold).to_numpy()
         groups += [(c, cats == c) for c in CATEGORIES]
     subsets = [("all", np.ones(len(df), bool))]
+    if split_nl is None:
+        split_nl = "nl_scores" in df.columns
     if split_nl:
         _require(df, ("nl_scores",))
         s = pd.to_numeric(df["nl_scores"], errors="coerce").to_numpy(np.float64)
