@@ -365,7 +365,8 @@ class MetricConventions:
         spread = (f"mean +- sd over {folds} refits on KFold training folds, scored on the "
                   "fixed test split" if self.resample == "train" else
                   f"mean +- sd over {folds} KFold training-part subsamples of the test "
-                  "predictions")
+                  f"predictions; a category of fewer than {folds} test rows, where the "
+                  "published code stops, shows its one test value without +-")
         return (f"metric conventions: {self.name} ({spread}; ROC/PR AUC from "
                 f"{'0/1 predictions' if self.hard_label_auc else 'probabilities'}; ECE "
                 f"{self.ece_bins} bins; F1 "
