@@ -419,3 +419,14 @@ def test_bad_sample_choices_are_one_clear_error(tiny_world, tmp_path):
         templ_script.main(["--world", str(tiny_world), "--steps", "0:100000",
                            "--output", str(tmp_path / "t.parquet"), "--quiet"])
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_quiet_loads_models_without_bars(tiny_world, tmp_path, capfd, monkeypatch):
+    """--quiet silences transformers' own "Loading weights" bars too (they ignore our
+    progress switch), even with TQDM_DISABLE unset."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert scores_script.main(["--world", str(tiny_world), "--steps", "0:1", "--step",
+                               str(scored_step(tiny_world)), "--output",
+                               str(tmp_path / "s.parquet"), "--quiet"]) == 0
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "it/s" not in err
