@@ -181,6 +181,22 @@ def _add_tables(n: int, tok, rng: np.random.Generator, docs: list[dict], doc_tok
     return out
 
 
+def _unique_continuations(candidates: list[int], doc_tokens, prompt: int = 32,
+                          cont: int = 32) -> set[int]:
+    """The candidate documents whose continuation (tokens ``[prompt, prompt + cont)``) occurs
+    once in the whole corpus: in the document itself and nowhere else (``count_ngrams`` over
+    every document, separated so no window spans two)."""
+    from anatomy.memorization.ngram_counts import count_ngrams
+
+    if not candidates:
+        return set()
+    sep = np.full(1, np.iinfo(np.uint16).max, np.uint16)  # a token id no document holds
+    stream = np.concatenate([x for d in doc_tokens for x in (d, sep)]).astype(np.int64)
+    q = np.stack([doc_tokens[d][prompt: prompt + cont] for d in candidates]).astype(np.int64)
+    n = count_ngrams([stream[None, :]], q)
+    return {d for d, c in zip(candidates, n, strict=True) if c == 1}
+
+
 def _intended_categories(plant_docs: dict[str, list[int]], doc_tokens, trained_rows: np.ndarray,
                          tokenizer_dir: Path, prompt: int = 32, cont: int = 32
                          ) -> tuple[dict[int, dict], dict]:
@@ -318,7 +334,12 @@ def _build(preset: Preset, out: Path, tmp: Path, seed: int, progress, precision:
     # near-duplicated plants (anatomy/world/synthetic.py): corpus passages to recollect,
     # incrementing tables to reconstruct, and their fuzzy copies, as new documents
     n_fuzzy, fuzzy_n, canonical_n = P.mem_fuzzy
-    fuzzy_docs = {"recollect": take(lambda i: 72 <= lengths[i] <= L - 16, n_fuzzy),
+    # a passage to recollect must be rare by construction: its continuation in no other
+    # corpus document (a duplicated licence paragraph would make it recitation)
+    fits = [int(i) for i in idx if int(i) not in used and 72 <= lengths[int(i)] <= L - 16]
+    once = _unique_continuations(fits[: max(64, 20 * n_fuzzy)], doc_tokens)
+    fuzzy_docs = {"recollect": take(lambda i: 72 <= lengths[i] <= L - 16 and i in once,
+                                    n_fuzzy),
                   "reconstruct": []}
     fuzzy_of: dict[int, list[int]] = {}
     if n_fuzzy:
