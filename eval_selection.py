@@ -37,7 +37,8 @@ def build_parser():
     p.add_argument("--pool", default=None, help="the pool the selections index (default: --world)")
     p.add_argument("--pool_rows", type=int, default=None,
                    help="the first N rows, as given to select_data.py")
-    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--tokenizer", default=None,
+                   help="the pool's tokenizer (default: the world's, or the OLMo config's)")
     p.add_argument("--selections", nargs="+", default=[], help="select_data.py outputs (.npy)")
     p.add_argument("--target", nargs="+", required=True,
                    help="targets to evaluate on: miniworld target names or JSONL files of "
@@ -87,18 +88,26 @@ def main(argv: list[str] | None = None) -> int:
     from anatomy.selection.select import resolve_pool, resolve_target
     from anatomy.selection.training import Arch
 
-    pool = resolve_pool(args.pool or cli.require_world(args), tokenizer=args.tokenizer,
-                        text_key=args.text_key, rows=args.pool_rows)
+    pool = resolve_pool(args.pool or cli.require_world(args),
+                        tokenizer=cli.default_tokenizer(args), text_key=args.text_key,
+                        rows=args.pool_rows)
     targets = [resolve_target(t, pool, world=Path(args.world), text_key=args.text_key)
                for t in args.target]
     sels = [read_selection(f) for f in args.selections]
+    names = [t.name for t in targets]
+    for f, sel in zip(args.selections, sels, strict=True):
+        if sel.target is not None and sel.target not in names:
+            raise io.InputError(f, f"selected for target {sel.target!r}, which is not among "
+                                   f"--target ({', '.join(names)}): add it, or leave this "
+                                   "selection out")
     sizes = sorted({len(s.indices) for s in sels})
     if len(sizes) > 1:
         raise io.InputError(None, f"selections of different sizes {sizes}: compare equal n")
     if args.random_budgets:
         if not sizes:
             raise io.InputError(None, "--random_budgets needs a selection to take n from")
-        sels += random_baselines(len(pool), sizes[0], args.random_budgets, args.random_seed)
+        sels += random_baselines(len(pool), sizes[0], args.random_budgets, args.random_seed,
+                                 pool.selectable())
     if not sels:
         raise io.InputError(None, "nothing to evaluate: give --selections")
     arch = Arch(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, lr=args.lr,

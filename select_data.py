@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.pool is None and args.published_dir is not None and args.method != "random":
         pool = None  # released scores: the pool (216M rows of C4) need not be read
     else:
-        pool = resolve_pool(args.pool or cli.require_world(args), tokenizer=args.tokenizer,
-                            text_key=args.text_key, rows=args.pool_rows)
+        pool = resolve_pool(args.pool or cli.require_world(args),
+                            tokenizer=cli.default_tokenizer(args), text_key=args.text_key,
+                            rows=args.pool_rows)
     target_name = args.target
     targeted = args.method in ("dsdm", "classifier", "dsir")
     if not targeted and args.target is not None:
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "arch": {"d_model": args.proxy_d_model, "n_layers": args.proxy_layers,
                  "n_heads": args.proxy_heads}}
+    if target is not None:
+        target_name = target.name  # a file target goes by its stem, as eval_selection names it
     out = Path(args.out) if args.out else default_out(args.method, target_name, args.n)
     res = select_to_files(args.method, args.n, pool, target, out, seed=args.seed,
                           target_name=target_name, scores_file=args.scores,

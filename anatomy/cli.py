@@ -127,6 +127,17 @@ def world_path(args: argparse.Namespace, *parts: str) -> Path:
     return Path(args.world).joinpath(*parts)
 
 
+def default_tokenizer(args: argparse.Namespace) -> str | None:
+    """--tokenizer, else the miniworld's tokenizer when --world names a built world (a text
+    pool or target given beside a world is tokenised as the world is), else None."""
+    tok = getattr(args, "tokenizer", None)
+    if tok is None and getattr(args, "world", None):
+        w = Path(args.world)
+        if (w / "truth.json").is_file() and (w / "tokenizer").is_dir():
+            return str(w / "tokenizer")
+    return tok
+
+
 def require_world(args: argparse.Namespace) -> Path:
     w = Path(args.world)
     if not (w / "truth.json").is_file():

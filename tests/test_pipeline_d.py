@@ -256,3 +256,111 @@ def test_bad_inputs_are_one_clear_error(selections, tiny_world, tmp_path, capsys
     with pytest.raises(SystemExit):
         select_script.main([*base, "--method", "bm25", "--out", str(tmp_path / "e.npy")])
     assert not list(tmp_path.glob("*.npy"))
+
+
+def test_a_file_target_selects_with_one_half_and_is_evaluated_on_the_other(
+        selections, tiny_world, tmp_path, capsys):
+    """A JSONL target (never-trained license documents, two empty records among them):
+    select_data.py names it by its stem in the sidecar, as eval_selection.py does, so its
+    selection appears in the table with a multiplier; it selects with its first half and is
+    evaluated on its second (the held-out report compares with that selection half); the
+    empty records are left out and counted. A selection made for another target is one clear
+    error, not a silently missing row."""
+    from anatomy.io import InputError
+    from anatomy.truth import World
+
+    d, base = selections
+    texts = [r["text"] for r in World.open(tiny_world).unseen() if r["category"] == "license"]
+    target = tmp_path / "lic_target.jsonl"
+    io.write_jsonl(target, [{"text": t} for t in texts[:20]] + [{"text": ""}, {"text": "  "}])
+    out = tmp_path / "dsir_file.npy"
+    assert select_script.main([*base, "--method", "dsir", "--target", str(target),
+                               "--dsir_min_length", "5", "--out", str(out)]) == 0
+    assert io.read_json(tmp_path / "dsir_file.json")["target"] == "lic_target"
+    from anatomy.selection.targets import load_target
+
+    t = load_target(str(target))
+    assert t.groups["lic_target"] == texts[:10] and t.eval_groups["lic_target"] == texts[10:20]
+    assert t.empty == 2 and "2 empty records left out" in t.describe()
+    ev = tmp_path / "eval"
+    capsys.readouterr()
+    assert eval_script.main(["--world", str(tiny_world), "--pool_rows", str(ROWS), "--target",
+                             str(target), "--selections", str(out), "--random_budgets", "1",
+                             "2", "--seeds", "0", "--output_dir", str(ev), "--d_model", "32",
+                             "--n_layers", "1", "--quiet"]) == 0
+    rows = json.loads((ev / "summary.json").read_text())["lic_target"]
+    assert [r["label"] for r in rows] == ["dsir (lic_target)", "random x1", "random x2"]
+    assert "multiplier" in rows[0]
+    assert rows[0]["held_out"]["selection_half"] and rows[0]["held_out"]["docs"] == 10
+    with pytest.raises(InputError, match="not among --target"):
+        eval_script.main(["--world", str(tiny_world), "--pool_rows", str(ROWS), "--target",
+                          str(target), "--selections", str(d / "dsir.npy"), "--seeds", "0",
+                          "--output_dir", str(tmp_path / "eval2"), "--quiet"])
+
+
+def test_another_dsir_flag_is_another_work_file_and_bad_n_is_refused_first(
+        selections, tiny_world, tmp_path):
+    """The module's DSIR ran with --dsir_min_length 5 in this work folder; 6 and the compat
+    mode run beside it instead of stopping at "exists from other inputs or flags". n = 0 is
+    refused before any scoring."""
+    from anatomy.io import InputError
+    from anatomy.selection import get_indices
+
+    d, base = selections
+    for flags in (["--dsir_min_length", "6"], ["--dsir_min_length", "5", "--dsir_mode",
+                                               "compat"]):
+        out = tmp_path / f"dsir{len(flags)}{flags[1]}.npy"
+        assert select_script.main([*base, "--method", "dsir", "--target", "license", *flags,
+                                   "--out", str(out)]) == 0
+    assert len(list((d / "work" / "dsir").glob("*.npy"))) >= 3
+    with pytest.raises(InputError, match="n must be positive"):
+        get_indices("dsir", 0, "license", tmp_path / "no such pool")
+
+
+def test_a_text_pool_with_empty_records_is_selected_from_and_evaluated(
+        tiny_world, tmp_path, capsys):
+    """Empty records (blank, whitespace, null) are data: counted, never selected by any
+    method, never drawn as random baselines. The text pool is evaluated by packing its
+    records into fixed-length rows with the world's tokenizer (no --tokenizer given)."""
+    from anatomy.truth import World
+
+    docs = World.open(tiny_world).unseen(12)
+    recs = [{"text": r["text"]} for r in docs]
+    empties = [3, 17, 40, 41, 60]
+    for k, i in enumerate(empties):
+        recs.insert(i, {"text": ["", "   ", None, "\n", ""][k]})
+    pool = tmp_path / "pool.jsonl"
+    io.write_jsonl(pool, recs)
+    blank = np.array([not (r["text"] or "").strip() for r in recs])
+    assert blank.sum() == 5
+    base = ["--world", str(tiny_world), "--pool", str(pool), "--n", "24", "--quiet",
+            "--work_dir", str(tmp_path / "work")]
+    capsys.readouterr()
+    for method, flags in (("random", []), ("dsir", ["--target", "license",
+                                                    "--dsir_min_length", "0"]),
+                          ("classifier", ["--target", "license", "--classifier_rule", "topk"])):
+        out = tmp_path / f"{method}.npy"
+        assert select_script.main([*base, "--method", method, *flags, "--out",
+                                   str(out)]) == 0
+        idx = io.load_npy(out)
+        assert not blank[idx].any(), method
+        assert io.read_json(tmp_path / f"{method}.json")["empty_rows"] == 5
+        if method != "random":
+            assert np.isnan(io.load_npy(tmp_path / f"{method}.scores.npy")[blank]).all()
+    assert "5 empty records never selected" in capsys.readouterr().out
+    ev = tmp_path / "eval"
+    assert eval_script.main(["--world", str(tiny_world), "--pool", str(pool), "--target",
+                             "license", "--selections", str(tmp_path / "classifier.npy"),
+                             "--random_budgets", "1", "2", "--seeds", "0", "--output_dir",
+                             str(ev), "--d_model", "32", "--n_layers", "1", "--quiet"]) == 0
+    res = io.read_json(ev / "results.json")
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tiny_world / "tokenizer" / "tokenizer.json"))
+    picked = io.load_npy(tmp_path / "classifier.npy")
+    tokens = sum(len(tok.encode(recs[i]["text"]).ids) + 1 for i in picked)  # + EOS each
+    assert res["runs"][0]["train"]["rows"] == -(-tokens // 128)  # packed 128-token rows
+    from anatomy.selection.evaluate import random_baselines
+
+    sel = random_baselines(len(recs), 24, [1, 2], 0, np.flatnonzero(~blank))
+    assert not blank[sel[1].indices].any()

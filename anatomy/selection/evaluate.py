@@ -78,16 +78,18 @@ def read_selection(path: PathLike) -> Selection:
     return Selection(label, idx.astype(np.int64), method, target)
 
 
-def random_baselines(n_pool: int, n: int, budgets: Sequence[float], seed: int
-                     ) -> list[Selection]:
+def random_baselines(n_pool: int, n: int, budgets: Sequence[float], seed: int,
+                     selectable: np.ndarray | None = None) -> list[Selection]:
     """Uniform selections of ``b * n`` rows for each budget ``b`` (nested draws: the same
-    permutation's prefixes, so a bigger budget only adds rows)."""
+    permutation's prefixes, so a bigger budget only adds rows), among ``selectable`` rows
+    (default: all; a text pool's empty records are never drawn)."""
     out = []
+    ok = np.arange(n_pool) if selectable is None else np.asarray(selectable, np.int64)
     biggest = int(round(max(budgets) * n))
-    if biggest > n_pool:
+    if biggest > len(ok):
         raise InputError(None, f"random budget {max(budgets)} x {n} = {biggest} rows is more "
-                               f"than the pool's {n_pool}")
-    perm = rules.uniform(n_pool, biggest, seed)
+                               f"than the pool's {len(ok)} selectable rows")
+    perm = ok[rules.uniform(len(ok), biggest, seed)]
     for b in budgets:
         k = int(round(b * n))
         out.append(Selection(f"random x{b:g}", perm[:k], "random", None, float(b)))

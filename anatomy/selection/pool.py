@@ -174,26 +174,50 @@ def _parquet_columns(path: PathLike) -> list[str]:
         return []
 
 
-def read_text_file(path: PathLike, text_key: str = "text") -> list[str]:
-    """Texts of a JSONL (``.gz``/``.zst``) or parquet file, field ``text_key``; records with
-    an empty text are an error naming the line (a selection index must mean one record)."""
+def read_text_file(path: PathLike, text_key: str = "text", keep_empty: bool = False
+                   ) -> list[str]:
+    """Texts of a JSONL (``.gz``/``.zst``) or parquet file, field ``text_key``, one per record.
+
+    An empty text (``""``, only whitespace, or null) is data, not a broken file: with
+    ``keep_empty`` (a pool: a selection index must mean one record) it stays in place as
+    ``""``, to be counted and never selected; without it (a target) it is left out. The
+    caller counts them (:func:`count_empty`). A value that is not text is an error naming
+    the line."""
     p = io.require_file(path, "text file")
     if str(p).endswith(".parquet"):
         import pyarrow.parquet as pq
 
         if text_key not in _parquet_columns(p):
             raise InputError(p, f"no column {text_key!r}")
-        texts = [str(t) for t in pq.read_table(p, columns=[text_key])[text_key].to_pylist()]
+        raw = pq.read_table(p, columns=[text_key])[text_key].to_pylist()
+        bad = next((i for i, t in enumerate(raw) if t is not None and not isinstance(t, str)),
+                   None)
+        if bad is not None:
+            raise InputError(p, f"row {bad}: field {text_key!r} is not text")
+        texts = [t or "" for t in raw]
     else:
         texts = []
         for line, r in io.iter_jsonl_numbered(p, required=(text_key,)):
             t = r[text_key]
-            if not isinstance(t, str) or not t.strip():
-                raise InputError(p, f"field {text_key!r} is empty or not text", line)
-            texts.append(t)
+            if t is not None and not isinstance(t, str):
+                raise InputError(p, f"field {text_key!r} is not text", line)
+            texts.append(t or "")
     if not texts:
         raise InputError(p, "no records")
+    texts = [t if t.strip() else "" for t in texts]
+    if not keep_empty:
+        texts = [t for t in texts if t]
+        if not texts:
+            raise InputError(p, f"every {text_key!r} is empty")
     return texts
+
+
+def count_empty(texts: Sequence[str]) -> int:
+    """Records of a text pool read with ``keep_empty`` that hold no text."""
+    return sum(1 for t in texts if not t)
+
+
+PACKED_SEQ_LEN = 128  # a text pool's training rows when no seq_len is given
 
 
 class CandidatePool:
@@ -227,6 +251,20 @@ class CandidatePool:
     @property
     def is_text(self) -> bool:
         return self._texts is not None
+
+    @cached_property
+    def empty_rows(self) -> np.ndarray:
+        """Rows (of the first ``len(self)``) that hold no text: a text pool's empty records,
+        counted and never selected; a token pool has none."""
+        if self._texts is None:
+            return np.zeros(0, np.int64)
+        return np.array([i for i in range(self.n) if not self._texts[i]], dtype=np.int64)
+
+    def selectable(self) -> np.ndarray:
+        """Every row a selection may take (all but :attr:`empty_rows`), ascending."""
+        keep = np.ones(self.n, bool)
+        keep[self.empty_rows] = False
+        return np.flatnonzero(keep)
 
     def identity(self) -> dict[str, Any]:
         """What a selection depends on: the source's identity, the rows used, the tokenizer."""
@@ -269,14 +307,29 @@ class CandidatePool:
         return [np.asarray(r, dtype=np.int64) for r in rows]
 
     def token_matrix(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """``(len(indices), seq_len)`` int64 of fixed-length rows (token pools only)."""
-        rows = self.token_rows(indices)
-        if self._texts is not None or not rows:
+        """Fixed-length ``seq_len`` int64 rows to train on: a token pool's rows
+        ``(len(indices), seq_len)``; a text pool's records tokenised whole, each followed by
+        EOS, concatenated in the order given and cut into ``seq_len`` rows, the last padded
+        (DsDm's candidate pool is packed the same way; a record's text may span rows)."""
+        if self._texts is None:
+            rows = self.token_rows(indices)
             if not rows:
                 return np.zeros((0, self.seq_len or 0), np.int64)
-            raise InputError(self.source, "a text pool has no fixed-length token rows: give "
-                                          "a token dataset (or an OLMo config) as the pool")
-        return np.stack(rows)
+            return np.stack(rows)
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= self.n):
+            raise InputError(self.source, f"row index out of range [0, {self.n})")
+        _, eos, pad = self.lm_ids()
+        L = self.seq_len or PACKED_SEQ_LEN
+        texts = [self._texts[i] for i in idx]
+        enc = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        stream = [t for e in enc if e for t in (*e, eos)]
+        if not stream:
+            return np.zeros((0, L), np.int64)
+        k = -(-len(stream) // L)
+        out = np.full(k * L, pad, np.int64)
+        out[: len(stream)] = stream
+        return out.reshape(k, L)
 
     @cached_property
     def categories(self) -> np.ndarray | None:
@@ -334,7 +387,7 @@ def open_pool(spec: PathLike, *, tokenizer: str | None = None, text_key: str = "
             tok_src = load_olmo_config(cfg).tokenizer
     tok = load_tokenizer(tok_src) if tok_src is not None else None
     if p.is_file() and is_text_file(p):
-        texts = read_text_file(p, text_key)
+        texts = read_text_file(p, text_key, keep_empty=True)
         return CandidatePool(str(p), texts=texts, tokenizer=tok, tokenizer_source=tok_src,
                              seq_len=seq_len, rows=rows, identity=identity(p))
     ds = get_candidate_dataset(spec, column=column, cache_dir=cache_dir)

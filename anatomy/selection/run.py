@@ -11,7 +11,12 @@ from anatomy import execution, io
 from anatomy.io import InputError, PathLike
 from anatomy.selection import indices as rules
 from anatomy.selection.pool import CandidatePool
-from anatomy.selection.select import _Waiting, method_scores, select_from_scores
+from anatomy.selection.select import (
+    _Waiting,
+    method_scores,
+    random_indices,
+    select_from_scores,
+)
 from anatomy.selection.targets import Target, groups_digest
 
 _ONE = execution.Ranks()
@@ -114,24 +119,27 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
     if pool is not None and len(scores) != len(pool):
         raise InputError(scores_file or published_dir, f"{len(scores)} scores for a pool of "
                                                        f"{len(pool)} rows")
-    n_eligible = len(scores) if method == "random" else (
-        len(among) if among is not None else len(rules.eligible(scores)))
+    n_eligible = (len(pool.selectable()) if pool is not None else len(scores)) \
+        if method == "random" else (len(among) if among is not None
+                                    else len(rules.eligible(scores)))
     if method == "random":
-        idx = rules.uniform(len(scores), n, seed)
+        idx = random_indices(pool, len(scores), n, seed)
     else:
         idx = select_from_scores(method, scores, n, seed, among=among, **rule_opts)
     shares = pool.category_shares(idx) if pool is not None else None
     base = pool.category_shares() if pool is not None else None
     label = f"{method}" + (f" ({target_name})" if target_name else "")
-    report = (f"{label}: {len(idx)} of {len(scores)} rows ({n_eligible} eligible) -> {out} "
-              f"(+ {scores_out.name}, {side.name})")
+    n_empty = int(len(pool.empty_rows)) if pool is not None else 0
+    empty = f"; {n_empty} empty records never selected" if n_empty else ""
+    report = (f"{label}: {len(idx)} of {len(scores)} rows ({n_eligible} eligible{empty}) -> "
+              f"{out} (+ {scores_out.name}, {side.name})")
     if shares:
         top = sorted(shares.items(), key=lambda kv: -kv[1])[:4]
         report += "\n  categories of the selection: " + ", ".join(
             f"{k} {v:.2f} (pool {base[k]:.2f})" for k, v in top)
     meta = {"method": method, "target": target_name, "n": int(len(idx)), "seed": seed,
             "pool": pool.source if pool is not None else None,
-            "pool_rows": len(scores), "eligible": int(n_eligible),
+            "pool_rows": len(scores), "eligible": int(n_eligible), "empty_rows": n_empty,
             "options": {**score_opts, **rule_opts}, "info": info,
             "category_shares": shares, "pool_category_shares": base,
             "nested_across_n": method == "dsdm" or (method == "classifier" and

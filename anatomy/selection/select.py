@@ -68,7 +68,32 @@ def method_scores(method: str, pool: CandidatePool, target: Target | None, *, se
                   work_dir: PathLike = "data/selections/work", ranks: execution.Ranks = _ONE,
                   overwrite: bool = False, merge: bool = False, progress: bool = False,
                   **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    """Per-candidate scores (float32, higher = keep, NaN = no score) and what made them."""
+    """Per-candidate scores (float32, higher = keep, NaN = no score) and what made them.
+
+    A text pool's empty records get NaN, whatever the method (they are never selected), and
+    ``info["empty_rows"]`` counts them."""
+    s, info = _method_scores(method, pool, target, seed=seed, work_dir=work_dir, ranks=ranks,
+                             overwrite=overwrite, merge=merge, progress=progress, **options)
+    empty = pool.empty_rows
+    if len(empty):
+        s = np.array(s, dtype=np.float32, copy=True)
+        s[empty] = np.nan
+    info["empty_rows"] = int(len(empty))
+    return s, info
+
+
+def random_indices(pool: CandidatePool | None, n_rows: int, n: int, seed: int) -> np.ndarray:
+    """A uniform draw of ``n`` rows (seeded), never an empty record of a text pool."""
+    if pool is None or not len(pool.empty_rows):
+        return rules.uniform(n_rows, n, seed)
+    ok = pool.selectable()
+    return ok[rules.uniform(len(ok), n, seed)]
+
+
+def _method_scores(method: str, pool: CandidatePool, target: Target | None, *, seed: int = 0,
+                   work_dir: PathLike = "data/selections/work", ranks: execution.Ranks = _ONE,
+                   overwrite: bool = False, merge: bool = False, progress: bool = False,
+                   **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
     check_method(method, target, ignore_target=True)
     work = Path(work_dir)
     if method == "random":
@@ -85,8 +110,11 @@ def method_scores(method: str, pool: CandidatePool, target: Target | None, *, se
         # target and flags
         pid = execution.fingerprint("dsir_pool", None, {"pool": pool.identity()}).digest()[:16]
         tid = groups_digest(target.groups)
+        # the flags name the work file too: another --dsir_min_length or --dsir_mode is
+        # another file, never a clash with the first run's
+        fid = execution.fingerprint("dsir_flags", None, _jsonable(opts)).digest()[:8]
         s, info = dsir_scores(pool, target.source_texts(), ranks=ranks,
-                              output=work / "dsir" / f"{pid}-{tid}.npy", pool_id=pid,
+                              output=work / "dsir" / f"{pid}-{tid}-{fid}.npy", pool_id=pid,
                               target_id=tid, overwrite=overwrite, merge=merge,
                               progress=progress, **opts)
         if s is None:  # this rank's share is done; the last rank merges and selects
@@ -199,6 +227,7 @@ def get_indices(method: str, n: int, target: Target | str | None = None,
     skips the computation. Options go to the method (see :func:`method_scores`) and the rule
     (``rule``, ``keep_fraction``, ``alpha``)."""
     check_method(method, target, ignore_target)
+    rules.check_n(n, np.iinfo(np.int64).max)  # a bad n is refused before any work
     if method in UNTARGETED:
         target = None
     rule_opts = {k: options.pop(k) for k in ("rule", "keep_fraction", "alpha", "among")
@@ -209,7 +238,7 @@ def get_indices(method: str, n: int, target: Target | str | None = None,
         p = resolve_pool(pool)
         t = resolve_target(target, p)
         if method == "random":
-            return rules.uniform(len(p), n, seed)
+            return random_indices(p, len(p), n, seed)
         scores, _ = method_scores(method, p, t, seed=seed, rule=rule_opts.get("rule"),
                                   **options)
     elif method == "random":

@@ -7,12 +7,13 @@ averages the three score tensors). The miniworld's targets mirror that with its 
 documents (:meth:`anatomy.truth.World.unseen`): a category name is that category's documents,
 the first half for selecting and the second half for evaluating; ``mix`` is the mean of
 three categories (:data:`MIX`), each weighted equally whatever its size. A JSONL/parquet file
-is a target of its own texts (field ``text``); evaluate on a held-out file of the same kind.
+is a target too, split the same way: its first half of texts (in file order) selects, its
+second half is held out for the evaluation; its name is the file's stem, in select_data.py's
+sidecar and in eval_selection.py's table alike.
 
 The held-out half is read by the evaluation, which first drops every held-out document that
 shares more than 20 % of its word 8-grams with the pool or with the selection half
-(:mod:`anatomy.selection.decontaminate`; a file target is compared with the pool only, its
-selection file being unknown there).
+(:mod:`anatomy.selection.decontaminate`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Target:
     eval_groups: dict[str, list[str]] = field(default_factory=dict)
     source: str | None = None
     distinct_halves: bool = True
+    empty: int = 0  # empty records of a file target, left out
 
     def texts(self) -> list[str]:
         """Every selection-side text, the groups balanced by repetition-free interleaving
@@ -53,7 +55,8 @@ class Target:
     def describe(self) -> str:
         g = ", ".join(f"{k} {len(v)}" for k, v in self.groups.items())
         e = ", ".join(f"{k} {len(v)}" for k, v in self.eval_groups.items())
-        return f"{self.name} (select: {g}; held out: {e or 'none'})"
+        empty = f"; {self.empty} empty records left out" if self.empty else ""
+        return f"{self.name} (select: {g}; held out: {e or 'none'}{empty})"
 
 
 def groups_digest(groups: dict[str, list[str]]) -> str:
@@ -104,6 +107,28 @@ def world_target(world: PathLike, name: str, per_group: int | None = None) -> Ta
     return Target(name, groups, held, source=str(w.root))
 
 
+def file_target(path: PathLike, text_key: str = "text", per_group: int | None = None
+                ) -> Target:
+    """A JSONL/parquet file as a target named by its stem: the first half of its texts (file
+    order) to select with, the second half held out for the evaluation, as a miniworld
+    target's never-trained documents are split. Empty records are left out and counted
+    (``Target.empty``). Needs at least 2 texts."""
+    from anatomy.selection.pool import count_empty
+
+    p = Path(path)
+    texts = read_text_file(p, text_key, keep_empty=True)
+    empty = count_empty(texts)
+    texts = [t for t in texts if t]
+    if len(texts) < 2:
+        raise InputError(p, f"{len(texts)} text(s): a target needs at least 2 (one to select "
+                            "with, one to evaluate on)")
+    half = len(texts) // 2
+    sel, ev = texts[:half], texts[half:]
+    if per_group is not None:
+        sel, ev = sel[:per_group], ev[:per_group]
+    return Target(p.stem, {p.stem: sel}, {p.stem: ev}, source=str(p), empty=empty)
+
+
 def load_target(spec: str | None, world: PathLike | None = None, text_key: str = "text",
                 per_group: int | None = None) -> Target:
     """``spec`` is a JSONL/parquet file of target texts, or a miniworld target name."""
@@ -111,9 +136,7 @@ def load_target(spec: str | None, world: PathLike | None = None, text_key: str =
         raise InputError(None, "this method needs a --target")
     p = Path(spec)
     if p.is_file() and is_text_file(p):
-        texts = read_text_file(p, text_key)
-        return Target(p.stem, {p.stem: texts}, {p.stem: texts}, source=str(p),
-                      distinct_halves=False)
+        return file_target(p, text_key, per_group)
     if p.suffix in (".jsonl", ".json", ".gz", ".zst", ".parquet") or "/" in str(spec):
         raise InputError(p, "no such target file")
     if world is None:
