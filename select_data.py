@@ -90,7 +90,13 @@ def build_parser():
     g.add_argument("--proj_seed", type=int, default=0)
     g.add_argument("--lambda_reg", type=float, default=0.0, help="ridge on the TRAK kernel")
     g.add_argument("--trak_compat", action="store_true",
-                   help="traker 0.3.2's arithmetic (float32 inverse / its mean |value|)")
+                   help="traker 0.3.2's float32 arithmetic (default: float64)")
+    g.add_argument("--trak_unscaled_inverse", action="store_true",
+                   help="leave out traker's division of each model's kernel inverse by its "
+                        "mean |value| (which reweights the proxies of the ensemble)")
+    g.add_argument("--dsdm_summed_target", action="store_true",
+                   help="the target margin summed over tokens (long target documents weigh "
+                        "more) instead of per token, as the evaluation's per-document loss")
     g.add_argument("--grad_batch", type=int, default=32, help="rows per gradient batch")
     g.add_argument("--device", default=None,
                    help="per-example gradients on this device (default: cuda:LOCAL_RANK if "
@@ -137,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "proxy_models": args.proxy_models, "fraction": args.proxy_fraction,
         "proxy_epochs": args.proxy_epochs, "proj_dim": args.proj_dim,
         "proj_seed": args.proj_seed, "lambda_reg": args.lambda_reg,
-        "compat": args.trak_compat, "batch_size": args.grad_batch,
+        "compat": args.trak_compat, "scale_inverse": not args.trak_unscaled_inverse,
+        "target_per_token": not args.dsdm_summed_target, "batch_size": args.grad_batch,
         "device": args.device,
         "arch": {"d_model": args.proxy_d_model, "n_layers": args.proxy_layers,
                  "n_heads": args.proxy_heads}}

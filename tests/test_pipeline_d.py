@@ -364,3 +364,36 @@ def test_a_text_pool_with_empty_records_is_selected_from_and_evaluated(
 
     sel = random_baselines(len(recs), 24, [1, 2], 0, np.flatnonzero(~blank))
     assert not blank[sel[1].indices].any()
+
+
+def test_dsdm_target_query_weighs_each_target_document_once(selections, tiny_world):
+    """The default query averages each target document's margin gradient per scored token
+    (features are linear in the gradient), so a document weighs as much as in the evaluation's
+    per-document mean loss; --dsdm_summed_target keeps the sum over tokens. Checked against
+    features taken one document at a time and averaged by hand."""
+    from dataclasses import replace
+
+    from anatomy.selection.dsdm import DsdmConfig, _Models, target_queries
+    from anatomy.selection.pool import open_pool
+    from anatomy.selection.targets import world_target
+    from anatomy.selection.training import tokenize_docs
+
+    d, _ = selections
+    proxies = sorted((d / "work" / "proxies").glob("*/proxy-*"))
+    pool = open_pool(tiny_world, rows=ROWS, cache_dir=d / "work" / "candidates")
+    t = world_target(tiny_world, "license", per_group=6)
+    cfg = DsdmConfig(proj_dim=128)
+    per_token = target_queries(proxies, t, cfg, pool.tokenizer, pool.seq_len)
+    summed = target_queries(proxies, t, replace(cfg, target_per_token=False), pool.tokenizer,
+                            pool.seq_len)
+    docs = tokenize_docs(pool.tokenizer, t.groups["license"], pool.seq_len)
+    mods = _Models(proxies, cfg)
+    for m in range(len(proxies)):
+        f = np.stack([mods.features(m, [x])[0][0].astype(np.float64) for x in docs])
+        n = np.array([len(x) - 1 for x in docs], dtype=np.float64)
+        # float32 features of padded batches vs single documents: 0.1 % of the largest entry
+        for got, want in ((per_token[m], (f / n[:, None]).mean(0)), (summed[m], f.mean(0))):
+            assert np.abs(got - want).max() < 1e-3 * np.abs(want).max()
+        ratio = np.abs(per_token[m] - summed[m] / n.mean()).max() / np.abs(per_token[m]).max()
+        assert ratio > 1e-2  # not a rescaled copy: the weights of the documents differ
+    assert len(set(n)) > 1  # documents of different lengths: the two queries differ

@@ -42,7 +42,10 @@ def test_linear_regression_leave_one_out():
 
     r = y - X @ theta  # Q = -dloss/df for the squared loss
     P = Projection(2, 2, seed=3).matrix().double().numpy()  # invertible: scores invariant
-    tau = trak_scores([X @ P], [xz @ P], [r])
+    tau = trak_scores([X @ P], [xz @ P], [r], scale_inverse=False)
+    # traker's default divides the kernel inverse by its mean |value|: one positive factor
+    scale = np.abs(np.linalg.inv((X @ P).T @ (X @ P))).mean()
+    np.testing.assert_allclose(trak_scores([X @ P], [xz @ P], [r]), tau / scale, rtol=1e-9)
     h = np.einsum("ij,jk,ik->i", X, np.linalg.inv(X.T @ X), X)
     loo = []
     for i in range(N):
@@ -134,11 +137,16 @@ def test_parity_with_traker(tmp_path):
     # the mean over targets first (one query vector) = the mean of the per-target scores
     mean_first = trak_scores(F, [g.mean(0) for g in G], Q, compat=True)
     np.testing.assert_allclose(mean_first, ours.mean(1), rtol=1e-4, atol=1e-7)
-    # the float64 default ranks rows as traker does (one positive factor per model)
+    # the float64 default is traker's arithmetic, scaling included, up to float32 rounding
     default = trak_scores(F, [g.mean(0) for g in G], Q)
-    from scipy.stats import spearmanr
-
-    assert spearmanr(default, theirs.mean(1)).statistic > 0.99
+    rel = np.abs(default - theirs.mean(1)).max() / np.abs(theirs.mean(1)).max()
+    assert rel < 1e-5, rel
+    # without the per-model scaling the ensemble weighs the two proxies differently: another
+    # score vector, not a rescaled one (a per-model positive factor would not matter for one)
+    plain = trak_scores(F, [g.mean(0) for g in G], Q, scale_inverse=False)
+    scales = [np.abs(np.linalg.inv(f.astype(np.float64).T @ f)).mean() for f in F]
+    assert abs(scales[0] / scales[1] - 1) > 1e-3
+    assert np.abs(plain / np.linalg.norm(plain) - default / np.linalg.norm(default)).max() > 1e-4
 
 
 def test_padding_never_changes_features():

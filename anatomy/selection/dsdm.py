@@ -57,7 +57,11 @@ class DsdmConfig:
     lambda_reg: float = 0.0
     batch_size: int = 32  # rows per per-example-gradient batch
     rows_per_unit: int = 256  # pool rows per unit (fixed by the pool, not by the ranks)
-    compat: bool = False  # traker's arithmetic (see trak.model_scores)
+    compat: bool = False  # traker's float32 arithmetic (see trak.model_scores)
+    scale_inverse: bool = True  # traker's per-model division by mean |inverse|
+    # the target query per token (each target document weighs 1, as the evaluation's
+    # per-document mean loss); False: the margin summed over tokens (long documents weigh more)
+    target_per_token: bool = True
     grad_wrt: tuple[str, ...] | None = None
     device: str | None = None  # the featurisation's device (default: cuda:LOCAL_RANK if any)
 
@@ -289,7 +293,11 @@ def target_queries(models: Sequence[PathLike], target: Target, cfg: DsdmConfig, 
 
     def one(u: tuple[int, str, int]) -> np.ndarray:
         m, g, a = u
-        return mods.features(m, docs[g][a:a + B])[0].astype(np.float64).sum(0)
+        batch = docs[g][a:a + B]
+        f = mods.features(m, batch)[0].astype(np.float64)
+        if cfg.target_per_token:  # the margin's gradient per scored token (features are linear)
+            f = f / np.array([len(d) - 1 for d in batch], dtype=np.float64)[:, None]
+        return f.sum(0)
 
     with single_threaded_torch(), ThreadPoolExecutor(max(1, host_cores())) as pool:
         sums = list(pool.map(one, units))  # ordered by model, so one projector at a time
@@ -314,6 +322,8 @@ def dsdm_scores(pool: CandidatePool, target: Target, models: Sequence[PathLike],
     F = [io.load_npy(d / f"features-{m}.npy", mmap=True) for m in range(M)]
     Q = [io.load_npy(d / f"q-{m}.npy") for m in range(M)]
     queries = target_queries(models, target, cfg, pool.tokenizer, pool.seq_len or 128)
-    s = trak_scores(F, queries, Q, cfg.lambda_reg, cfg.compat)
+    s = trak_scores(F, queries, Q, cfg.lambda_reg, cfg.compat, cfg.scale_inverse)
     return s.astype(np.float32), {"models": M, "proj_dim": int(F[0].shape[1]),
-                                  "lambda_reg": cfg.lambda_reg, "compat": cfg.compat}
+                                  "lambda_reg": cfg.lambda_reg, "compat": cfg.compat,
+                                  "scale_inverse": cfg.scale_inverse,
+                                  "target_per_token": cfg.target_per_token}

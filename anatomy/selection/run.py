@@ -26,7 +26,8 @@ SCORE_OPTIONS = {
     "classifier": (),
     "semdedup": ("n_clusters", "model", "kind"),
     "dsdm": ("n_proxies", "proxy_models", "fraction", "proxy_epochs", "proj_dim", "proj_seed",
-             "lambda_reg", "compat", "batch_size", "arch", "device"),
+             "lambda_reg", "compat", "scale_inverse", "target_per_token", "batch_size", "arch",
+             "device"),
     "random": (),
 }
 RULE_OPTIONS = {"classifier": ("rule", "alpha"), "semdedup": ("keep_fraction",)}

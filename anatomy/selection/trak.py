@@ -207,9 +207,16 @@ def grad_dim(model, grad_wrt: Sequence[str] | None = None) -> int:
 
 
 def model_scores(features: np.ndarray, query: np.ndarray, lambda_reg: float = 0.0,
-                 compat: bool = False) -> np.ndarray:
-    """One model's ``Φ (ΦᵀΦ + λI)⁻¹ qᵀ``: ``(N,)`` for a query vector ``(k,)``, ``(N, T)``
-    for ``(T, k)``. ``compat``: traker's float32 inverse rescaled by its mean |value|."""
+                 compat: bool = False, scale_inverse: bool = True) -> np.ndarray:
+    """One model's ``Φ (ΦᵀΦ + λI)⁻¹ qᵀ / mean|(ΦᵀΦ + λI)⁻¹|``: ``(N,)`` for a query vector
+    ``(k,)``, ``(N, T)`` for ``(T, k)``.
+
+    The division by the inverse's mean absolute value is traker's (``BasicScoreComputer.
+    get_x_xtx_inv``, ``trak/score_computers.py``, "to avoid numerical issues when going to
+    float16"): it rescales each model's scores by its own factor, so it reweights the models
+    of an ensemble, and traker applies it always. ``scale_inverse=False`` leaves it out (each
+    model's plain ridge solution). ``compat``: traker's float32 arithmetic as well (an
+    explicit float32 inverse); the default solves in float64."""
     X = np.asarray(features)
     if X.ndim != 2 or not len(X):
         raise InputError(None, f"features must be a non-empty (N, k) array, got {X.shape}")
@@ -220,23 +227,26 @@ def model_scores(features: np.ndarray, query: np.ndarray, lambda_reg: float = 0.
         Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         xtx = Xt.T @ Xt
         inv = torch.linalg.inv(xtx + lambda_reg * torch.eye(xtx.shape[0]))
-        inv /= inv.abs().mean()
+        if scale_inverse:
+            inv /= inv.abs().mean()
         qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))
         out = (Xt @ inv) @ (qt.T if qt.ndim == 2 else qt)
         return out.numpy()
     X64 = X.astype(np.float64)
     K = X64.T @ X64 + lambda_reg * np.eye(X.shape[1])
     try:
-        w = np.linalg.solve(K, q.astype(np.float64).T)
+        inv = np.linalg.inv(K)
     except np.linalg.LinAlgError:
         raise InputError(None, "the TRAK kernel ΦᵀΦ is singular: give --lambda_reg > 0 or "
                                "a smaller --proj_dim") from None
-    return X64 @ w
+    if scale_inverse:
+        inv /= np.abs(inv).mean()
+    return X64 @ (inv @ q.astype(np.float64).T)
 
 
 def trak_scores(features: Sequence[np.ndarray], queries: Sequence[np.ndarray],
                 out_to_loss: Sequence[np.ndarray], lambda_reg: float = 0.0,
-                compat: bool = False) -> np.ndarray:
+                compat: bool = False, scale_inverse: bool = True) -> np.ndarray:
     """The ensemble: ``mean_m(model_scores_m) ⊙ mean_m(Q_m)`` (traker's product of averages).
 
     ``features[m]``: ``(N, k)`` train features of model m; ``queries[m]``: its target query
@@ -245,7 +255,7 @@ def trak_scores(features: Sequence[np.ndarray], queries: Sequence[np.ndarray],
         raise InputError(None, "TRAK needs features, queries and Q for each of >= 1 models")
     acc = None
     for X, q in zip(features, queries, strict=True):
-        s = model_scores(X, q, lambda_reg, compat)
+        s = model_scores(X, q, lambda_reg, compat, scale_inverse)
         acc = s if acc is None else acc + s
     M = len(features)
     Q = np.mean(np.stack([np.asarray(x, dtype=np.float64) for x in out_to_loss]), axis=0)
