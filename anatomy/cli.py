@@ -110,6 +110,8 @@ def setup(args: argparse.Namespace) -> None:
     fmt = "%(message)s" if ranks is None or ranks.world_size == 1 else \
         f"[rank {ranks.rank}/{ranks.world_size}] %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    # faiss's loader logs each CPU build it fails to find (ModuleNotFoundError lines) at INFO
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if quiet or os.environ.get("TQDM_DISABLE") == "1":
         # transformers draws its own bars (loading/saving weights) outside our control
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"

@@ -397,3 +397,27 @@ def test_dsdm_target_query_weighs_each_target_document_once(selections, tiny_wor
         ratio = np.abs(per_token[m] - summed[m] / n.mean()).max() / np.abs(per_token[m]).max()
         assert ratio > 1e-2  # not a rescaled copy: the weights of the documents differ
     assert len(set(n)) > 1  # documents of different lengths: the two queries differ
+
+
+def test_small_things(selections, tiny_world, tmp_path, capfd):
+    """Too few DSIR-eligible rows names --dsir_min_length; faiss's loader does not print its
+    failed imports; a mix target's texts are every group's, none cut to the smallest group."""
+    from anatomy.io import InputError
+    from anatomy.selection.targets import world_target
+
+    d, base = selections
+    with pytest.raises(InputError, match="--dsir_min_length"):
+        select_script.main([*base[:4], "--n", str(ROWS), "--method", "dsir", "--target",
+                            "license", "--dsir_min_length", "100", "--work_dir",
+                            str(d / "work"), "--out", str(tmp_path / "x.npy")])
+    capfd.readouterr()
+    assert select_script.main([*base[:4], "--n", "16", "--method", "semdedup",
+                               "--semdedup_clusters", "4", "--work_dir", str(d / "work"),
+                               "--out", str(tmp_path / "s.npy")]) == 0
+    assert "ModuleNotFoundError" not in capfd.readouterr().err
+    mix = world_target(tiny_world, "mix")
+    assert sorted(mix.texts()) == sorted(x for v in mix.groups.values() for x in v)
+    from anatomy.selection.targets import Target
+
+    uneven = Target("m", {"a": ["a1", "a2", "a3"], "b": ["b1"]})
+    assert uneven.texts() == ["a1", "b1", "a2", "a3"]  # round-robin, nothing cut

@@ -197,6 +197,10 @@ def select_from_scores(method: str, scores: np.ndarray, n: int, seed: int = 0,
     if method == "random":
         return rules.uniform(len(s), n, seed, among)
     if method == "dsir":
+        ok = len(rules.eligible(s))
+        if isinstance(n, int | np.integer) and n > ok:  # name the flag that made them few
+            rules.check_n(n, ok, "candidates: rows shorter than --dsir_min_length (words) get "
+                                 "no DSIR weight; lower it")
         return rules.gumbel_top_n(s, n, seed)
     if method == "classifier":
         if (rule or "pareto") == "pareto":

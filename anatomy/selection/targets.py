@@ -42,12 +42,14 @@ class Target:
     empty: int = 0  # empty records of a file target, left out
 
     def texts(self) -> list[str]:
-        """Every selection-side text, the groups balanced by repetition-free interleaving
-        (each group contributes the same number of texts: the smallest group's size)."""
+        """Every selection-side text of every group, interleaved round-robin (a group that
+        runs out drops out), none left out: DSIR and the classifier fit on all target rows,
+        as the data-selection package does. DsDm weighs the groups equally by itself (a
+        query per group, averaged)."""
         if len(self.groups) == 1:
             return list(next(iter(self.groups.values())))
-        k = min(len(v) for v in self.groups.values())
-        return [t for i in range(k) for v in self.groups.values() for t in (v[i],)]
+        k = max(len(v) for v in self.groups.values())
+        return [v[i] for i in range(k) for v in self.groups.values() if i < len(v)]
 
     def source_texts(self) -> ListTexts:
         return ListTexts(self.texts())
