@@ -7,6 +7,12 @@ and scored by the loss on the target's held-out documents (a mix: its groups ave
 compute multiplier: the random-data compute that reaches the method's target loss (least
 squares of random's loss on log2(budget), inverted; marked when it extrapolates).
 
+Every figure comes with its spread: each selection is trained with every --seeds (default 3)
+and, where its rule draws at random (DSIR's Gumbel top-k, the classifier's Pareto rule, the
+random baselines), redrawn from its score file with every --selection_seeds (default 3);
+losses are mean ± std over those runs and each multiplier has a 95 % bootstrap interval over
+them. A random budget that takes the whole pool is said so.
+
 Held out means held out: a held-out target document that shares more than 20 % of its word
 8-grams (words: lowercased runs of letters, digits and _) with any pool row (the first
 --pool_rows) or with the target's selection half is removed before any model is trained;
@@ -46,9 +52,14 @@ def build_parser():
     p.add_argument("--text_key", default="text")
     p.add_argument("--random_budgets", nargs="*", type=float, default=[],
                    help="also train random selections of b*n rows for each b")
-    p.add_argument("--random_seed", type=int, default=0, help="seed of the random selections")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1],
-                   help="training seeds (each selection trained once per seed)")
+    p.add_argument("--selection_seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="draws of each selection rule's own randomness: DSIR's Gumbel top-k "
+                        "and the classifier's Pareto rule are redrawn from their score files, "
+                        "the random baselines drawn anew (deterministic rules: one draw)")
+    p.add_argument("--random_seed", type=int, default=None,
+                   help="draw the random baselines with this one seed only")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="training seeds (each draw of each selection trained once per seed)")
     g = p.add_argument_group("held-out decontamination (anatomy/selection/decontaminate.py)")
     g.add_argument("--decontaminate_ngram", type=int, default=8,
                    help="word n-gram length (GPT-3 App. C: 8 to 13)")
@@ -83,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_summary,
         random_baselines,
         read_selection,
+        selection_draws,
         summarize,
     )
     from anatomy.selection.select import resolve_pool, resolve_target
@@ -103,11 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted({len(s.indices) for s in sels})
     if len(sizes) > 1:
         raise io.InputError(None, f"selections of different sizes {sizes}: compare equal n")
+    sels = [d for s in sels for d in selection_draws(s, args.selection_seeds)]
     if args.random_budgets:
         if not sizes:
             raise io.InputError(None, "--random_budgets needs a selection to take n from")
-        sels += random_baselines(len(pool), sizes[0], args.random_budgets, args.random_seed,
-                                 pool.selectable())
+        rseeds = [args.random_seed] if args.random_seed is not None else args.selection_seeds
+        biggest = max(args.random_budgets) * sizes[0]
+        if biggest >= len(pool.selectable()):
+            print(f"note: random x{max(args.random_budgets):g} is the whole pool "
+                  f"({len(pool.selectable())} rows): its draws differ only in order")
+        for rs in rseeds:
+            sels += random_baselines(len(pool), sizes[0], args.random_budgets, rs,
+                                     pool.selectable())
     if not sels:
         raise io.InputError(None, "nothing to evaluate: give --selections")
     arch = Arch(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, lr=args.lr,
@@ -126,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     io.write_json(out / "summary.json", summary)
     plot_summary(summary, out / "plot.png")
     print(table, end="")
-    print(f"({res.status}: {len(sels)} selections x {len(args.seeds)} seeds -> {out}/)")
+    print(f"({res.status}: {len(sels)} selection draws x {len(args.seeds)} seeds -> {out}/)")
     return 0
 
 

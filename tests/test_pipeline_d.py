@@ -112,12 +112,13 @@ def test_eval_selection_table_and_multiplier(selections, tiny_world, capsys):
     out = d / "eval"
     argv = ["--world", str(tiny_world), "--pool_rows", str(ROWS), "--target", "license",
             "--selections", str(d / "dsir.npy"), str(d / "semdedup.npy"),
-            "--random_budgets", "1", "2", "4", "--seeds", "0", "--output_dir", str(out),
-            "--d_model", "32", "--n_layers", "1", "--quiet"]
+            "--random_budgets", "1", "2", "4", "--seeds", "0", "--selection_seeds", "0",
+            "--output_dir", str(out), "--d_model", "32", "--n_layers", "1", "--quiet"]
     capsys.readouterr()
     assert eval_script.main(argv) == 0
     table = capsys.readouterr().out
     assert "target license" in table and "compute multiplier" in table
+    assert "random x4 is the whole pool" in table  # 4 x 64 = the 256 rows
     summary = json.loads((out / "summary.json").read_text())["license"]
     assert [r["label"] for r in summary] == ["dsir (license)", "semdedup", "random x1",
                                              "random x2", "random x4"]
@@ -421,3 +422,45 @@ def test_small_things(selections, tiny_world, tmp_path, capfd):
 
     uneven = Target("m", {"a": ["a1", "a2", "a3"], "b": ["b1"]})
     assert uneven.texts() == ["a1", "b1", "a2", "a3"]  # round-robin, nothing cut
+
+
+def test_multipliers_come_with_draws_seeds_and_an_interval(selections, tiny_world, capsys):
+    """DSIR's Gumbel draw and the random baselines are redrawn with each --selection_seeds
+    (the draw with the file's own seed is the file; the others are the rule applied to the
+    score file with that seed, checked with rules.gumbel_top_n); every run is trained with each
+    --seeds; the table pools them per selection and gives the multiplier a 95 % bootstrap
+    interval. A deterministic rule (SemDeDup's top-n) has one draw."""
+    from anatomy.selection import indices as rules
+
+    d, _ = selections
+    out = d / "eval_draws"
+    assert eval_script.main(["--world", str(tiny_world), "--pool_rows", str(ROWS), "--target",
+                             "license", "--selections", str(d / "dsir.npy"),
+                             str(d / "semdedup.npy"), "--random_budgets", "1", "2",
+                             "--selection_seeds", "0", "1", "--seeds", "0", "1",
+                             "--output_dir", str(out), "--d_model", "32", "--n_layers", "1",
+                             "--quiet"]) == 0
+    table = capsys.readouterr().out
+    res = io.read_json(out / "results.json")
+    dsir = [(j, x) for j, x in enumerate(res["selections"]) if x["method"] == "dsir"]
+    assert [x["draw"] for _, x in dsir] == [0, 1]
+    scores = io.load_npy(d / "dsir.scores.npy")
+    file_idx = io.load_npy(d / "dsir.npy")
+    meta = io.read_json(d / "dsir.json")
+    assert meta["seed"] == 0
+    from anatomy.selection.evaluate import read_selection, selection_draws
+
+    draws = selection_draws(read_selection(d / "dsir.npy"), [0, 1])
+    assert (draws[0].indices == file_idx).all()
+    assert (draws[1].indices == rules.gumbel_top_n(scores, N, 1)).all()
+    # another draw, another order; the set may stay (measured here: DSIR's log weights
+    # spread over far more than the Gumbel noise's scale, so the same 64 of 256 win)
+    assert (draws[0].indices != draws[1].indices).any()
+    summary = json.loads((out / "summary.json").read_text())["license"]
+    by = {r["label"]: r for r in summary}
+    assert by["dsir (license)"]["runs"] == 4 and by["dsir (license)"]["draws"] == 2
+    assert by["semdedup"]["runs"] == 2 and by["semdedup"]["draws"] == 1
+    assert by["random x1"]["runs"] == 4
+    lo, hi = by["dsir (license)"]["multiplier_ci"]
+    assert lo < hi and by["dsir (license)"]["multiplier_ci_defined"] > 0.5
+    assert "95% interval" in table and "(2 x 2)" in table

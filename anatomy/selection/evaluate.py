@@ -47,17 +47,50 @@ _ONE = execution.Ranks()
 
 @dataclass
 class Selection:
-    """A selection to evaluate: its indices, a label, the target it was made for."""
+    """A selection to evaluate: its indices, a label, the target it was made for, and which
+    draw of its rule's randomness it is (``draw``: the rule's seed; None for a deterministic
+    rule). Draws of one selection share its label."""
 
     label: str
     indices: np.ndarray
     method: str
     target: str | None = None  # None: untargeted (random, semdedup)
     budget: float = 1.0  # random baselines: multiples of n
+    draw: int | None = None
+    # what a redraw needs: the per-row scores and the rule's options (select_data's sidecar)
+    scores: np.ndarray | None = None
+    rule_options: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "method": self.method, "target": self.target,
-                "budget": self.budget, "n": int(len(self.indices))}
+                "budget": self.budget, "n": int(len(self.indices)), "draw": self.draw}
+
+    @property
+    def stochastic(self) -> bool:
+        """The rule draws at random from the scores: DSIR's Gumbel top-k, the classifier's
+        Pareto rule (select_data.py's seed is one draw of it)."""
+        rule = (self.rule_options or {}).get("rule", "pareto")
+        return self.scores is not None and (
+            self.method == "dsir" or (self.method == "classifier" and rule == "pareto"))
+
+    def redraw(self, seed: int) -> Selection:
+        """The same rule on the same scores with another seed (``select_from_scores``)."""
+        from anatomy.selection.select import select_from_scores
+
+        if not self.stochastic:
+            raise ValueError(f"{self.label}: a deterministic rule has one draw")
+        opts = {k: v for k, v in (self.rule_options or {}).items() if k in ("rule", "alpha")}
+        idx = select_from_scores(self.method, self.scores, len(self.indices), seed, **opts)
+        return Selection(self.label, np.asarray(idx, np.int64), self.method, self.target,
+                         self.budget, seed, self.scores, self.rule_options)
+
+
+def selection_draws(sel: Selection, seeds: Sequence[int]) -> list[Selection]:
+    """``sel`` once per seed of its rule when the rule is random (the file's own draw where
+    a seed equals its seed), else ``sel`` alone."""
+    if not sel.stochastic or not seeds:
+        return [sel]
+    return [sel if s == sel.draw else sel.redraw(s) for s in seeds]
 
 
 def read_selection(path: PathLike) -> Selection:
@@ -70,12 +103,18 @@ def read_selection(path: PathLike) -> Selection:
         raise InputError(p, f"a selection is a 1-D integer array, got {idx.dtype} {idx.shape}")
     if len(np.unique(idx)) != len(idx):
         raise InputError(p, "the selection repeats indices")
-    side = Path(str(p)[: -len(".npy")] + ".json")
+    stem = str(p)[: -len(".npy")]
+    side = Path(stem + ".json")
     meta = io.read_json(side) if side.is_file() else {}
     method = meta.get("method", p.stem)
     target = meta.get("target")
     label = f"{method}" + (f" ({target})" if target else "")
-    return Selection(label, idx.astype(np.int64), method, target)
+    scores_file = Path(stem + ".scores.npy")
+    scores = io.load_npy(scores_file) if scores_file.is_file() and meta else None
+    opts = meta.get("options") or {}
+    return Selection(label, idx.astype(np.int64), method, target, draw=meta.get("seed"),
+                     scores=scores, rule_options={k: opts[k] for k in ("rule", "alpha")
+                                                  if k in opts})
 
 
 def random_baselines(n_pool: int, n: int, budgets: Sequence[float], seed: int,
@@ -92,7 +131,7 @@ def random_baselines(n_pool: int, n: int, budgets: Sequence[float], seed: int,
     perm = ok[rules.uniform(len(ok), biggest, seed)]
     for b in budgets:
         k = int(round(b * n))
-        out.append(Selection(f"random x{b:g}", perm[:k], "random", None, float(b)))
+        out.append(Selection(f"random x{b:g}", perm[:k], "random", None, float(b), draw=seed))
     return out
 
 
@@ -219,34 +258,66 @@ def compute_multiplier(loss: float, budgets: Sequence[float], losses: Sequence[f
     return float(2.0 ** x), bool(x < b.min() - 1e-9 or x > b.max() + 1e-9)
 
 
-def summarize(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Per target: one row per selection (mean and std over seeds of the target loss, and
-    per group), the compute multiplier of every non-random selection, and (``held_out``)
-    what was removed from the target's held-out documents, and why."""
+BOOTSTRAP = 2000  # resamples of the runs behind each multiplier's interval
+CI = 0.95
+
+
+def summarize(results: dict[str, Any], n_boot: int = BOOTSTRAP, seed: int = 0
+              ) -> dict[str, list[dict[str, Any]]]:
+    """Per target: one row per selection (its draws of the rule's randomness and its training
+    seeds pooled: mean and std of the target loss over those runs, and per group), the compute
+    multiplier of every non-random selection with a bootstrap interval, and (``held_out``)
+    what was removed from the target's held-out documents, and why.
+
+    The multiplier is read off random's least-squares line through its budgets' mean losses
+    (:func:`compute_multiplier`). Its interval resamples, ``n_boot`` times, each selection's
+    runs and each random budget's runs with replacement (runs: every (draw, training seed)
+    pair, treated as exchangeable), recomputing the line and the multiplier: the central
+    ``CI`` share of those multipliers (NaN resamples, where random's loss does not fall with
+    budget, count as neither end)."""
     sels = results["selections"]
     held = results.get("held_out") or {}
     out: dict[str, list[dict[str, Any]]] = {}
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB007]))
     for t in results["targets"]:
-        rows = []
-        for j, s in enumerate(sels):
-            if s["target"] not in (None, t):
+        labels = list(dict.fromkeys(x["label"] for x in sels if x["target"] in (None, t)))
+        rows, samples = [], {}
+        for label in labels:
+            js = [j for j, x in enumerate(sels) if x["label"] == label]
+            runs = [r for r in results["runs"] if r["selection"] in js]
+            if not runs:
                 continue
-            runs = [r for r in results["runs"] if r["selection"] == j]
             vals = np.array([r["losses"][t]["mean"] for r in runs])
             groups = {g: float(np.mean([r["losses"][t][g] for r in runs]))
                       for g in runs[0]["losses"][t] if g != "mean"}
-            row = {**s, "loss": float(vals.mean()),
+            first = sels[js[0]]
+            draws = sorted({x["draw"] for x in (sels[j] for j in js) if x["draw"] is not None})
+            row = {**{k: first[k] for k in ("label", "method", "target", "budget", "n")},
+                   "loss": float(vals.mean()),
                    "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                   "seeds": len(vals), "groups": groups}
+                   "runs": len(vals), "draws": len(draws) or 1,
+                   "seeds": len({r["seed"] for r in runs}), "groups": groups}
             if t in held:
                 row["held_out"] = _compact(held[t])
             rows.append(row)
+            samples[label] = vals
         rand = [r for r in rows if r["method"] == "random" and r["target"] is None]
         budgets = [r["budget"] for r in rand]
         for r in rows:
             if len(rand) >= 2 and not (r["method"] == "random" and r["target"] is None):
                 m, ext = compute_multiplier(r["loss"], budgets, [x["loss"] for x in rand])
                 r["multiplier"], r["extrapolated"] = m, ext
+                boot = np.empty(n_boot)
+                for i in range(n_boot):
+                    mine = rng.choice(samples[r["label"]], len(samples[r["label"]])).mean()
+                    base = [rng.choice(samples[x["label"]], len(samples[x["label"]])).mean()
+                            for x in rand]
+                    boot[i] = compute_multiplier(mine, budgets, base)[0]
+                ok = boot[np.isfinite(boot)]
+                lo, hi = (np.quantile(ok, [(1 - CI) / 2, (1 + CI) / 2]) if len(ok)
+                          else (np.nan, np.nan))
+                r["multiplier_ci"] = [float(lo), float(hi)]
+                r["multiplier_ci_defined"] = round(len(ok) / n_boot, 4)
         out[t] = rows
     return out
 
@@ -256,18 +327,25 @@ def format_table(summary: dict[str, list[dict[str, Any]]]) -> str:
     lines = []
     for t, rows in summary.items():
         seeds = rows[0]["seeds"] if rows else 0
-        lines += [f"target {t} (held-out loss, nats/token; mean ± std over {seeds} seeds):", "",
-                  "| selection | n | loss | ± | compute multiplier |", "|---|---|---|---|---|"]
+        lines += [f"target {t} (held-out loss, nats/token; mean ± std over each selection's "
+                  f"runs: its draws x {seeds} training seeds; multiplier with its "
+                  f"{CI:.0%} bootstrap interval over runs):", "",
+                  "| selection | n | runs (draws x seeds) | loss | ± | compute multiplier | "
+                  f"{CI:.0%} interval |", "|---|---|---|---|---|---|---|"]
         for r in rows:
             m = r.get("multiplier")
+            ci = "—"
             if m is None:
                 mult = "—"
             elif np.isnan(m):
                 mult = "n/a"
             else:
                 mult = f"{m:.2f}x" + (" (extrapolated)" if r.get("extrapolated") else "")
-            lines.append(f"| {r['label']} | {r['n']} | {r['loss']:.4f} | {r['std']:.4f} | "
-                         f"{mult} |")
+                lo, hi = r.get("multiplier_ci", [np.nan, np.nan])
+                ci = "n/a" if np.isnan(lo) else f"{lo:.2f}x - {hi:.2f}x"
+            draws = r.get("draws", 1)
+            lines.append(f"| {r['label']} | {r['n']} | {r.get('runs', seeds)} ({draws} x "
+                         f"{seeds}) | {r['loss']:.4f} | {r['std']:.4f} | {mult} | {ci} |")
         if rows and "held_out" in rows[0]:
             lines += ["", describe(rows[0]["held_out"]) + "."]
         lines.append("")
