@@ -8,6 +8,7 @@ multiplier against a hand inversion of the log-linear fit."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -464,3 +465,36 @@ def test_multipliers_come_with_draws_seeds_and_an_interval(selections, tiny_worl
     lo, hi = by["dsir (license)"]["multiplier_ci"]
     assert lo < hi and by["dsir (license)"]["multiplier_ci_defined"] > 0.5
     assert "95% interval" in table and "(2 x 2)" in table
+    # the selection's own compute beside the multiplier: SemDeDup embedded every pool row
+    sem = by["semdedup"]
+    assert sem["selection_steps"] > 0 and "net multiplier" in table
+    if np.isfinite(sem.get("multiplier", np.nan)):
+        assert sem["net_multiplier"] < sem["multiplier"]
+    assert by["dsir (license)"]["selection_steps"] == 0
+
+
+def test_selection_compute_in_evaluation_steps(selections, tiny_world, tmp_path):
+    """Each sidecar records what its selection cost (anatomy.selection.cost), checked by hand:
+    DsDm's proxies (parameters counted by transformers, independently of the safetensors
+    header read) trained on their recorded rows, plus a per-example gradient (6PL) and a Q
+    pass (2PL) for every pool row through each; DSIR no model pass. The net multiplier
+    divides by the selection's compute added to the training's."""
+    from transformers import AutoModelForCausalLM
+
+    from anatomy.selection.cost import net_multiplier, param_count
+
+    d, _ = selections
+    meta = io.read_json(d / "dsdm.json")
+    comp = meta["compute"]
+    proxies = meta["info"]["proxies"]
+    rec = io.read_json(Path(meta["info"]["proxies_record"]))["proxies"]
+    L = io.read_json(tiny_world / "truth.json")["seq_len"]
+    want = 0.0
+    for m, p in enumerate(proxies):
+        n = sum(x.numel() for x in AutoModelForCausalLM.from_pretrained(p).parameters())
+        assert param_count(p) == n
+        want += 6 * n * rec[m]["steps"] * rec[m]["batch_size"] * L + 8 * n * ROWS * L
+    assert comp["flops"] == pytest.approx(want, rel=1e-12)
+    dsir = io.read_json(d / "dsir.json")["compute"]
+    assert dsir["flops"] == 0 and dsir["note"] == "no neural model pass"
+    assert net_multiplier(2.0, 100.0, 100.0) == 1.0

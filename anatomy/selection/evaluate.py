@@ -60,10 +60,12 @@ class Selection:
     # what a redraw needs: the per-row scores and the rule's options (select_data's sidecar)
     scores: np.ndarray | None = None
     rule_options: dict[str, Any] | None = None
+    compute: dict[str, Any] | None = None  # the selection's own FLOPs (anatomy.selection.cost)
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "method": self.method, "target": self.target,
-                "budget": self.budget, "n": int(len(self.indices)), "draw": self.draw}
+                "budget": self.budget, "n": int(len(self.indices)), "draw": self.draw,
+                "compute": self.compute}
 
     @property
     def stochastic(self) -> bool:
@@ -82,7 +84,7 @@ class Selection:
         opts = {k: v for k, v in (self.rule_options or {}).items() if k in ("rule", "alpha")}
         idx = select_from_scores(self.method, self.scores, len(self.indices), seed, **opts)
         return Selection(self.label, np.asarray(idx, np.int64), self.method, self.target,
-                         self.budget, seed, self.scores, self.rule_options)
+                         self.budget, seed, self.scores, self.rule_options, self.compute)
 
 
 def selection_draws(sel: Selection, seeds: Sequence[int]) -> list[Selection]:
@@ -114,7 +116,7 @@ def read_selection(path: PathLike) -> Selection:
     opts = meta.get("options") or {}
     return Selection(label, idx.astype(np.int64), method, target, draw=meta.get("seed"),
                      scores=scores, rule_options={k: opts[k] for k in ("rule", "alpha")
-                                                  if k in opts})
+                                                  if k in opts}, compute=meta.get("compute"))
 
 
 def random_baselines(n_pool: int, n: int, budgets: Sequence[float], seed: int,
@@ -318,8 +320,35 @@ def summarize(results: dict[str, Any], n_boot: int = BOOTSTRAP, seed: int = 0
                           else (np.nan, np.nan))
                 r["multiplier_ci"] = [float(lo), float(hi)]
                 r["multiplier_ci_defined"] = round(len(ok) / n_boot, 4)
+                _add_cost(r, sels, results["runs"])
         out[t] = rows
     return out
+
+
+def _add_cost(row: dict[str, Any], sels: list[dict[str, Any]], runs: list[dict[str, Any]]
+              ) -> None:
+    """The selection's own compute in evaluation-model training steps, and the net
+    multiplier after it (:mod:`anatomy.selection.cost`); nothing when the selection or the
+    runs do not record it."""
+    from anatomy.selection.cost import eval_step_flops, net_multiplier, train_flops
+
+    js = [j for j, x in enumerate(sels) if x["label"] == row["label"]]
+    comp = next((sels[j].get("compute") for j in js if sels[j].get("compute")), None)
+    mine = [r for r in runs if r["selection"] in js and "params" in r.get("train", {})]
+    if comp is None or not mine:
+        return
+    t = mine[0]["train"]
+    step = eval_step_flops(t["params"], t["batch_size"], t["seq_len"])
+    used = train_flops(t["params"], t["steps"] * t["batch_size"] * t["seq_len"])
+    row["selection_steps"] = float(comp["flops"]) / step
+    row["selection_note"] = comp.get("note", "")
+    row["train_steps"] = int(t["steps"])
+    m = row.get("multiplier")
+    if m is not None and np.isfinite(m):
+        row["net_multiplier"] = net_multiplier(m, used, float(comp["flops"]))
+        lo, hi = row.get("multiplier_ci", [np.nan, np.nan])
+        row["net_multiplier_ci"] = [net_multiplier(lo, used, float(comp["flops"])),
+                                    net_multiplier(hi, used, float(comp["flops"]))]
 
 
 def format_table(summary: dict[str, list[dict[str, Any]]]) -> str:
@@ -331,7 +360,8 @@ def format_table(summary: dict[str, list[dict[str, Any]]]) -> str:
                   f"runs: its draws x {seeds} training seeds; multiplier with its "
                   f"{CI:.0%} bootstrap interval over runs):", "",
                   "| selection | n | runs (draws x seeds) | loss | ± | compute multiplier | "
-                  f"{CI:.0%} interval |", "|---|---|---|---|---|---|---|"]
+                  f"{CI:.0%} interval | selection compute (eval steps) | net multiplier |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             m = r.get("multiplier")
             ci = "—"
@@ -344,8 +374,18 @@ def format_table(summary: dict[str, list[dict[str, Any]]]) -> str:
                 lo, hi = r.get("multiplier_ci", [np.nan, np.nan])
                 ci = "n/a" if np.isnan(lo) else f"{lo:.2f}x - {hi:.2f}x"
             draws = r.get("draws", 1)
+            cost, net = "—", "—"
+            if "selection_steps" in r:
+                cost = f"{r['selection_steps']:,.0f} (training: {r['train_steps']})"
+                if r.get("selection_note"):
+                    cost += f"; {r['selection_note']}"
+            if "net_multiplier" in r:
+                lo, hi = r["net_multiplier_ci"]
+                net = f"{r['net_multiplier']:.2f}x" + (
+                    "" if np.isnan(lo) else f" [{lo:.2f}x - {hi:.2f}x]")
             lines.append(f"| {r['label']} | {r['n']} | {r.get('runs', seeds)} ({draws} x "
-                         f"{seeds}) | {r['loss']:.4f} | {r['std']:.4f} | {mult} | {ci} |")
+                         f"{seeds}) | {r['loss']:.4f} | {r['std']:.4f} | {mult} | {ci} | "
+                         f"{cost} | {net} |")
         if rows and "held_out" in rows[0]:
             lines += ["", describe(rows[0]["held_out"]) + "."]
         lines.append("")

@@ -138,7 +138,14 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
         top = sorted(shares.items(), key=lambda kv: -kv[1])[:4]
         report += "\n  categories of the selection: " + ", ".join(
             f"{k} {v:.2f} (pool {base[k]:.2f})" for k, v in top)
+    compute = None
+    if pool is not None and not given:
+        from anatomy.selection.cost import selection_compute
+
+        compute = selection_compute(method, len(pool), pool.seq_len or 128, info,
+                                    info.get("proxies_record"), info.get("embedder_params"))
     meta = {"method": method, "target": target_name, "n": int(len(idx)), "seed": seed,
+            "compute": compute,
             "pool": pool.source if pool is not None else None,
             "pool_rows": len(scores), "eligible": int(n_eligible), "empty_rows": n_empty,
             "options": {**score_opts, **rule_opts}, "info": info,

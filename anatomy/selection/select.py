@@ -141,7 +141,9 @@ def _method_scores(method: str, pool: CandidatePool, target: Target | None, *, s
         s, info = semdedup_scores(emb, k, seed=options.get("kmeans_seed", 1234),
                                   **_pick(options, ("order", "niter")))
         return np.asarray(s, np.float32), {"rule": "top_n (epsilon so that n remain)",
-                                           "n_clusters": k, **_jsonable(info)}
+                                           "n_clusters": k,
+                                           "embedder_params": _embedder_params(
+                                               emb_opts.get("model")), **_jsonable(info)}
     # dsdm
     from anatomy.selection.dsdm import DsdmConfig, dsdm_scores, pool_features, train_proxies
     from anatomy.selection.training import Arch
@@ -150,11 +152,13 @@ def _method_scores(method: str, pool: CandidatePool, target: Target | None, *, s
     arch = Arch(**_pick(options.get("arch", {}) or {}, tuple(f.name for f in fields(Arch))))
     models = options.get("proxy_models")
     pdig = execution.fingerprint("dsdm", None, {"pool": pool.identity()}).digest()[:12]
+    record = None
     if not models:
         models, res = train_proxies(pool, cfg, arch, work / "proxies" / pdig, seed=seed,
                                     ranks=ranks, overwrite=overwrite, progress=progress)
         if not res.final:
             raise _Waiting(res)
+        record = str(work / "proxies" / pdig / "proxies.json")
     fdig = execution.fingerprint("dsdm_features", {"models": list(map(str, models))},
                                  {"pool": pool.identity(), **cfg.to_dict()}).digest()[:12]
     res = pool_features(pool, models, cfg, work / "features" / f"{pdig}-{fdig}", ranks=ranks,
@@ -162,7 +166,19 @@ def _method_scores(method: str, pool: CandidatePool, target: Target | None, *, s
     if not res.final:
         raise _Waiting(res)
     s, info = dsdm_scores(pool, target, models, work / "features" / f"{pdig}-{fdig}", cfg)
-    return s, {"rule": "top_n", "proxies": [str(m) for m in models], **info}
+    return s, {"rule": "top_n", "proxies": [str(m) for m in models],
+               "proxies_record": record, **info}
+
+
+def _embedder_params(model: str | None) -> int | None:
+    """The embedder's parameter count from its local safetensors (None if not local)."""
+    from anatomy.lm import default_embedder_path
+    from anatomy.selection.cost import param_count
+
+    try:
+        return param_count(model or default_embedder_path())
+    except (FileNotFoundError, OSError, InputError, ValueError):
+        return None
 
 
 class _Waiting(Exception):

@@ -79,8 +79,10 @@ def train_lm(rows: np.ndarray, arch: Arch, *, vocab_size: int, eos_id: int, pad_
                 checkpoints={}, tokenizer_dir=None, seed=seed, bf16=arch.bf16,
                 seed_rng=False)  # make_lm seeded the init under the lock; threads share RNG
     loss = res["loss"]
-    return model, {"steps": n_steps, "rows": len(rows), "first_loss": loss[0],
-                   "last_loss": loss[-1], "bf16": res["bf16"]}
+    return model, {"steps": n_steps, "rows": len(rows), "batch_size": B,
+                   "seq_len": int(rows.shape[1]),
+                   "params": int(sum(p.numel() for p in model.parameters())),
+                   "first_loss": loss[0], "last_loss": loss[-1], "bf16": res["bf16"]}
 
 
 def mean_target_loss(model, docs: Sequence[np.ndarray], batch_size: int = 32) -> float:
