@@ -186,7 +186,8 @@ done
 $PY select_data.py "${P[@]}" --method semdedup --n $NSEL --out "$D/semdedup.npy"
 $PY eval_selection.py --world "$WORLD" --pool_rows 4096 --target license mix \
     --selections "$D"/{dsdm,dsir,classifier}_{license,mix}.npy "$D/semdedup.npy" \
-    --random_budgets 1 2 4 --seeds 0 1 --output_dir "$D/eval" $q | tee "$D/eval.md"
+    --random_budgets 1 2 3 --seeds 0 1 2 --selection_seeds 0 1 2 --output_dir "$D/eval" $q \
+    | tee "$D/eval.md"
 fig "## D. Dataset selection (pool: the first 4,096 instances; n = $NSEL; one epoch each)" "" \
     "$(cat "$D/eval.md")" ""
 mv "$PART_FIG" "$OUT/figures_D.md"
