@@ -125,12 +125,12 @@ def random_baselines(n_pool: int, n: int, budgets: Sequence[float], seed: int,
     permutation's prefixes, so a bigger budget only adds rows), among ``selectable`` rows
     (default: all; a text pool's empty records are never drawn)."""
     out = []
-    ok = np.arange(n_pool) if selectable is None else np.asarray(selectable, np.int64)
+    n_ok = n_pool if selectable is None else len(selectable)
     biggest = int(round(max(budgets) * n))
-    if biggest > len(ok):
+    if biggest > n_ok:
         raise InputError(None, f"random budget {max(budgets)} x {n} = {biggest} rows is more "
-                               f"than the pool's {len(ok)} selectable rows")
-    perm = ok[rules.uniform(len(ok), biggest, seed)]
+                               f"than the pool's {n_ok} selectable rows")
+    perm = rules.uniform(n_pool, biggest, seed, selectable)
     for b in budgets:
         k = int(round(b * n))
         out.append(Selection(f"random x{b:g}", perm[:k], "random", None, float(b), draw=seed))

@@ -10,7 +10,7 @@ import numpy as np
 from anatomy import execution, io
 from anatomy.io import InputError, PathLike
 from anatomy.selection import indices as rules
-from anatomy.selection.pool import CandidatePool
+from anatomy.selection.pool import PACKED_SEQ_LEN, CandidatePool
 from anatomy.selection.select import (
     _Waiting,
     method_scores,
@@ -120,9 +120,10 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
     if pool is not None and len(scores) != len(pool):
         raise InputError(scores_file or published_dir, f"{len(scores)} scores for a pool of "
                                                        f"{len(pool)} rows")
-    n_eligible = (len(pool.selectable()) if pool is not None else len(scores)) \
-        if method == "random" else (len(among) if among is not None
-                                    else len(rules.eligible(scores)))
+    if method == "random":
+        n_eligible = len(pool.selectable()) if pool is not None else len(scores)
+    else:
+        n_eligible = len(among) if among is not None else len(rules.eligible(scores))
     if method == "random":
         idx = random_indices(pool, len(scores), n, seed)
     else:
@@ -142,7 +143,7 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
     if pool is not None and not given:
         from anatomy.selection.cost import selection_compute
 
-        compute = selection_compute(method, len(pool), pool.seq_len or 128, info,
+        compute = selection_compute(method, len(pool), pool.seq_len or PACKED_SEQ_LEN, info,
                                     info.get("proxies_record"), info.get("embedder_params"))
     meta = {"method": method, "target": target_name, "n": int(len(idx)), "seed": seed,
             "compute": compute,

@@ -84,10 +84,8 @@ def method_scores(method: str, pool: CandidatePool, target: Target | None, *, se
 
 def random_indices(pool: CandidatePool | None, n_rows: int, n: int, seed: int) -> np.ndarray:
     """A uniform draw of ``n`` rows (seeded), never an empty record of a text pool."""
-    if pool is None or not len(pool.empty_rows):
-        return rules.uniform(n_rows, n, seed)
-    ok = pool.selectable()
-    return ok[rules.uniform(len(ok), n, seed)]
+    among = pool.selectable() if pool is not None and len(pool.empty_rows) else None
+    return rules.uniform(n_rows, n, seed, among)
 
 
 def _method_scores(method: str, pool: CandidatePool, target: Target | None, *, seed: int = 0,
