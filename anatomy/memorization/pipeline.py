@@ -225,7 +225,6 @@ def semantic_corpus(data, n: int, seed: int) -> np.ndarray:
     return select_ids(data, all_sequences=True, sample=n, seed=seed)
 
 
-
 def semantic_table(data, ids: np.ndarray, tokenizer, tokenizer_source: str, output: PathLike,
                    embedder_source: str | None = None, corpus_ids: np.ndarray | None = None,
                    prompt_len: int = 32, cont_len: int = 32, batch_size: int = 64,
