@@ -13,6 +13,11 @@ random baselines), redrawn from its score file with every --selection_seeds (def
 losses are mean ± std over those runs and each multiplier has a 95 % bootstrap interval over
 them. A random budget that takes the whole pool is said so.
 
+Every DsDm selection comes with its datamodel's linear datamodeling score (TRAK's LDS, Park
+et al. 2023, Def. 2.1): one model (the first seed) trained on each of --lds_halves random
+halves of the pool, Spearman's rho between each half's summed DsDm score and minus its
+model's held-out target loss, beside the band an uninformative datamodel falls in.
+
 Held out means held out: a held-out target document that shares more than 20 % of its word
 8-grams (words: lowercased runs of letters, digits and _) with any pool row (the first
 --pool_rows) or with the target's selection half is removed before any model is trained;
@@ -60,6 +65,11 @@ def build_parser():
                    help="draw the random baselines with this one seed only")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                    help="training seeds (each draw of each selection trained once per seed)")
+    p.add_argument("--lds_halves", type=int, default=16,
+                   help="train one model on each of this many random halves of the pool and "
+                        "give every DsDm selection its datamodel's linear datamodeling score "
+                        "(TRAK's LDS) with the band of chance; 0: none")
+    p.add_argument("--lds_seed", type=int, default=0, help="the halves' draw")
     g = p.add_argument_group("held-out decontamination (anatomy/selection/decontaminate.py)")
     g.add_argument("--decontaminate_ngram", type=int, default=8,
                    help="word n-gram length (GPT-3 App. C: 8 to 13)")
@@ -136,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     res = evaluate_selections(pool, sels, targets, arch, args.seeds, out, args.ranks,
                               overwrite=args.overwrite, merge=args.merge,
-                              progress=not args.quiet, held_out=held_out)
+                              progress=not args.quiet, held_out=held_out,
+                              lds_halves_n=args.lds_halves if any(
+                                  s.method == "dsdm" for s in sels) else 0,
+                              lds_seed=args.lds_seed)
     if not res.lead:
         return 0
     summary = summarize(io.read_json(out / "results.json"))

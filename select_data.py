@@ -98,6 +98,10 @@ def build_parser():
                    help="the target margin summed over tokens (long target documents weigh "
                         "more) instead of per token, as the evaluation's per-document loss")
     g.add_argument("--grad_batch", type=int, default=32, help="rows per gradient batch")
+    g.add_argument("--max_projection_gb", type=float, default=2.0,
+                   help="keep each model's projection matrix (grad_dim x proj_dim float32) "
+                        "while under this size, else regenerate it block by block per batch "
+                        "(traker's way: bounded memory, about half the speed)")
     g.add_argument("--device", default=None,
                    help="per-example gradients on this device (default: cuda:LOCAL_RANK if "
                         "there is a GPU, else the CPU)")
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "proj_seed": args.proj_seed, "lambda_reg": args.lambda_reg,
         "compat": args.trak_compat, "scale_inverse": not args.trak_unscaled_inverse,
         "target_per_token": not args.dsdm_summed_target, "batch_size": args.grad_batch,
-        "device": args.device,
+        "device": args.device, "max_projection_gb": args.max_projection_gb,
         "arch": {"d_model": args.proxy_d_model, "n_layers": args.proxy_layers,
                  "n_heads": args.proxy_heads}}
     if target is not None:

@@ -4,12 +4,14 @@
     ``anatomy.selection.trak`` against ``traker`` 0.3.2's TRAKer (CPU: BasicProjector, which
     regenerates its projection blocks for every batch) on the same model, rows, projection
     and batch size, both on all the cores; features compared (max relative difference).
-(b) The datamodel's linear datamodeling score (LDS; Park et al. 2023, Def. 2.1, as traker's
-    tests compute it): DsDm scores for each target from --proxies proxies, then --subsets
-    models trained on random halves of the pool (alpha = 0.5, one epoch each, --subset_seeds
-    seeds averaged); per target the Spearman correlation between each subset's predicted
-    sum of scores and minus its model's target loss, on the documents that made the query
-    ("select") and on the held-out ones ("held out").
+(b) The datamodel's linear datamodeling score (LDS; Park et al. 2023, Def. 2.1) against the
+    number of proxies: the largest of --proxies is trained and featurised once, and DsDm's
+    scores taken from its first M proxies for each M (the same proxies a run with M would
+    train: proxy m's subset and seed do not depend on M); --subsets models trained on random
+    halves of the pool (eval_selection.py's LDS halves, one epoch, seed 0); per target the
+    Spearman correlation between each half's summed score and minus its model's target loss,
+    on the documents that made the query and on the held-out ones; with the proxies'
+    agreement (mean pairwise Spearman, Spearman-Brown reliability) select_data.py prints.
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ def build_parser():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--pool_rows", type=int, default=2048, help="(b) the pool")
     p.add_argument("--targets", nargs="+", default=["license", "mix"])
-    p.add_argument("--proxies", type=int, default=2)
+    p.add_argument("--proxies", type=int, nargs="+", default=[1, 2, 4, 8],
+                   help="(b) ensemble sizes (the first M of the largest)")
     p.add_argument("--subsets", type=int, default=16)
-    p.add_argument("--subset_seeds", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -109,50 +111,62 @@ def part_a(args, pool) -> str:
 
 
 def part_b(args, pool) -> str:
-    from anatomy.selection.evaluate import Selection, evaluate_selections
-    from anatomy.selection.select import method_scores
+    from anatomy import io
+    from anatomy.selection.dsdm import DsdmConfig, dsdm_scores, pool_features, train_proxies
+    from anatomy.selection.evaluate import (
+        Selection,
+        datamodel_lds,
+        evaluate_selections,
+        lds_halves,
+    )
     from anatomy.selection.targets import Target, world_target
     from anatomy.selection.training import Arch
-    from anatomy.selection.trak import linear_datamodeling_score
+    from anatomy.selection.trak import lds_chance_band
 
-    lines = [f"(b) linear datamodeling score, pool {len(pool)} rows, {args.proxies} proxies, "
-             f"{args.subsets} random halves x {args.subset_seeds} seeds, k = {args.proj_dim}",
-             "", "| target | LDS (select docs) | LDS (held-out docs) |", "|---|---|---|"]
-    rng = np.random.default_rng(0)
-    half = len(pool) // 2
-    masks = np.zeros((args.subsets, len(pool)), bool)
-    for j in range(args.subsets):
-        masks[j, rng.choice(len(pool), half, replace=False)] = True
+    counts = sorted(set(args.proxies))
+    halves = lds_halves(len(pool), args.subsets, 0, pool.selectable())
+    band = lds_chance_band(args.subsets)
+    lines = [f"(b) linear datamodeling score against the number of proxies, pool {len(pool)} "
+             f"rows, {args.subsets} random halves (one model each, seed 0), k = "
+             f"{args.proj_dim}; an uninformative datamodel's LDS lies within ±{band:.3f} "
+             "(95 %); reliability: the proxies' mean pairwise Spearman, Spearman-Brown to M",
+             "", "| target | proxies | LDS (query docs) | LDS (held-out docs) | pairwise rho "
+             "| reliability |", "|---|---|---|---|---|---|"]
+    cfg = DsdmConfig(n_proxies=max(counts), proj_dim=args.proj_dim)
     with tempfile.TemporaryDirectory() as d:
+        t0 = time.time()
+        models, _ = train_proxies(pool, cfg, Arch(), Path(d) / "proxies",
+                                  progress=not args.quiet)
+        t_proxies = time.time() - t0
+        t0 = time.time()
+        pool_features(pool, models, cfg, Path(d) / "features", progress=not args.quiet)
+        t_feat = time.time() - t0
         targets = [world_target(args.world, t) for t in args.targets]
         scores = {}
-        t0 = time.time()
         for t in targets:
-            scores[t.name], _ = method_scores("dsdm", pool, t, work_dir=Path(d) / "work",
-                                              n_proxies=args.proxies, proj_dim=args.proj_dim)
-        t_scores = time.time() - t0
-        # evaluate each subset's model on the select documents and on the held-out ones
+            for M in counts:
+                scores[t.name, M] = dsdm_scores(pool, t, models[:M], Path(d) / "features",
+                                                DsdmConfig(n_proxies=M, proj_dim=args.proj_dim))
+        # each half's model on the documents that made the query and on the held-out ones
         evals = [Target(f"{t.name}:select", t.groups, t.groups) for t in targets] + \
             [Target(f"{t.name}:heldout", t.groups, t.eval_groups) for t in targets]
-        sels = [Selection(f"half {j}", np.flatnonzero(masks[j]), "random") for j in
-                range(args.subsets)]
+        sels = [Selection(f"half {j}", h, "random") for j, h in enumerate(halves)]
         t0 = time.time()
-        evaluate_selections(pool, sels, evals, Arch(), list(range(args.subset_seeds)),
-                            Path(d) / "eval", progress=not args.quiet)
+        evaluate_selections(pool, sels, evals, Arch(), [0], Path(d) / "eval",
+                            progress=not args.quiet, held_out=None)
         t_train = time.time() - t0
-        from anatomy import io
-
         res = io.read_json(Path(d) / "eval" / "results.json")
     for t in targets:
-        row = [t.name]
-        for kind in ("select", "heldout"):
-            loss = np.array([np.mean([r["losses"][f"{t.name}:{kind}"]["mean"]
-                                      for r in res["runs"] if r["selection"] == j])
-                             for j in range(args.subsets)])
-            lds, _ = linear_datamodeling_score(masks, scores[t.name], -loss)
-            row.append(f"{lds:.3f}")
-        lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"(DsDm scores {t_scores:.0f} s, subset models {t_train:.0f} s)", ""]
+        for M in counts:
+            s, info = scores[t.name, M]
+            lds = [datamodel_lds(s, halves, [r["losses"][f"{t.name}:{kind}"]["mean"]
+                                             for r in res["runs"]])
+                   for kind in ("select", "heldout")]
+            a = info["agreement"]
+            lines.append(f"| {t.name} | {M} | {lds[0]:.3f} | {lds[1]:.3f} | "
+                         f"{a['mean_pairwise_spearman']:.3f} | {a['reliability']:.3f} |")
+    lines += ["", f"({max(counts)} proxies trained in {t_proxies:.0f} s, featurised in "
+                  f"{t_feat:.0f} s; {args.subsets} half models {t_train:.0f} s)", ""]
     return "\n".join(lines)
 
 

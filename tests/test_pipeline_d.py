@@ -498,3 +498,44 @@ def test_selection_compute_in_evaluation_steps(selections, tiny_world, tmp_path)
     dsir = io.read_json(d / "dsir.json")["compute"]
     assert dsir["flops"] == 0 and dsir["note"] == "no neural model pass"
     assert net_multiplier(2.0, 100.0, 100.0) == 1.0
+
+
+def test_every_dsdm_selection_gets_its_lds_and_its_proxies_agreement(selections, tiny_world,
+                                                                       capsys):
+    """eval_selection.py trains one model per random half of the pool (seeded, half the
+    selectable rows) and gives DsDm's selection the LDS of its scores: recomputed here with
+    scipy.stats.spearmanr from the score file, the halves and the half models' held-out
+    losses. select_data.py's sidecar carries the proxies' agreement."""
+    from scipy.stats import spearmanr
+
+    from anatomy.selection.evaluate import _digest, lds_halves
+    from anatomy.selection.pool import open_pool
+    from anatomy.selection.trak import lds_chance_band
+
+    d, _ = selections
+    out = d / "eval_lds"
+    assert eval_script.main(["--world", str(tiny_world), "--pool_rows", str(ROWS), "--target",
+                             "license", "--selections", str(d / "dsdm.npy"),
+                             str(d / "dsir.npy"), "--seeds", "0", "--selection_seeds", "0",
+                             "--lds_halves", "5", "--output_dir", str(out), "--d_model", "32",
+                             "--n_layers", "1", "--quiet"]) == 0
+    table = capsys.readouterr().out
+    lds = io.read_json(out / "results.json")["lds"]
+    assert lds["halves"] == 5 and len(lds["runs"]) == 5
+    assert list(lds["selections"]) == ["dsdm (license)"]  # DSIR is not a datamodel
+    pool = open_pool(tiny_world, rows=ROWS, cache_dir=d / "work" / "candidates")
+    halves = lds_halves(ROWS, 5, 0, pool.selectable())
+    assert lds["digests"] == [_digest(h) for h in halves]
+    assert [r["train"]["rows"] for r in lds["runs"]] == [ROWS // 2] * 5
+    scores = io.load_npy(d / "dsdm.scores.npy").astype(np.float64)
+    summed = [scores[h].sum() for h in halves]
+    losses = [r["losses"]["license"]["mean"] for r in lds["runs"]]
+    want = spearmanr(summed, -np.array(losses)).statistic
+    got = lds["selections"]["dsdm (license)"]["lds"]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert lds["chance_band"] == lds_chance_band(5)
+    by = {r["label"]: r for r in json.loads((out / "summary.json").read_text())["license"]}
+    assert by["dsdm (license)"]["lds"]["lds"] == got and "lds" not in by["dsir (license)"]
+    assert f"LDS over 5 random halves of the pool is {got:.3f}" in table
+    agree = io.read_json(d / "dsdm.json")["info"]["agreement"]
+    assert agree["models"] == 2 and -1 <= agree["mean_pairwise_spearman"] <= 1

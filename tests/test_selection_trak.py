@@ -16,6 +16,8 @@ from anatomy.io import InputError
 from anatomy.selection.trak import (
     Projection,
     Projector,
+    ensemble_reliability,
+    lds_chance_band,
     linear_datamodeling_score,
     lm_features,
     per_example_grads,
@@ -172,3 +174,70 @@ def test_lds_and_errors():
         trak_scores([], [], [])
     with pytest.raises(InputError):
         trak_scores([np.zeros((5, 3))], [np.ones(3)], [np.ones(5)])  # singular kernel
+
+
+def test_lds_chance_band_is_the_spearman_null():
+    """The band against two independent computations: the exact null of Spearman's rho for 6
+    subsets (all 720 permutations enumerated) and, for 40, the normal approximation
+    1.96 / sqrt(n - 1) (Kendall & Stuart)."""
+    import itertools
+
+    r = np.arange(6.0)
+    rc = r - r.mean()
+    rho = sorted(abs(float(np.dot(np.array(p) - r.mean(), rc) / np.dot(rc, rc)))
+                 for p in itertools.permutations(range(6)))
+    exact = np.quantile(rho, 0.95)
+    atoms = sorted(set(round(x, 9) for x in rho))
+    band = lds_chance_band(6)
+    # the simulated quantile lands on the exact one's atom or its neighbour
+    assert abs(atoms.index(round(band, 9)) - atoms.index(round(exact, 9))) <= 1
+    assert lds_chance_band(40) == pytest.approx(1.96 / np.sqrt(39), abs=0.02)
+    assert np.isnan(lds_chance_band(2))
+
+
+def test_ensemble_reliability_against_scipy():
+    """Mean pairwise Spearman against scipy.stats.spearmanr pair by pair; the Spearman-Brown
+    prophecy by hand; identical members are perfectly reliable."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(3)
+    signal = rng.normal(size=300)
+    members = [signal + rng.normal(scale=1.5, size=300) for _ in range(4)]
+    members[2][5] = np.nan  # a row one member cannot score is left out of every pair
+    out = ensemble_reliability(members)
+    keep = np.ones(300, bool)
+    keep[5] = False
+    pairs = [spearmanr(members[a][keep], members[b][keep]).statistic
+             for a in range(4) for b in range(a + 1, 4)]
+    r = np.mean(pairs)
+    assert out["mean_pairwise_spearman"] == pytest.approx(r, abs=1e-12)
+    assert out["reliability"] == pytest.approx(4 * r / (1 + 3 * r), abs=1e-12)
+    assert out["models"] == 4 and 0 < r < out["reliability"] < 1
+    same = ensemble_reliability([signal, signal])
+    assert same["mean_pairwise_spearman"] == pytest.approx(1) and same["reliability"] == \
+        pytest.approx(1)
+    assert np.isnan(ensemble_reliability([signal])["reliability"])
+
+
+def test_datamodel_lds_is_spearman_of_summed_scores():
+    """datamodel_lds against scipy.stats.spearmanr on hand-summed scores; the halves are
+    seeded draws of half the selectable rows."""
+    from scipy.stats import spearmanr
+
+    from anatomy.selection.evaluate import datamodel_lds, lds_halves
+
+    rng = np.random.default_rng(1)
+    ok = np.setdiff1d(np.arange(40), [3, 17])  # two empty rows are never in a half
+    halves = lds_halves(40, 12, 0, ok)
+    assert all(len(h) == 19 and len(np.unique(h)) == 19 and not np.isin([3, 17], h).any()
+               for h in halves)
+    assert all((a == b).all() for a, b in zip(halves, lds_halves(40, 12, 0, ok), strict=True))
+    assert any((a != b).any() for a, b in zip(halves, lds_halves(40, 12, 1, ok), strict=True))
+    scores = rng.normal(size=40).astype(np.float32)
+    scores[3] = np.nan
+    losses = rng.normal(size=12)
+    summed = [float(np.nansum(scores[h].astype(np.float64))) for h in halves]
+    want = spearmanr(summed, -losses).statistic
+    assert datamodel_lds(scores, halves, losses) == pytest.approx(want, abs=1e-12)
+    # a perfect datamodel: loss falls exactly as the summed score rises
+    assert datamodel_lds(scores, halves, -np.array(summed)) == pytest.approx(1.0)

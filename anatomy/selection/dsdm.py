@@ -64,6 +64,11 @@ class DsdmConfig:
     target_per_token: bool = True
     grad_wrt: tuple[str, ...] | None = None
     device: str | None = None  # the featurisation's device (default: cuda:LOCAL_RANK if any)
+    # memory: the projection matrix (grad_dim x proj_dim float32, one model's at a time) is
+    # kept while under this size, else regenerated block by block per batch (traker's way,
+    # about half the speed); besides it each worker holds one batch's per-example gradients
+    # and vmapped activations, ~ batch_size x (4 grad_dim + 25 seq_len vocab) bytes
+    max_projection_gb: float = 2.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,11 +191,13 @@ class _Models:
         with self.lock:
             if m not in self.projectors:
                 d = grad_dim(model, self.cfg.grad_wrt)
-                # drop the previous models' matrices: units run model by model
-                for k in [k for k in self.projectors if k < m - 1]:
+                # one matrix at a time: units run model by model, and a unit takes its
+                # projector once (a thread still on model m-1 keeps its own reference)
+                for k in [k for k in self.projectors if k != m]:
                     del self.projectors[k]
-                self.projectors[m] = Projector(Projection(d, self.cfg.proj_dim,
-                                                          self.cfg.proj_seed, model_id=m))
+                self.projectors[m] = Projector(
+                    Projection(d, self.cfg.proj_dim, self.cfg.proj_seed, model_id=m),
+                    max_bytes=int(self.cfg.max_projection_gb * (1 << 30)))
             return self.projectors[m]
 
     def features(self, m: int, rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -266,8 +273,11 @@ def pool_features(pool: CandidatePool, models: Sequence[PathLike], cfg: DsdmConf
     step = _FeatureStep(pool, _Models(models, cfg, ranks.local_rank), out, fp)
     # one thread per unit, several at once, on the CPU; one unit at a time on a GPU
     step.on_cpu = step.models.device.type == "cpu"
-    return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
-                              show_progress=progress)
+    try:
+        return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
+                                  show_progress=progress)
+    finally:
+        step.models.projectors.clear()  # the matrix is the step's largest allocation
 
 
 def target_queries(models: Sequence[PathLike], target: Target, cfg: DsdmConfig, tokenizer,
@@ -299,8 +309,11 @@ def target_queries(models: Sequence[PathLike], target: Target, cfg: DsdmConfig, 
             f = f / np.array([len(d) - 1 for d in batch], dtype=np.float64)[:, None]
         return f.sum(0)
 
+    sums = []
     with single_threaded_torch(), ThreadPoolExecutor(max(1, host_cores())) as pool:
-        sums = list(pool.map(one, units))  # ordered by model, so one projector at a time
+        for m in range(len(mods.paths)):  # model by model: one projection matrix alive
+            sums += pool.map(one, [u for u in units if u[0] == m])
+            mods.projectors.clear()
     out = []
     for m in range(len(mods.paths)):
         means = []
@@ -315,15 +328,17 @@ def target_queries(models: Sequence[PathLike], target: Target, cfg: DsdmConfig, 
 def dsdm_scores(pool: CandidatePool, target: Target, models: Sequence[PathLike],
                 features_dir: PathLike, cfg: DsdmConfig) -> tuple[np.ndarray, dict[str, Any]]:
     """DsDm scores (float32, one per pool row, higher = keep) from the pool features."""
-    from anatomy.selection.trak import trak_scores
+    from anatomy.selection.trak import ensemble_reliability, trak_scores
 
     d = Path(features_dir)
     M = len(models)
     F = [io.load_npy(d / f"features-{m}.npy", mmap=True) for m in range(M)]
     Q = [io.load_npy(d / f"q-{m}.npy") for m in range(M)]
     queries = target_queries(models, target, cfg, pool.tokenizer, pool.seq_len or 128)
-    s = trak_scores(F, queries, Q, cfg.lambda_reg, cfg.compat, cfg.scale_inverse)
+    per_model: list[np.ndarray] = []
+    s = trak_scores(F, queries, Q, cfg.lambda_reg, cfg.compat, cfg.scale_inverse, per_model)
     return s.astype(np.float32), {"models": M, "proj_dim": int(F[0].shape[1]),
                                   "lambda_reg": cfg.lambda_reg, "compat": cfg.compat,
                                   "scale_inverse": cfg.scale_inverse,
-                                  "target_per_token": cfg.target_per_token}
+                                  "target_per_token": cfg.target_per_token,
+                                  "agreement": ensemble_reliability(per_model)}

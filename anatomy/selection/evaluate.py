@@ -137,41 +137,102 @@ def random_baselines(n_pool: int, n: int, budgets: Sequence[float], seed: int,
     return out
 
 
+LDS_ALPHA = 0.5  # TRAK's subset fraction for the LDS (Park et al. 2023, Sec. 2.2)
+
+
+def lds_halves(n_pool: int, n_halves: int, seed: int, selectable: np.ndarray | None = None
+               ) -> list[np.ndarray]:
+    """The subsets of TRAK's linear datamodeling score: ``n_halves`` seeded uniform draws of
+    ``LDS_ALPHA`` of the selectable rows (each sorted)."""
+    ok = np.arange(n_pool) if selectable is None else np.asarray(selectable)
+    k = int(round(LDS_ALPHA * len(ok)))
+    return [np.sort(rules.uniform(n_pool, k, seed * 1000 + 7 * j + 1, ok))
+            for j in range(n_halves)]
+
+
+def datamodel_lds(scores: np.ndarray, halves: Sequence[np.ndarray], losses: Sequence[float]
+                  ) -> float:
+    """A selection's scores read as a linear datamodel (DsDm: higher score = lower target
+    loss), checked as TRAK checks one (Park et al. 2023, Def. 2.1): Spearman's rho over the
+    halves between each half's summed score and minus the target loss of the model trained on
+    it. The target is the selection's aggregate (its mean document loss, the groups averaged
+    — the quantity DsDm minimises), not each document separately."""
+    from anatomy.selection.trak import linear_datamodeling_score
+
+    s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
+    masks = np.zeros((len(halves), len(s)), bool)
+    for j, h in enumerate(halves):
+        masks[j, h] = True
+    return linear_datamodeling_score(masks, s, -np.asarray(losses, dtype=np.float64))[0]
+
+
 class _EvalStep:
     name = "eval_selection"
     on_cpu = True
 
     def __init__(self, pool: CandidatePool, selections: list[Selection],
                  targets: list[Target], arch: Arch, seeds: Sequence[int], out: Path,
-                 fp: execution.Fingerprint, held_out: dict[str, dict[str, Any]]):
+                 fp: execution.Fingerprint, held_out: dict[str, dict[str, Any]],
+                 halves: Sequence[np.ndarray] = (), lds_seed: int = 0):
         self.pool, self.selections, self.targets = pool, selections, targets
         self.held_out = held_out
         self.arch, self.seeds, self.out = arch, list(seeds), out
-        self.n_units = len(selections) * len(self.seeds)
+        self.halves, self.lds_seed = list(halves), lds_seed
+        self.n_sel_units = len(selections) * len(self.seeds)
+        self.n_units = self.n_sel_units + len(self.halves)
         self.output = execution.Output.folder(out, ["results.json"])
         self.fingerprint = fp
         L = pool.seq_len or 128
         self.eval_docs = {t.name: {g: tokenize_docs(pool.tokenizer, texts, L)
                                    for g, texts in t.eval_groups.items()} for t in targets}
 
-    def compute_unit(self, u: int) -> dict[str, Any]:
-        j, s = divmod(u, len(self.seeds))
-        sel, seed = self.selections[j], self.seeds[s]
+    def _train_eval(self, idx: np.ndarray, seed: int) -> tuple[dict, dict]:
         vocab, eos, pad = self.pool.lm_ids()
-        rows = self.pool.token_matrix(np.sort(sel.indices))
+        rows = self.pool.token_matrix(np.sort(idx))
         model, info = train_lm(rows, self.arch, vocab_size=vocab, eos_id=eos, pad_id=pad,
                                seed=seed)
         model.eval()
-        losses = {t: group_losses(model, docs) for t, docs in self.eval_docs.items()}
+        return info, {t: group_losses(model, docs) for t, docs in self.eval_docs.items()}
+
+    def compute_unit(self, u: int) -> dict[str, Any]:
+        if u >= self.n_sel_units:  # an LDS half: one model, the first seed for every half
+            h = u - self.n_sel_units  # (common random numbers: only the data differ)
+            info, losses = self._train_eval(self.halves[h], self.seeds[0])
+            return {"result": json.dumps({"half": h, "seed": self.seeds[0], "train": info,
+                                          "losses": losses})}
+        j, s = divmod(u, len(self.seeds))
+        sel, seed = self.selections[j], self.seeds[s]
+        info, losses = self._train_eval(sel.indices, seed)
         return {"result": json.dumps({"selection": j, "seed": seed, "train": info,
                                       "losses": losses})}
 
+    def _lds(self, half_runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Every DsDm selection's LDS on its own target over the halves."""
+        from anatomy.selection.trak import lds_chance_band
+
+        if not self.halves:
+            return None
+        out: dict[str, Any] = {"halves": len(self.halves), "alpha": LDS_ALPHA,
+                               "seed": self.lds_seed, "train_seed": self.seeds[0],
+                               "chance_band": lds_chance_band(len(self.halves), CI),
+                               "digests": [_digest(h) for h in self.halves],
+                               "runs": half_runs, "selections": {}}
+        for sel in self.selections:
+            if sel.method != "dsdm" or sel.scores is None or sel.target is None \
+                    or sel.label in out["selections"]:
+                continue
+            losses = [r["losses"][sel.target]["mean"] for r in half_runs]
+            out["selections"][sel.label] = {
+                "target": sel.target, "lds": datamodel_lds(sel.scores, self.halves, losses)}
+        return out
+
     def merge(self, load) -> dict[str, Any]:
-        runs = [json.loads(str(load(u)["result"])) for u in range(self.n_units)]
+        results = [json.loads(str(load(u)["result"])) for u in range(self.n_units)]
+        runs, half_runs = results[: self.n_sel_units], results[self.n_sel_units:]
         res = {"selections": [s.to_dict() for s in self.selections],
                "targets": [t.name for t in self.targets], "seeds": self.seeds,
                "arch": self.arch.to_dict(), "pool": self.pool.source,
-               "held_out": self.held_out, "runs": runs}
+               "held_out": self.held_out, "runs": runs, "lds": self._lds(half_runs)}
         with execution.staged(self.output) as stage:
             io.write_json(stage(self.out / "results.json"), res)
         return {"models": len(runs)}
@@ -181,10 +242,16 @@ def evaluate_selections(pool: CandidatePool, selections: list[Selection],
                         targets: list[Target], arch: Arch, seeds: Sequence[int],
                         out: PathLike, ranks: execution.Ranks = _ONE, overwrite: bool = False,
                         merge: bool = False, progress: bool = True,
-                        held_out: HeldOutFilter | None = DEFAULT_HELD_OUT
+                        held_out: HeldOutFilter | None = DEFAULT_HELD_OUT,
+                        lds_halves_n: int = 0, lds_seed: int = 0
                         ) -> execution.StepResult:
     """Train ``len(selections) x len(seeds)`` models, evaluate each on every target;
     ``out/results.json`` holds every run.
+
+    ``lds_halves_n``: also train one model (the first seed) on each of that many random halves
+    of the pool (:func:`lds_halves`, seeded by ``lds_seed``) and give every DsDm selection its
+    datamodel's LDS on its target (``results["lds"]``; :func:`datamodel_lds`), with the 95 %
+    band of an uninformative datamodel's.
 
     ``held_out``: the decontamination rule applied to each target's held-out documents
     first (default: drop those sharing more than 20 % of their word 8-grams with the pool's
@@ -200,13 +267,22 @@ def evaluate_selections(pool: CandidatePool, selections: list[Selection],
         targets, reports = decontaminate_targets(targets, pool, held_out)
     else:
         reports = {t.name: disabled_report() for t in targets}
-    fp = execution.fingerprint(
-        "eval_selection", None,
-        {"pool": pool.identity(), "arch": arch.to_dict(), "seeds": list(seeds),
-         "selections": [{**s.to_dict(), "digest": _digest(s.indices)} for s in selections],
-         "targets": [{"name": t.name, "digest": groups_digest(t.eval_groups),
-                      "held_out": _held_out_key(reports[t.name])} for t in targets]})
-    step = _EvalStep(pool, selections, targets, arch, seeds, out, fp, reports)
+    halves = lds_halves(len(pool), lds_halves_n, lds_seed, pool.selectable()) \
+        if lds_halves_n else []
+    if 0 < lds_halves_n < 3:
+        raise InputError(None, f"an LDS needs 3 or more halves, got {lds_halves_n}")
+    key = {"pool": pool.identity(), "arch": arch.to_dict(), "seeds": list(seeds),
+           "selections": [{**s.to_dict(), "digest": _digest(s.indices)} for s in selections],
+           "targets": [{"name": t.name, "digest": groups_digest(t.eval_groups),
+                        "held_out": _held_out_key(reports[t.name])} for t in targets]}
+    if halves:  # (absent without halves: earlier evaluations stay up to date)
+        key["lds"] = {"halves": [_digest(h) for h in halves],
+                      "scores": {s.label: _digest(np.nan_to_num(s.scores).view(np.int32))
+                                 for s in selections if s.method == "dsdm"
+                                 and s.scores is not None}}
+    fp = execution.fingerprint("eval_selection", None, key)
+    step = _EvalStep(pool, selections, targets, arch, seeds, out, fp, reports, halves,
+                     lds_seed)
     return execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge,
                               show_progress=progress)
 
@@ -321,6 +397,10 @@ def summarize(results: dict[str, Any], n_boot: int = BOOTSTRAP, seed: int = 0
                 r["multiplier_ci"] = [float(lo), float(hi)]
                 r["multiplier_ci_defined"] = round(len(ok) / n_boot, 4)
                 _add_cost(r, sels, results["runs"])
+            lds = (results.get("lds") or {}).get("selections", {}).get(r["label"])
+            if lds is not None and lds["target"] == t:
+                r["lds"] = {"lds": lds["lds"], "halves": results["lds"]["halves"],
+                            "chance_band": results["lds"]["chance_band"]}
         out[t] = rows
     return out
 
@@ -386,6 +466,12 @@ def format_table(summary: dict[str, list[dict[str, Any]]]) -> str:
             lines.append(f"| {r['label']} | {r['n']} | {r.get('runs', seeds)} ({draws} x "
                          f"{seeds}) | {r['loss']:.4f} | {r['std']:.4f} | {mult} | {ci} | "
                          f"{cost} | {net} |")
+        for r in rows:
+            if "lds" in r:
+                x = r["lds"]
+                lines += ["", f"{r['label']}: the datamodel's LDS over {x['halves']} random "
+                              f"halves of the pool is {x['lds']:.3f} (an uninformative "
+                              f"datamodel's lies within ±{x['chance_band']:.3f}, {CI:.0%})."]
         if rows and "held_out" in rows[0]:
             lines += ["", describe(rows[0]["held_out"]) + "."]
         lines.append("")

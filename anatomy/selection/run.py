@@ -31,6 +31,8 @@ SCORE_OPTIONS = {
     "random": (),
 }
 RULE_OPTIONS = {"classifier": ("rule", "alpha"), "semdedup": ("keep_fraction",)}
+# how the scores are computed, not what they are (left out of the fingerprint)
+RUN_OPTIONS = {"dsdm": ("max_projection_gb",)}
 
 
 def default_out(method: str, target: str | None, n: int) -> Path:
@@ -114,7 +116,9 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
         try:
             scores, info = method_scores(method, pool, target, seed=seed, work_dir=work_dir,
                                          ranks=ranks, overwrite=overwrite, merge=merge,
-                                         progress=progress, **score_opts)
+                                         progress=progress, **score_opts,
+                                         **{k: options[k] for k in RUN_OPTIONS.get(method, ())
+                                            if k in options})
         except _Waiting as w:
             return {"status": "part", "report": "", "missing": w.missing}
     if pool is not None and len(scores) != len(pool):
@@ -139,6 +143,11 @@ def select_to_files(method: str, n: int, pool: CandidatePool | None, target: Tar
         top = sorted(shares.items(), key=lambda kv: -kv[1])[:4]
         report += "\n  categories of the selection: " + ", ".join(
             f"{k} {v:.2f} (pool {base[k]:.2f})" for k, v in top)
+    agree = info.get("agreement") or {}
+    if agree.get("models", 0) >= 2:
+        report += (f"\n  proxies agree at Spearman {agree['mean_pairwise_spearman']:.2f} "
+                   f"(mean over pairs): the {agree['models']}-proxy ranking's reliability is "
+                   f"{agree['reliability']:.2f} (Spearman-Brown); its LDS: eval_selection.py")
     compute = None
     if pool is not None and not given:
         from anatomy.selection.cost import selection_compute

@@ -149,7 +149,11 @@ def _method_scores(method: str, pool: CandidatePool, target: Target | None, *, s
     cfg = DsdmConfig(**_pick(options, tuple(f.name for f in fields(DsdmConfig))))
     arch = Arch(**_pick(options.get("arch", {}) or {}, tuple(f.name for f in fields(Arch))))
     models = options.get("proxy_models")
-    pdig = execution.fingerprint("dsdm", None, {"pool": pool.identity()}).digest()[:12]
+    # folders keyed by what their contents depend on, so a changed flag gets its own folder
+    # (rather than "exists from other inputs") and the target-side flags reuse the features
+    pdig = execution.fingerprint("dsdm", None, {
+        "pool": pool.identity(), "n_proxies": cfg.n_proxies, "fraction": cfg.fraction,
+        "epochs": cfg.proxy_epochs, "arch": arch.to_dict(), "seed": seed}).digest()[:12]
     record = None
     if not models:
         models, res = train_proxies(pool, cfg, arch, work / "proxies" / pdig, seed=seed,
@@ -157,8 +161,10 @@ def _method_scores(method: str, pool: CandidatePool, target: Target | None, *, s
         if not res.final:
             raise _Waiting(res)
         record = str(work / "proxies" / pdig / "proxies.json")
-    fdig = execution.fingerprint("dsdm_features", {"models": list(map(str, models))},
-                                 {"pool": pool.identity(), **cfg.to_dict()}).digest()[:12]
+    fdig = execution.fingerprint("dsdm_features", {"models": list(map(str, models))}, {
+        "pool": pool.identity(), **{k: getattr(cfg, k) for k in (
+            "proj_dim", "proj_seed", "batch_size", "rows_per_unit", "grad_wrt", "device")}}
+    ).digest()[:12]
     res = pool_features(pool, models, cfg, work / "features" / f"{pdig}-{fdig}", ranks=ranks,
                         overwrite=overwrite, merge=merge, progress=progress)
     if not res.final:

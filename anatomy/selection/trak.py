@@ -80,9 +80,17 @@ class Projection:
         return m[:, : min(b, self.proj_dim - i * b)]
 
     def matrix(self):
+        """The whole matrix, filled block by block (one block's memory on top of it, not a
+        second copy as concatenating the blocks would)."""
         import torch
 
-        return torch.cat([self.block_matrix(i) for i in range(self.n_blocks)], dim=1)
+        out = torch.empty(self.grad_dim, self.proj_dim, dtype=torch.float32)
+        b = min(self.block, self.proj_dim)
+        for i in range(self.n_blocks):
+            m = self.block_matrix(i)
+            out[:, i * b: i * b + m.shape[1]] = m
+            del m
+        return out
 
 
 class Projector:
@@ -246,16 +254,20 @@ def model_scores(features: np.ndarray, query: np.ndarray, lambda_reg: float = 0.
 
 def trak_scores(features: Sequence[np.ndarray], queries: Sequence[np.ndarray],
                 out_to_loss: Sequence[np.ndarray], lambda_reg: float = 0.0,
-                compat: bool = False, scale_inverse: bool = True) -> np.ndarray:
+                compat: bool = False, scale_inverse: bool = True,
+                per_model: list | None = None) -> np.ndarray:
     """The ensemble: ``mean_m(model_scores_m) ⊙ mean_m(Q_m)`` (traker's product of averages).
 
     ``features[m]``: ``(N, k)`` train features of model m; ``queries[m]``: its target query
-    (the mean target feature, ``(k,)``, or ``(T, k)``); ``out_to_loss[m]``: ``(N,)``."""
+    (the mean target feature, ``(k,)``, or ``(T, k)``); ``out_to_loss[m]``: ``(N,)``.
+    ``per_model``: a list that receives each model's own ``model_scores``."""
     if not (len(features) == len(queries) == len(out_to_loss)) or not features:
         raise InputError(None, "TRAK needs features, queries and Q for each of >= 1 models")
     acc = None
     for X, q in zip(features, queries, strict=True):
         s = model_scores(X, q, lambda_reg, compat, scale_inverse)
+        if per_model is not None:
+            per_model.append(s)
         acc = s if acc is None else acc + s
     M = len(features)
     Q = np.mean(np.stack([np.asarray(x, dtype=np.float64) for x in out_to_loss]), axis=0)
@@ -281,3 +293,41 @@ def linear_datamodeling_score(masks: np.ndarray, scores: np.ndarray, actual: np.
         pred, a = pred[:, None], a.reshape(-1, 1)
     rho = np.array([spearmanr(pred[:, t], a[:, t]).statistic for t in range(pred.shape[1])])
     return float(np.nanmean(rho)), rho
+
+
+def lds_chance_band(n_subsets: int, ci: float = 0.95, n_perm: int = 20_000, seed: int = 0
+                    ) -> float:
+    """Half-width of the central ``ci`` interval of the LDS of an uninformative datamodel on
+    ``n_subsets`` subsets: Spearman's rho between a fixed ranking and uniformly random
+    permutations of it (the null of no relation; without ties it depends on ``n_subsets``
+    alone), by seeded simulation. An LDS inside ``±band`` is indistinguishable from chance."""
+    if n_subsets < 3:
+        return float("nan")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1D5]))
+    r = np.arange(n_subsets, dtype=np.float64)
+    perms = np.argsort(rng.random((n_perm, n_subsets)), axis=1).astype(np.float64)
+    rc = r - r.mean()
+    rho = ((perms - perms.mean(1, keepdims=True)) @ rc) / (rc @ rc)  # ranks: equal variances
+    return float(np.quantile(np.abs(rho), ci))
+
+
+def ensemble_reliability(per_model: Sequence[np.ndarray]) -> dict[str, float]:
+    """How much of an ensemble's ranking is signal, from its members' agreement: the mean
+    pairwise Spearman rho of the M single-model scores, and the Spearman-Brown prophecy of the
+    M-model mean's reliability, M·rho / (1 + (M-1)·rho) (Brown 1910; Spearman 1910) — the
+    correlation expected between this ensemble's ranking and another of M fresh proxies.
+    Rows where any member is NaN are left out."""
+    from scipy.stats import rankdata
+
+    M = len(per_model)
+    out = {"models": M, "mean_pairwise_spearman": float("nan"), "reliability": float("nan")}
+    if M < 2:
+        return out
+    X = np.stack([np.asarray(s, dtype=np.float64).reshape(len(s), -1).mean(1)
+                  for s in per_model], axis=1)
+    X = X[~np.isnan(X).any(1)]
+    rho = np.corrcoef(rankdata(X, axis=0), rowvar=False)  # Spearman: Pearson of the ranks
+    r = float(np.mean(rho[np.triu_indices(M, 1)]))
+    out["mean_pairwise_spearman"] = r
+    out["reliability"] = float(M * r / (1 + (M - 1) * r)) if r > -1 / (M - 1) else float("nan")
+    return out
