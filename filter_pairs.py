@@ -33,6 +33,7 @@ writes the outputs.
 from __future__ import annotations
 
 from anatomy import cli
+from anatomy.contrastive import flags
 
 EXAMPLES = """examples:
   python filter_pairs.py --dataset data/contrastive/pairs.jsonl.gz \\
@@ -46,7 +47,7 @@ EXAMPLES = """examples:
 
 def build_parser():
     p = cli.parser(__doc__, EXAMPLES)
-    cli.add_pair_args(p)
+    flags.add_pair_args(p)
     p.add_argument("--k", type=int, default=2,
                    help="keep a pair when its document ranks in the query's top k")
     p.add_argument("--index_size", type=int, default=1_000_000,
@@ -57,8 +58,8 @@ def build_parser():
                    help="report kept / total per value of this record field")
     p.add_argument("--mine_negatives", type=int, default=0, metavar="K",
                    help="also mine K hard negatives for the kept rows into OUTPUT_DIR/negatives")
-    cli.add_embed_args(p)
-    cli.add_mine_args(p, k_flag=None)
+    flags.add_embed_args(p)
+    flags.add_mine_args(p, k_flag=None)
     cli.add_rank_args(p)
     cli.add_run_args(p, seed=0, world=False)
     return p
@@ -73,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     mine = None
     if args.mine_negatives:
         args.num_negatives = args.mine_negatives
-        mine = cli.mine_options(args)
+        mine = flags.mine_options(args)
     try:
         s = filter_pairs(args.dataset, args.output_dir, query_key=args.query_key,
                          document_key=args.document_key, k=args.k, index_size=args.index_size,
-                         embed=cli.embed_options(args), by_position=args.by_position,
+                         embed=flags.embed_options(args), by_position=args.by_position,
                          add_title=args.add_title, label_key=args.label_key,
                          work_dir=args.work_dir, mine=mine, mine_format=args.output_format,
                          negatives_key=args.negatives_key, output_scores=args.output_scores,

@@ -30,6 +30,7 @@ independently that no negative equals or duplicates a positive.
 from __future__ import annotations
 
 from anatomy import cli
+from anatomy.contrastive import flags
 
 EXAMPLES = """examples:
   python mine_negatives.py --dataset data/contrastive/filtered-k2 \\
@@ -44,13 +45,13 @@ EXAMPLES = """examples:
 
 def build_parser():
     p = cli.parser(__doc__, EXAMPLES)
-    cli.add_pair_args(p)
+    flags.add_pair_args(p)
     p.add_argument("--corpus", default=None,
                    help="extra candidate documents: JSONL (--corpus_key, BEIR's title "
                         "prepended), Parquet, or text (blank-line-separated)")
     p.add_argument("--corpus_key", default="text", help="the --corpus text field")
-    cli.add_mine_args(p)
-    cli.add_embed_args(p)
+    flags.add_mine_args(p)
+    flags.add_embed_args(p)
     cli.add_rank_args(p)
     cli.add_run_args(p, seed=0, world=False)
     return p
@@ -64,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         s = mine_negatives(args.dataset, args.output_dir, query_key=args.query_key,
-                           document_key=args.document_key, opts=cli.mine_options(args),
+                           document_key=args.document_key, opts=flags.mine_options(args),
                            corpus_path=args.corpus, corpus_key=args.corpus_key,
                            output_format=args.output_format, negatives_key=args.negatives_key,
-                           output_scores=args.output_scores, embed=cli.embed_options(args),
+                           output_scores=args.output_scores, embed=flags.embed_options(args),
                            add_title=args.add_title, work_dir=args.work_dir, ranks=args.ranks,
                            overwrite=args.overwrite, merge=args.merge, wait_s=args.wait,
                            progress=not args.quiet)

@@ -74,3 +74,9 @@ def test_pipelines_import_only_shared_layers():
             if (other is not None and other != mine) or d.startswith("anatomy.world"):
                 bad.append((m, d))
     assert bad == []
+
+
+def test_the_shared_cli_holds_no_pipeline_e_options():
+    """Pipeline E's flags live with pipeline E (anatomy.contrastive.flags): the shared
+    plumbing imports nothing of it."""
+    assert not [d for d in _imports()["anatomy.cli"] if d.startswith("anatomy.contrastive")]
