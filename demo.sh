@@ -172,10 +172,10 @@ D0=$SECONDS
 PART_FIG="$OUT/figures_D.md.tmp"; : > "$PART_FIG"
 D="$OUT/selection"
 mkdir -p "$D"
-# the first 4,096 stored instances are the candidates; each selection is 1,024 of them, and
-# random selections of 1x, 2x, 4x that many give the compute multipliers
-P=(--world "$WORLD" --pool_rows 4096 --work_dir "$D/work" $q)
-NSEL=1024
+# the first 2,048 stored instances are the candidates; each selection is 512 of them, and
+# random selections of 1x, 2x, 3x that many give the compute multipliers
+P=(--world "$WORLD" --pool_rows 2048 --work_dir "$D/work" $q)
+NSEL=512
 for t in license mix; do
   $PY select_data.py "${P[@]}" --method dsdm --target $t --n $NSEL --out "$D/dsdm_$t.npy"
   $PY select_data.py "${P[@]}" --method dsir --target $t --n $NSEL --dsir_min_length 10 \
@@ -184,11 +184,11 @@ for t in license mix; do
       --out "$D/classifier_$t.npy"
 done
 $PY select_data.py "${P[@]}" --method semdedup --n $NSEL --out "$D/semdedup.npy"
-$PY eval_selection.py --world "$WORLD" --pool_rows 4096 --target license mix \
+$PY eval_selection.py --world "$WORLD" --pool_rows 2048 --target license mix \
     --selections "$D"/{dsdm,dsir,classifier}_{license,mix}.npy "$D/semdedup.npy" \
     --random_budgets 1 2 3 --seeds 0 1 2 --selection_seeds 0 1 2 --output_dir "$D/eval" $q \
     | tee "$D/eval.md"
-fig "## D. Dataset selection (pool: the first 4,096 instances; n = $NSEL; one epoch each)" "" \
+fig "## D. Dataset selection (pool: the first 2,048 instances; n = $NSEL; one epoch each)" "" \
     "$(cat "$D/eval.md")" ""
 mv "$PART_FIG" "$OUT/figures_D.md"
 echo "(D took $((SECONDS - D0))s)"
