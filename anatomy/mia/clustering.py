@@ -114,6 +114,17 @@ def _survivors(x: np.ndarray, rows: np.ndarray, k: int, niter: int, seed: int,
     return out
 
 
+def medium_draw(members: np.ndarray, nonmembers: np.ndarray, m_mem: int, m_non: int,
+                seed: int) -> tuple[list[int], list[int]]:
+    """Medium's uniform draw inside its cluster pair, as published (em-mia
+    ``olmomia/clustering.py:141-142``: ``random.seed(args.seed + 1)``, ``random.sample`` of
+    the member cluster's positions, then ``seed + 2`` for the non-members); ``random.sample``
+    picks the same positions from a list as from a range of its length."""
+    pm = random.Random(seed + 1).sample(np.asarray(members).tolist(), m_mem)
+    pn = random.Random(seed + 2).sample(np.asarray(nonmembers).tolist(), m_non)
+    return pm, pn
+
+
 def build_splits(vecs: np.ndarray, labels: np.ndarray, num_sample: int, num_cluster: int = 50,
                  min_inter_dist: float = 0.6, seed: int = 42,
                  min_cross_dist: float | None = None, niter: int = 50,
@@ -133,8 +144,8 @@ def build_splits(vecs: np.ndarray, labels: np.ndarray, num_sample: int, num_clus
             non-members with ``random.Random(random_seed + 1)`` from the whole pool.
 
     Easy = the last (farthest) pair, Medium = pair ``(h + npairs) // 2``, Hard = pair h.
-    Medium draws with ``random.Random(43)`` / ``random.Random(44)``, which equals the
-    published ``random.seed(43); random.sample(...)``. Mix-1 = Random members + Hard
+    Medium draws with :func:`medium_draw` (the published seeds, ``seed + 1`` and
+    ``seed + 2``). Mix-1 = Random members + Hard
     non-members; Mix-2 = Hard members + Random non-members.
     """
     x = l2_normalize(vecs)
@@ -189,8 +200,7 @@ def build_splits(vecs: np.ndarray, labels: np.ndarray, num_sample: int, num_clus
         mc, nc = pair(rank)
         rm, rn = mem_surv[mc], non_surv[nc]
         if name == "medium":
-            pm = random.Random(43).sample(rm.tolist(), m_mem)
-            pn = random.Random(44).sample(rn.tolist(), m_non)
+            pm, pn = medium_draw(rm, rn, m_mem, m_non, seed)
         else:
             d = 1 - x[rm] @ x[rn].T
             sm, sn = d.mean(1), d.mean(0)
