@@ -88,3 +88,41 @@ def test_em_mia_input_checks_and_nan_init():
         emmia.em_mia(recall[:10], weak)
     with pytest.raises(ValueError, match="initial scores"):
         emmia.em_mia(recall, weak[:5])
+
+
+def _em_mia_load_scores(v: np.ndarray) -> np.ndarray:
+    """em-mia's data_utils.load_scores (lines 74-76), transcribed: one score file's cleaning."""
+    v = np.array(v, dtype=np.float64)
+    v[np.isposinf(v)] = v[~np.isposinf(v)].max() + 1e-6
+    v[np.isneginf(v)] = v[~np.isneginf(v)].min() - 1e-6
+    v[np.isnan(v)] = 0
+    return v
+
+
+def test_one_nan_column_no_longer_zeroes_em_mia():
+    """One NaN target column used to make every prefix row's AUROC NaN, so every EM-MIA score
+    was 0 (AUROC 0.5, chance). Now the matrix is cleaned row by row as em-mia loads each
+    prefix's score file (transcribed above), and the result equals EM-MIA on the matrix
+    cleaned by the transcription."""
+    recall, weak, labels = synthetic(n=40, seed=2)
+    clean_final = emmia.em_mia(recall, weak)
+    assert metrics.auroc(clean_final, labels) > 0.95
+    bad = recall.copy()
+    bad[:, 7] = np.nan  # one target's ReCaLL scores all undefined
+    bad[3, 5] = np.inf
+    bad[4, 6] = -np.inf
+    by_hand = np.stack([_em_mia_load_scores(r) for r in bad])
+    assert by_hand[3, 5] == 0.0  # the row's NaN makes em-mia's max NaN, then 0
+    assert by_hand[4, 6] == 0.0 and by_hand[0, 7] == 0.0
+    assert np.isfinite(by_hand).all()
+    got = emmia.em_mia(bad, weak)
+    np.testing.assert_array_equal(got, emmia.em_mia(by_hand, weak))
+    assert metrics.auroc(got, labels) > 0.9  # not chance
+    np.testing.assert_array_equal(emmia.clean_scores(bad), by_hand)
+
+
+def test_clean_scores_infinities_against_em_mia():
+    v = np.array([0.5, np.inf, -2.0, -np.inf, 1.5])
+    np.testing.assert_array_equal(emmia.clean_scores(v), _em_mia_load_scores(v))
+    assert emmia.clean_scores(v)[1] == 1.5 + 1e-6 and emmia.clean_scores(v)[3] == -2.0 - 1e-6
+    np.testing.assert_array_equal(emmia.clean_scores(np.array([np.inf, np.inf])), [0.0, 0.0])

@@ -118,10 +118,10 @@ def recall_weighted_avg(recall: np.ndarray, init_scores: np.ndarray,
     """
     from scipy.stats import rankdata
 
-    from anatomy.mia.emmia import prefix_scores
+    from anatomy.mia.emmia import clean_scores, prefix_scores
 
-    m = np.asarray(recall, dtype=np.float64)
-    f = np.nan_to_num(np.asarray(init_scores, dtype=np.float64).copy(), nan=0.0)
+    m = clean_scores(np.asarray(recall, dtype=np.float64))
+    f = clean_scores(np.asarray(init_scores, dtype=np.float64))
     if m.ndim != 2 or f.shape != (m.shape[1],):
         raise ValueError(f"ReCaLL matrix {m.shape} does not match {f.size} initial scores")
     centred = rankdata(m, axis=1) / m.shape[1] - 0.5

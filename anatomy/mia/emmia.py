@@ -136,6 +136,26 @@ def recall_matrix_naive(model, prefix_ids: Sequence[Sequence[int]],
     return out / np.asarray(target_ll, dtype=np.float64)[None, :]
 
 
+def clean_scores(scores: np.ndarray) -> np.ndarray:
+    """Non-finite scores made comparable as em-mia's ``data_utils.load_scores`` does
+    (lines 74-76), for each score vector (each row of a matrix: em-mia loads a ReCaLL row per
+    prefix file): +inf -> the vector's largest other value + 1e-6, -inf -> its smallest other
+    value - 1e-6, NaN -> 0. A vector with no other value keeps 0 for its infinities (em-mia
+    would fail on the empty max). float64 copy."""
+    a = np.array(scores, dtype=np.float64, copy=True)
+    rows = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+    for r in rows:  # views into ``a``
+        pos, neg = np.isposinf(r), np.isneginf(r)
+        if pos.any():  # (a NaN elsewhere makes the max NaN, so then 0, as in em-mia)
+            rest = r[~pos]
+            r[pos] = rest.max() + 1e-6 if rest.size else 0.0
+        if neg.any():
+            rest = r[~neg]
+            r[neg] = rest.min() - 1e-6 if rest.size else 0.0
+        r[np.isnan(r)] = 0.0
+    return a
+
+
 def prefix_scores(recall: np.ndarray, membership: np.ndarray) -> np.ndarray:
     """r(p): AUROC of each row ReCaLL_p(.) against pseudo-labels ``membership > median``.
 
@@ -153,7 +173,8 @@ def em_mia(recall: np.ndarray, init_scores: np.ndarray, n_iter: int = 10,
 
     The prefix set and the target set are the same texts (row i and column i are text i),
     so ``recall`` is square. Starting from f = ``init_scores`` (any baseline oriented
-    higher = member, e.g. Min-K%++; NaN -> 0 as em-mia), repeat ``n_iter`` times:
+    higher = member, e.g. Min-K%++; both cleaned as em-mia loads them, :func:`clean_scores`),
+    repeat ``n_iter`` times:
 
     1. E-like step: pseudo-labels y = f > median(f) (the current belief about membership);
     2. M-like step: prefix score r(p) = AUROC(ReCaLL_p(.), y), how well p works as a
@@ -168,7 +189,8 @@ def em_mia(recall: np.ndarray, init_scores: np.ndarray, n_iter: int = 10,
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"EM-MIA needs a square ReCaLL matrix (prefixes = targets), got "
                          f"{m.shape}")
-    f = np.nan_to_num(np.asarray(init_scores, dtype=np.float64).copy(), nan=0.0)
+    # em-mia cleans every loaded score file: one NaN must not blank a whole prefix row
+    m, f = clean_scores(m), clean_scores(np.asarray(init_scores, dtype=np.float64))
     if f.shape != (m.shape[1],):
         raise ValueError(f"{f.size} initial scores for {m.shape[1]} targets")
     history = [f]
