@@ -373,6 +373,7 @@ class Output:
 
     files: list[Path]
     marker: Path
+    hashes: bool = False  # the marker also records each file's sha256 (small outputs)
 
     @classmethod
     def file(cls, path: PathLike, *also: PathLike) -> Output:
@@ -499,10 +500,33 @@ def mark_output(output: Output, fp: Fingerprint, summary: Mapping[str, Any] | No
     missing = [str(f) for f in output.files if not f.is_file()]
     if missing:
         raise RuntimeError(f"cannot mark {output.name} complete: missing {missing}")
-    write_json(output.marker, {"fingerprint": fp.to_json(), "digest": fp.digest(),
-                               "files": {output.key(f): f.stat().st_size
-                                         for f in output.files},
-                               "summary": _canonical(dict(summary or {}))})
+    rec = {"fingerprint": fp.to_json(), "digest": fp.digest(),
+           "files": {output.key(f): f.stat().st_size for f in output.files},
+           "summary": _canonical(dict(summary or {}))}
+    if output.hashes:
+        rec["sha256"] = {output.key(f): _sha256(f, f.stat()) for f in output.files}
+    write_json(output.marker, rec)
+
+
+def verify_marker(marker: PathLike) -> tuple[dict[str, Any], list[str]]:
+    """``(record, problems)``: how the files a completion marker vouches for differ from its
+    record (missing, resized, or, where it recorded sha256, changed). For a reader that
+    trusts a folder written by a step, e.g. one category file removed after the fact."""
+    marker = Path(marker)
+    rec = _read_marker(marker) if marker.is_file() else None
+    if rec is None:
+        return {}, [f"{marker} is not a completion record"]
+    problems = []
+    hashes = rec.get("sha256") or {}
+    for key, size in (rec.get("files") or {}).items():
+        f = marker.parent / key
+        if not f.is_file():
+            problems.append(f"{key} is missing")
+        elif f.stat().st_size != size:
+            problems.append(f"{key} has {f.stat().st_size:,} bytes, the record {size:,}")
+        elif key in hashes and _sha256(f, f.stat()) != hashes[key]:
+            problems.append(f"{key} differs from the record (sha256)")
+    return rec, problems
 
 
 def recorded_summary(output: Output) -> dict[str, Any]:

@@ -210,3 +210,53 @@ def test_run_minkpp_mix_int8(tiny_world, world_samples, tmp_path):
         pipeline.run_minkpp_mix(samples, tmp_path, "mk", target_model=str(tiny_world /
                                 "model"), int8=True, reference_nonmembers=ref, n_boot=10,
                                 seed=0, max_per_class=10, mink_ratio=0.2, progress=False)
+
+
+def test_a_samples_folder_must_match_its_completion_record(world_samples, tmp_path):
+    """A folder fetch_category_samples.py completed is checked against its record before any
+    estimate: one category file removed (a killed rewrite), a file changed at the same size
+    (sha256), or a file added are one error naming it; the intact folder loads and says how
+    it was checked. A folder made by hand (no record) loads as given, with a note. Checked
+    against the record's own file list, sizes and per-category row counts, read here."""
+    import shutil
+
+    from anatomy.mixture.classifier import load_category_samples
+
+    src, _, _ = world_samples
+    rec = io.read_json(src / "fetch_category_samples.done.json")
+    assert set(rec["sha256"]) == set(rec["files"])
+    ok = load_category_samples(src)
+    total = sum(rec["summary"]["kept"].values())
+    assert ok.provenance.startswith("checked against its completion record") \
+        and f"{total:,} rows" in ok.provenance and "sha256" in ok.provenance
+
+    def copy(name):
+        d = tmp_path / name
+        shutil.copytree(src, d)
+        return d
+
+    gone = copy("gone")
+    victim = sorted(rec["summary"]["kept"])[1]
+    (gone / f"{victim}.jsonl").unlink()
+    with pytest.raises(InputError, match=f"{victim}.jsonl is missing"):
+        load_category_samples(gone)
+    with pytest.raises(InputError, match="completion record"):
+        pipeline.run_labelshift(gone, tmp_path / "out", "x", n_boot=5, plots=False)
+    same_size = copy("same_size")
+    f = same_size / f"{victim}.jsonl"
+    b = bytearray(f.read_bytes())
+    i = b.index(b'"text": "') + 9
+    b[i] = ord("Q") if b[i] != ord("Q") else ord("R")
+    f.write_bytes(bytes(b))
+    with pytest.raises(InputError, match=r"differs from the record \(sha256\)"):
+        load_category_samples(same_size)
+    extra = copy("extra")
+    shutil.copy(extra / f"{victim}.jsonl", extra / "stowaway.jsonl")
+    with pytest.raises(InputError, match="stowaway.jsonl is not in the record"):
+        load_category_samples(extra)
+    by_hand = tmp_path / "by_hand"
+    by_hand.mkdir()
+    for c in sorted(rec["summary"]["kept"])[:3]:
+        shutil.copy(src / f"{c}.jsonl", by_hand)
+    s = load_category_samples(by_hand)
+    assert s.provenance.startswith("no completion record") and len(s.categories) == 3

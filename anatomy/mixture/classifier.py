@@ -39,6 +39,9 @@ class CategorySamples:
     # records not used, per reason and category: "blank" texts, "capped" by max_per_class
     # or balance
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    # how the folder was trusted: checked against fetch_category_samples.py's completion
+    # record, or read as given (a folder made by hand)
+    provenance: str = ""
 
 
 def _category_of(path: Path) -> str:
@@ -47,6 +50,25 @@ def _category_of(path: Path) -> str:
         if name.endswith(s):
             return name[: -len(s)]
     return path.stem
+
+
+def samples_files(samples_dir: PathLike) -> tuple[list[Path], dict[str, Any] | None]:
+    """A samples folder's ``<category>.jsonl`` files and, when fetch_category_samples.py
+    wrote it, its completion record, the folder checked against it (:func:`_check_record`);
+    None for a folder made by hand. Cheap: callers check before any model work."""
+    d = Path(samples_dir)
+    if not d.is_dir():
+        raise InputError(d, "samples folder not found (write one with "
+                            "fetch_category_samples.py --out_dir DIR)")
+    ours = [p.name for p in d.iterdir() if p.name.startswith(("fetch_category_samples",
+                                                                ".staging-fetch_category"))]
+    if ours and "fetch_category_samples.done.json" not in ours:
+        raise InputError(d, "an incomplete output of fetch_category_samples.py (no completion "
+                            "marker): run it again")
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.name.endswith(SAMPLE_SUFFIXES))
+    if not files:
+        raise InputError(d, "no <category>.jsonl sample files here")
+    return files, (_check_record(d, files) if ours else None)
 
 
 def load_category_samples(samples_dir: PathLike, merge_web: bool = False,
@@ -63,27 +85,20 @@ def load_category_samples(samples_dir: PathLike, merge_web: bool = False,
     the folder has no sample files or a class has fewer than ``min_per_class`` texts.
     """
     d = Path(samples_dir)
-    if not d.is_dir():
-        raise InputError(d, "samples folder not found (write one with "
-                            "fetch_category_samples.py --out_dir DIR)")
-    ours = [p.name for p in d.iterdir() if p.name.startswith(("fetch_category_samples",
-                                                                ".staging-fetch_category"))]
-    if ours and "fetch_category_samples.done.json" not in ours:
-        raise InputError(d, "an incomplete output of fetch_category_samples.py (no completion "
-                            "marker): run it again")
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.name.endswith(SAMPLE_SUFFIXES))
-    if not files:
-        raise InputError(d, "no <category>.jsonl sample files here")
+    files, record = samples_files(d)
     by_cat: dict[str, list[str]] = {}
     sources: dict[str, list[str]] = {}
     blank: dict[str, int] = {}
+    rows: dict[str, int] = {}
     for f in files:
         cat = _category_of(f)
+        rows[cat] = 0
         if merge_web and cat.lower() in WEB_PARTS:
             cat = "web"
         texts = by_cat.setdefault(cat, [])
         sources.setdefault(cat, []).append(f.name)
         for line, rec in iter_jsonl_numbered(f, required=("text",)):
+            rows[_category_of(f)] += 1
             t = rec["text"]
             if not isinstance(t, str):
                 raise InputError(f, '"text" is not a string', line)
@@ -91,6 +106,20 @@ def load_category_samples(samples_dir: PathLike, merge_web: bool = False,
                 texts.append(t)
             else:
                 blank[cat] = blank.get(cat, 0) + 1
+    if record is not None:
+        kept = (record.get("summary") or {}).get("kept") or {}
+        off = [f"{c}: {rows[c]} rows, the record {kept[c]}" for c in sorted(kept)
+               if c in rows and rows[c] != kept[c]]
+        if off:
+            raise InputError(d, "differs from its completion record: " + "; ".join(off)
+                                + " (run fetch_category_samples.py again)")
+        provenance = (f"checked against its completion record ({len(files)} files, "
+                      f"{sum(rows.values()):,} rows" + (", sha256" if record.get("sha256")
+                                                         else ", sizes") + ")")
+    else:
+        provenance = (f"no completion record (made by hand?): read {len(files)} files as "
+                      f"given: " + ", ".join(f.name for f in files))
+        log.info("%s: %s", d, provenance)
     cats = sorted(by_cat)
     small = [c for c in cats if len(by_cat[c]) < min_per_class]
     if small:
@@ -118,7 +147,24 @@ def load_category_samples(samples_dir: PathLike, merge_web: bool = False,
         if any(counts.values()):
             log.info("%s: %s", d, ", ".join(f"{c} {n}" for c, n in counts.items() if n)
                      + f" records dropped ({why})")
-    return CategorySamples(texts, np.asarray(labels, dtype=np.int64), cats, sources, dropped)
+    return CategorySamples(texts, np.asarray(labels, dtype=np.int64), cats, sources, dropped,
+                           provenance)
+
+
+def _check_record(d: Path, files: list[Path]) -> dict[str, Any]:
+    """fetch_category_samples.py's completion record, after checking the folder against it:
+    every file it lists present, of its size and (when recorded) sha256, and no other sample
+    file beside them (either would estimate another mixture than the one fetched)."""
+    from anatomy import execution
+
+    rec, problems = execution.verify_marker(d / "fetch_category_samples.done.json")
+    listed = set(rec.get("files") or {})
+    problems += [f"{f.name} is not in the record" for f in files if f.name not in listed]
+    if problems:
+        raise InputError(d, "differs from its completion record: " + "; ".join(problems)
+                            + " (run fetch_category_samples.py again, or remove "
+                              "fetch_category_samples.done.json to use the folder as it is)")
+    return rec
 
 
 def train_domain_classifier(samples: CategorySamples, spec: str = "tfidf",

@@ -30,7 +30,11 @@ import numpy as np
 from anatomy import io
 from anatomy.io import InputError, PathLike
 from anatomy.mixture import labelshift as ls
-from anatomy.mixture.classifier import load_category_samples, train_domain_classifier
+from anatomy.mixture.classifier import (
+    load_category_samples,
+    samples_files,
+    train_domain_classifier,
+)
 
 log = logging.getLogger("anatomy")
 
@@ -214,6 +218,7 @@ def run_labelshift(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
     ranks = ranks or execution.Ranks()
     if estimator not in ls.METHODS:
         raise InputError(None, f"unknown estimator {estimator!r} ({', '.join(ls.METHODS)})")
+    samples_files(samples_dir)  # a damaged samples folder fails before any generation
     out = Path(output_dir) / run_name
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in {
         "local_samples_dir": samples_dir, "classifier": classifier, "merge_web": merge_web,
@@ -303,6 +308,7 @@ def run_labelshift(samples_dir: PathLike, output_dir: PathLike, run_name: str, *
                                progress=progress)
     summary = _labelshift_summary(config, cats, trained, Zv, yv, Zt, ests, boot, gen_stats)
     summary["samples_dropped"] = samples.dropped
+    summary["samples_provenance"] = samples.provenance
     _write_labelshift(out, summary, ests, cats, plots)
     execution.mark_output(est_out, est_fp, {"estimator": estimator})
     return summary

@@ -484,7 +484,7 @@ def fetch_category_samples(root: PathLike, n_per_category: int, out_dir: PathLik
             "dedup": dedup}
     fp = execution.fingerprint("fetch_category_samples", {"root": root}, args)
     output = execution.Output([*files.values(), out / STATS_FILE],
-                              out / "fetch_category_samples.done.json")
+                              out / "fetch_category_samples.done.json", hashes=True)
     step = _FetchStep(root, layout, shards, set_map, n_per_category, seed, min_chars,
                       max_chars, dedup, num_proc, skip_bad, output, fp, files, args, progress)
     res = execution.run_step(step, ranks, overwrite=overwrite, merge_only=merge)
