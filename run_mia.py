@@ -58,7 +58,12 @@ def build_parser():
     g.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                    help="default: loss zlib mink minkpp emmia blind, plus ref with --ref_model "
                         "and recall_wavg with --n_prefix")
-    g.add_argument("--emmia_init", default="minkpp_20", help="score that starts EM-MIA")
+    g.add_argument("--emmia_init", default="minkpp_20",
+                   help="score(s) that start EM-MIA, comma-separated as em-mia runs several "
+                        "(e.g. loss,zlib,mink_20,minkpp_20): the first is 'emmia', each other "
+                        "'emmia:<score>'; every iteration's scores go to emmia_iterations.json, "
+                        "each iteration's AUROC and the stability line to metrics.json")
+    g.add_argument("--emmia_iters", type=int, default=10, help="EM-MIA iterations (em-mia: 10)")
     g.add_argument("--n_prefix", type=int, default=None,
                    help="prefixes of recall_wavg (a prefix-weighted ReCaLL-Avg over a seeded "
                         "subset of this many texts, our estimator; EM-MIA itself, emmia, "
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                    ref_revision=ref_rev, methods=args.methods, output_dir=args.output_dir,
                    batch_size=args.batch_size, max_tokens=args.max_tokens, dtype=args.dtype,
                    device=args.device, n_prefix=args.n_prefix, world=args.world,
-                   emmia_init=args.emmia_init, seed=args.seed,
+                   emmia_init=args.emmia_init, emmia_iters=args.emmia_iters, seed=args.seed,
                    prefix_block=args.prefix_block, ranks=args.ranks,
                    overwrite=args.overwrite, merge=args.merge, progress=not args.quiet)
     for r in runs:

@@ -121,3 +121,92 @@ def summarize(scores, labels, fprs: Sequence[float] = DEFAULT_FPRS
             else None
     out["bal_acc"] = balanced_accuracy(scores, labels)
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# uncertainty: bootstrap intervals over a split's texts, and the chance band of the split
+
+
+def _auroc_matrix(s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """AUROC of each row of scores ``s (B, n)`` against labels ``y (B, n)`` (rank form,
+    ties 1/2): :func:`auroc` row by row, vectorised."""
+    from scipy.stats import rankdata
+
+    r = rankdata(s, axis=1)
+    pos = y.sum(1)
+    neg = y.shape[1] - pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((r * y).sum(1) - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def _tpr_matrix(s: np.ndarray, y: np.ndarray, fpr: float) -> np.ndarray:
+    """TPR at the last ROC point with FPR < ``fpr``, each row: the largest TPR over the
+    thresholds (distinct scores) whose FPR is below it. Equals :func:`tpr_at_fpr` where no
+    tied scores mix members and non-members (bootstrap copies of one text tie with
+    themselves only)."""
+    order = np.argsort(-s, axis=1, kind="mergesort")
+    ss = np.take_along_axis(s, order, 1)
+    yy = np.take_along_axis(y, order, 1).astype(np.float64)
+    tp, fp = np.cumsum(yy, 1), np.cumsum(1 - yy, 1)
+    end = np.ones_like(ss, bool)
+    end[:, :-1] = ss[:, 1:] != ss[:, :-1]  # the last index of each tied score
+    P, N = tp[:, -1:], fp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = end & (fp / N < fpr)
+        t = np.where(ok, tp / P, 0.0).max(1)
+    return np.where((P[:, 0] > 0) & (N[:, 0] > 0), t, np.nan)
+
+
+def _metric_rows(s: np.ndarray, y: np.ndarray, fprs: Sequence[float]) -> dict[str, np.ndarray]:
+    out = {"auroc": _auroc_matrix(s, y)}
+    for f in fprs:
+        out[f"tpr@{f * 100:g}%"] = _tpr_matrix(s, y, f)
+    return out
+
+
+def bootstrap_intervals(scores, labels, n_boot: int = 1000, seed: int = 0,
+                        ci: float = 0.95, fprs: Sequence[float] = DEFAULT_FPRS
+                        ) -> dict[str, list[float] | None]:
+    """``{"auroc": [lo, hi], "tpr@x%": [lo, hi] ...}``: the central ``ci`` interval over
+    ``n_boot`` resamples of the split's texts, members and non-members each resampled with
+    replacement (their counts fixed, as the split's are). None for a TPR that
+    :func:`measurable_fpr` rules out."""
+    s, y = _check(scores, labels)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    if not len(pos) or not len(neg):
+        return {"auroc": None, **{f"tpr@{f * 100:g}%": None for f in fprs}}
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB0075]))
+    idx = np.concatenate([rng.choice(pos, (n_boot, len(pos))),
+                          rng.choice(neg, (n_boot, len(neg)))], axis=1)
+    rows = _metric_rows(s[idx], y[idx], fprs)
+    q = [(1 - ci) / 2, (1 + ci) / 2]
+    out: dict[str, list[float] | None] = {}
+    for k, v in rows.items():
+        if k != "auroc" and not measurable_fpr(len(neg), float(k[4:-1]) / 100):
+            out[k] = None
+        else:
+            out[k] = [float(x) for x in np.quantile(v[np.isfinite(v)], q)]
+    return out
+
+
+def null_band(n_members: int, n_nonmembers: int, n_perm: int = 2000, seed: int = 0,
+              ci: float = 0.95, fprs: Sequence[float] = DEFAULT_FPRS
+              ) -> dict[str, list[float] | None]:
+    """The split's chance band: the central ``ci`` interval of each metric when the labels
+    carry no information (a uniformly random assignment of the split's member and
+    non-member counts to untied scores). It depends on the two counts alone, so one band
+    serves every method on the split; a value inside it is indistinguishable from chance
+    (for AUROC, the Mann-Whitney null)."""
+    n = n_members + n_nonmembers
+    if not n_members or not n_nonmembers:
+        return {"auroc": None, **{f"tpr@{f * 100:g}%": None for f in fprs}}
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x0B4D]))
+    y = np.zeros((n_perm, n), bool)
+    y[:, :n_members] = True
+    y = rng.permuted(y, axis=1)
+    s = np.broadcast_to(np.arange(n, dtype=np.float64), (n_perm, n))
+    rows = _metric_rows(np.ascontiguousarray(s), y, fprs)
+    q = [(1 - ci) / 2, (1 + ci) / 2]
+    return {k: (None if k != "auroc" and not measurable_fpr(n_nonmembers,
+                                                             float(k[4:-1]) / 100)
+                else [float(x) for x in np.quantile(v, q)]) for k, v in rows.items()}

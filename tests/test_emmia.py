@@ -126,3 +126,19 @@ def test_clean_scores_infinities_against_em_mia():
     np.testing.assert_array_equal(emmia.clean_scores(v), _em_mia_load_scores(v))
     assert emmia.clean_scores(v)[1] == 1.5 + 1e-6 and emmia.clean_scores(v)[3] == -2.0 - 1e-6
     np.testing.assert_array_equal(emmia.clean_scores(np.array([np.inf, np.inf])), [0.0, 0.0])
+
+
+def test_trajectory_flags_an_inverted_fixed_point():
+    """The published update's mirror image: pseudo-labels swapped turn every prefix score r
+    into 1 - r, so the fully inverted labelling is a fixed point whenever the true one is
+    (checked: one update from the inverted labels gives the negated scores); a run ending
+    there ranks against its start, which the stability line flags."""
+    recall, weak, labels = synthetic(n=40, seed=3)
+    f_true = labels.astype(float)
+    step_true = -emmia.prefix_scores(recall, f_true)
+    step_inv = -emmia.prefix_scores(recall, -f_true)
+    np.testing.assert_allclose(step_inv, -1 - step_true, atol=1e-12)  # r -> 1 - r
+    rep = emmia.trajectory([weak, -weak], labels, "weak")
+    assert rep["inverted"] and rep["spearman_final_vs_init"] == pytest.approx(-1.0)
+    assert rep["auroc"][1] == pytest.approx(1 - rep["auroc"][0], abs=1e-12)
+    assert not emmia.trajectory([weak, 2 * weak], labels, "weak")["inverted"]

@@ -83,7 +83,10 @@ def test_score_records_match_per_example_scores(models, tokenizer):
     for name in names:
         s = [r["scores"][name] for r in rows]
         assert metrics[name]["auroc"] == pytest.approx(roc_auc_score(labels, s), abs=1e-12)
-        assert set(metrics[name]) == {"auroc", "tpr@0.1%", "tpr@1%", "tpr@5%", "bal_acc"}
+        assert set(metrics[name]) == {"auroc", "tpr@0.1%", "tpr@1%", "tpr@5%", "bal_acc",
+                                      "ci"}
+        lo, hi = metrics[name]["ci"]["auroc"]
+        assert 0 <= lo <= hi <= 1
     # EM-MIA: em_mia on the ReCaLL matrix of the texts themselves, started from Min-K%++ 20%
     ids = lm.tokenize_texts(tokenizer, [r["input"] for r in records])
     init = np.array([r["scores"]["minkpp_20"] for r in rows])
@@ -237,10 +240,17 @@ def test_run_mia_bad_label_is_input_error(tiny_world):
                       str(tiny_world / "r2"), "--quiet"])
 
 
-def _fake_run(root, dataset, ckpt, aucs, rows=None):
+def _fake_run(root, dataset, ckpt, aucs, rows=None, inverted=()):
+    """A run_mia metrics file: 50 members and 50 non-members (the chance band their counts
+    give, anatomy.metrics.null_band), each AUROC with a +-0.1 interval."""
+    from anatomy.metrics import null_band
+
     metrics = {m: {"auroc": a, "tpr@0.1%": 0.0, "tpr@1%": a / 10, "tpr@5%": 0.2,
-                   "bal_acc": 0.5} for m, a in aucs.items()}
-    io.write_json(root / dataset / ckpt / "metrics.json", {"config": {}, "metrics": metrics})
+                   "bal_acc": 0.5, "ci": {"auroc": [a - 0.1, a + 0.1]}}
+               for m, a in aucs.items()}
+    io.write_json(root / dataset / ckpt / "metrics.json",
+                  {"config": {}, "metrics": metrics, "null_band": null_band(50, 50),
+                   "emmia": {m: {"inverted": True} for m in inverted}})
     io.write_jsonl(root / dataset / ckpt / "scores.jsonl", rows or [])
 
 
@@ -255,18 +265,23 @@ def test_make_table_cells(tmp_path, capsys):
     md = capsys.readouterr().out
     lines = md.strip().splitlines()
     # one table per checkpoint (methods x splits), checkpoints in step order
-    assert lines[0] == "| AUROC x100, step40 | easy | hard |"
-    assert lines[2] == "| Loss | **75.0** | **55.0** |"
-    assert lines[3] == "| Min-K%++ 20% | 50.0 | 54.9 |"
-    assert lines[5] == "| AUROC x100, step120 | easy |"
-    assert lines[7:9] == ["| Loss | 61.2 |", "| Min-K%++ 20% | **70.0** |"]
+    # bold = outside the chance band of 50 + 50 texts (38.4-61.4), not the column's best:
+    # hard's 55.0 is its best and still chance
+    assert lines[0] == "| AUROC x100 [95 % interval], step40 | easy | hard |"
+    assert lines[2] == "| Loss | **75.0 [65, 85]** | 55.0 [45, 65] |"
+    assert lines[3] == "| Min-K%++ 20% | 50.0 [40, 60] | 54.9 [45, 65] |"
+    assert lines[5] == ("chance band (95 % of label permutations; bold = outside it): "
+                        "easy 38.4-61.4, hard 38.4-61.4")
+    assert lines[7] == "| AUROC x100 [95 % interval], step120 | easy |"
+    assert lines[9:11] == ["| Loss | 61.2 [51, 71] |", "| Min-K%++ 20% | **70.0 [60, 80]** |"]
     assert (r / "table.md").read_text() == md.strip() + "\n"
     assert (r / "table.csv").read_text().splitlines()[1] == "loss,75.0,55.0,61.2"
     assert (r / "table.png").read_bytes()[:4] == b"\x89PNG"
     make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_easy", "--metric",
                      "tpr@1%", "--methods", "minkpp"])
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[2] == "| Min-K%++ 20% | **5.0** |" and out[6] == "| Min-K%++ 20% | **7.0** |"
+    # no TPR@1% band on 50 non-members (one false positive is already 2 %): nothing bold
+    assert out[2] == "| Min-K%++ 20% | 5.0 |" and out[6] == "| Min-K%++ 20% | 7.0 |"
     assert (r / "table_tpr1.md").is_file()
     with pytest.raises(InputError, match="no results for this dataset"):
         make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_nope"])
@@ -278,7 +293,39 @@ def test_make_table_cells(tmp_path, capsys):
     with pytest.raises(InputError, match=r"input w_64_100_hard/step40-tokens3K/metrics.json"):
         make_table.main(args)
     assert make_table.main(args + ["--overwrite"]) == 0
-    assert "| Loss | **75.0** | **56.0** |" in (r / "table.md").read_text()
+    assert "| Loss | **75.0 [65, 85]** | 56.0 [46, 66] |" in (r / "table.md").read_text()
+
+
+def test_table_marks_only_what_chance_cannot_give(tmp_path, capsys):
+    """With the labels of a split permuted, no method is marked (every AUROC inside the
+    band); on a clean split a strong method is; an inverted EM-MIA run carries its flag.
+    The band is checked against the Mann-Whitney normal approximation, 0.5 +- 1.96 sd."""
+    from anatomy.metrics import auroc, null_band
+
+    rng = np.random.default_rng(5)
+    y = np.arange(100) < 50
+    strong = rng.normal(size=100) + 1.5 * y
+    weak = rng.normal(size=100)
+    perm = rng.permutation(y)
+    r = tmp_path / "results"
+    _fake_run(r, "w_64_100_control", "step40-tokens3K",
+              {"minkpp_20": auroc(strong, y), "loss": auroc(weak, y), "emmia": 0.2},
+              inverted=("emmia",))
+    _fake_run(r, "w_64_100_permuted", "step40-tokens3K",
+              {"minkpp_20": auroc(strong, perm), "loss": auroc(weak, perm)})
+    make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_control",
+                     "w_64_100_permuted"])
+    md = capsys.readouterr().out
+    row = {ln.split(" | ")[0]: ln for ln in md.splitlines() if ln.startswith("| ")}
+    cells = row["| Min-K%++ 20%"].split(" | ")
+    assert cells[1].startswith("**") and not cells[2].startswith("**")
+    assert "**" not in row["| Loss"]
+    assert row["| EM-MIA"].endswith("† | - |") and "**20.0" in row["| EM-MIA"]
+    assert "converged to the inverted labelling" in md
+    sd = np.sqrt((50 + 50 + 1) / (12 * 50 * 50))
+    lo, hi = null_band(50, 50)["auroc"]
+    assert lo == pytest.approx(0.5 - 1.96 * sd, abs=0.01) and hi == pytest.approx(
+        0.5 + 1.96 * sd, abs=0.01)
 
 
 def test_auroc_by_count(tmp_path, capsys):
@@ -370,3 +417,37 @@ def test_scores_use_the_trained_token_ids(models, tokenizer):
     other = [{**r, "tokenizer": "0" * 16} for r in recs]
     assert attack.MiaWork(other, tokenizer, methods=["loss"]).token_source.startswith(
         "re-tokenized texts (the records' input_ids are of another vocabulary")
+
+
+def test_run_mia_keeps_every_emmia_iteration_and_its_stability(tiny_world):
+    """--emmia_init a,b runs EM-MIA from each (em-mia's emmia.py --init); every iteration's
+    scores are saved and each iteration's AUROC equals sklearn's on those scores; the stability
+    line is Spearman's rho of the final against the initial scores (scipy), ``inverted`` when
+    negative; the first init's final scores are the 'emmia' column. Every AUROC carries a
+    bootstrap interval and the split its chance band."""
+    from scipy.stats import spearmanr
+
+    out = tiny_world / "results_emmia"
+    assert run_mia.main(["--dataset", "toy", "--data_dir", str(tiny_world / "data"),
+                         "--world", str(tiny_world / "world"), "--step", "20",
+                         "--output_dir", str(out), "--batch_size", "4", "--quiet",
+                         "--emmia_init", "minkpp_20,loss", "--emmia_iters", "3"]) == 0
+    run = out / "toy" / "step20-tokens10K"
+    doc = io.read_json(run / "metrics.json")
+    its = io.read_json(run / "emmia_iterations.json")
+    rows = io.read_jsonl(run / "scores.jsonl")
+    labels = [r["label"] for r in rows]
+    assert set(its) == {"emmia", "emmia:loss"} and set(doc["emmia"]) == set(its)
+    for name, init in (("emmia", "minkpp_20"), ("emmia:loss", "loss")):
+        h = its[name]["scores"]
+        assert its[name]["init"] == init and len(h) == 4
+        np.testing.assert_allclose(h[0], [r["scores"][init] for r in rows], atol=1e-12)
+        np.testing.assert_allclose(h[-1], [r["scores"][name] for r in rows], atol=1e-12)
+        rep = doc["emmia"][name]
+        assert rep["auroc"] == pytest.approx([roc_auc_score(labels, x) for x in h], abs=1e-12)
+        rho = spearmanr(h[0], h[-1]).statistic
+        assert rep["spearman_final_vs_init"] == pytest.approx(rho, abs=1e-12)
+        assert rep["inverted"] == bool(rho < 0)
+    lo, hi = doc["null_band"]["auroc"]
+    assert lo < 0.5 < hi
+    assert all(len(m["ci"]["auroc"]) == 2 for m in doc["metrics"].values())

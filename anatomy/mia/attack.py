@@ -174,7 +174,19 @@ class MiaWork:
         self.methods = _resolve_methods(methods, has_ref, n_prefix)
         self.ks = tuple(ks)
         self.names = score_names(self.methods, self.ks)
+        # several initial scores, as em-mia runs (emmia.py --init): the first is "emmia",
+        # each other one "emmia:<score>"
+        self.emmia_inits = [x.strip() for x in str(emmia_init).split(",") if x.strip()]
+        if not self.emmia_inits:
+            raise InputError(None, "--emmia_init names no score")
+        if emmia_iters < 1:
+            raise InputError(None, f"--emmia_iters must be >= 1, got {emmia_iters}")
+        emmia_init = self.emmia_inits[0]
+        if "emmia" in self.methods:
+            self.names += [f"emmia:{x}" for x in self.emmia_inits[1:]]
         self.emmia_init, self.emmia_iters = emmia_init, emmia_iters
+        self.emmia_report: dict[str, Any] = {}
+        self.null: dict[str, Any] = {}
         self.batch_size, self.seed, self.blind_folds = batch_size, seed, blind_folds
         if n_prefix is not None and "recall_wavg" not in self.methods:
             raise InputError(None, "--n_prefix sets the prefixes of recall_wavg (not asked "
@@ -182,7 +194,7 @@ class MiaWork:
         self.ids, self.token_source = record_token_ids(self.records, tokenizer, max_tokens)
         _require_tokens(self.ids, "target")
         self.texts = scored_texts(self.records, self.ids, tokenizer, max_tokens)
-        self.needs_ref = has_ref and ("ref" in self.methods or emmia_init == "ref")
+        self.needs_ref = has_ref and ("ref" in self.methods or "ref" in self.emmia_inits)
         self.ref_ids: list[list[int]] = []
         self.ref_token_source = None
         if self.needs_ref:
@@ -192,9 +204,10 @@ class MiaWork:
         if "emmia" in self.methods or "recall_wavg" in self.methods:
             known = {"loss", "zlib", *(f"{m}_{k:g}" for m in ("mink", "minkpp")
                                        for k in self.ks)} | ({"ref"} if self.needs_ref else set())
-            if emmia_init not in known:
-                raise InputError(None, f'EM-MIA init "{emmia_init}" is not a score here '
-                                       f'(choose from {", ".join(sorted(known))})')
+            for x in self.emmia_inits:
+                if x not in known:
+                    raise InputError(None, f'EM-MIA init "{x}" is not a score here '
+                                           f'(choose from {", ".join(sorted(known))})')
         if prefix_block < 1:
             raise InputError(None, f"prefix_block must be >= 1, got {prefix_block}")
         self.score_batches = length_batches([len(t) for t in self.ids], batch_size)
@@ -258,9 +271,16 @@ class MiaWork:
                                   for i in range(len(self.blocks))])
             recall = lls / target_ll[None, :]  # rows: self.prefixes
             if "emmia" in self.methods:
-                for p, v in zip(per, em_mia(recall, init, n_iter=self.emmia_iters),
-                                strict=True):
-                    p["emmia"] = float(v)
+                from anatomy.mia.emmia import trajectory
+
+                for j, x in enumerate(self.emmia_inits):
+                    start = np.array([p[x] for p in per])
+                    final, hist = em_mia(recall, start, n_iter=self.emmia_iters,
+                                         return_history=True)
+                    name = "emmia" if j == 0 else f"emmia:{x}"
+                    for p, v in zip(per, final, strict=True):
+                        p[name] = float(v)
+                    self.emmia_report[name] = trajectory(hist, self.labels, x)
             if "recall_wavg" in self.methods:
                 rows = recall[np.searchsorted(self.prefixes, self.subset)]
                 for p, v in zip(per, recall_weighted_avg(rows, init, self.emmia_iters),
@@ -279,7 +299,16 @@ class MiaWork:
                    for k, v in rec.items()}
             row["scores"] = {n: p[n] for n in self.names}
             rows.append(row)
-        metrics = {n: summarize([p[n] for p in per], self.labels) for n in self.names}
+        from anatomy.metrics import bootstrap_intervals, null_band
+
+        # every figure with its uncertainty: a bootstrap interval over the split's texts per
+        # method, and the split's chance band (it depends on the label counts alone)
+        metrics = {n: {**summarize([p[n] for p in per], self.labels),
+                       "ci": bootstrap_intervals([p[n] for p in per], self.labels,
+                                                 seed=self.seed)}
+                   for n in self.names}
+        y = np.asarray(self.labels)
+        self.null = null_band(int((y == 1).sum()), int((y == 0).sum()), seed=self.seed)
         return rows, metrics
 
 
@@ -414,7 +443,8 @@ class _MiaStep:
         from anatomy.execution import Output
 
         self.work, self.config, self.fingerprint = work, config, fp
-        self.output = Output.folder(out, ["scores.jsonl", "metrics.json"])
+        self.output = Output.folder(out, ["scores.jsonl", "metrics.json",
+                                          "emmia_iterations.json"])
         self.n_units = work.n_units
         self.compute_unit = work.compute_unit
         self.on_cpu = config["device"] == "cpu"
@@ -423,7 +453,14 @@ class _MiaStep:
         rows, metrics = self.work.finish(load)
         out = self.output.marker.parent
         io.write_jsonl(out / "scores.jsonl", rows)
-        io.write_json(out / "metrics.json", {"config": self.config, "metrics": metrics})
+        em = self.work.emmia_report
+        io.write_json(out / "metrics.json", {
+            "config": self.config, "metrics": metrics, "null_band": self.work.null,
+            "emmia": {k: {a: b for a, b in v.items() if a != "scores"} for k, v in em.items()}})
+        # every iteration's scores (init first), per EM-MIA run
+        io.write_json(out / "emmia_iterations.json",
+                      {k: {"init": v["init"], "scores": v["scores"]} for k, v in em.items()},
+                      indent=None)
         return {"n_examples": len(rows)}
 
 
@@ -434,8 +471,8 @@ def run_mia(datasets: str | Sequence[str], *, data_dir: io.PathLike = "data",
             output_dir: io.PathLike = "results", batch_size: int = 16,
             max_tokens: int | None = None, dtype: str = "float32", device: str = "auto",
             n_prefix: int | None = None, world: io.PathLike = "data/world",
-            emmia_init: str = DEFAULT_EMMIA_INIT, seed: int = 42, prefix_block: int = 8,
-            ranks=None, overwrite: bool = False, merge: bool = False,
+            emmia_init: str = DEFAULT_EMMIA_INIT, emmia_iters: int = 10, seed: int = 42,
+            prefix_block: int = 8, ranks=None, overwrite: bool = False, merge: bool = False,
             progress: bool = True) -> list[MiaRun]:
     """Score every ``data_dir/DATASET.jsonl`` with every checkpoint; write the results.
 
@@ -488,12 +525,14 @@ def run_mia(datasets: str | Sequence[str], *, data_dir: io.PathLike = "data",
             try:
                 work = MiaWork(recs, tok, ref_tok, has_ref=ref_model is not None,
                                methods=methods, max_tokens=max_tokens, batch_size=batch_size,
-                               emmia_init=emmia_init, n_prefix=n_prefix, seed=seed,
-                               prefix_block=prefix_block)
+                               emmia_init=emmia_init, emmia_iters=emmia_iters,
+                               n_prefix=n_prefix, seed=seed, prefix_block=prefix_block)
             except InputError as e:
                 raise InputError(path, e.problem) from None
             params = {"revision": rev, "ref_revision": ref_rev, "methods": work.methods,
                       "emmia_init": emmia_init if "emmia" in work.methods else None,
+                      **({"emmia_iters": emmia_iters} if "emmia" in work.methods
+                         and emmia_iters != 10 else {}),
                       "n_prefix": n_prefix, "max_tokens": max_tokens, "batch_size": batch_size,
                       "dtype": dtype, "device": dev.type, "seed": seed,
                       "prefix_block": prefix_block, "ks": list(work.ks)}

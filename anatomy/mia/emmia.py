@@ -198,3 +198,26 @@ def em_mia(recall: np.ndarray, init_scores: np.ndarray, n_iter: int = 10,
         f = np.nan_to_num(-prefix_scores(m, f), nan=0.0)
         history.append(f)
     return (f, history) if return_history else f
+
+
+def trajectory(history: Sequence[np.ndarray], labels: np.ndarray | None, init: str
+               ) -> dict[str, object]:
+    """What an EM-MIA run went through: each iteration's scores (init first), their AUROC
+    against ``labels`` (when given) and the stability line — Spearman's rho between the
+    final and the initial scores, ``inverted`` when negative. The published update has two
+    mirror-image fixed points (swapping the pseudo-labels turns every prefix's AUROC r into
+    1 - r), so a run can converge to the labelling opposite to its start; a negative rho is
+    its signature."""
+    from scipy.stats import spearmanr
+
+    h = [np.asarray(x, dtype=np.float64) for x in history]
+    with np.errstate(invalid="ignore"):
+        rho = spearmanr(h[0], h[-1]).statistic if np.ptp(h[0]) and np.ptp(h[-1]) else np.nan
+    out: dict[str, object] = {"init": init, "iterations": len(h) - 1,
+                              "spearman_final_vs_init": float(rho),
+                              "inverted": bool(rho < 0),
+                              "scores": [[float(v) for v in x] for x in h]}
+    if labels is not None:
+        out["auroc"] = [float(auroc_rows(x[None, :], np.asarray(labels).astype(bool))[0])
+                        for x in h]
+    return out

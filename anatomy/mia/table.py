@@ -103,6 +103,12 @@ class Table:
     columns: list[tuple[str, str]]  # (checkpoint, dataset)
     values: np.ndarray  # [rows, columns], NaN where missing
     datasets: list[str]
+    # uncertainty: each cell's bootstrap interval [rows, columns, 2] and each column's chance
+    # band [columns, 2] (NaN where the metrics file predates them), EM-MIA cells that
+    # converged to the labelling opposite to their start
+    ci: np.ndarray | None = None
+    band: np.ndarray | None = None
+    inverted: np.ndarray | None = None
 
     def column_labels(self) -> list[str]:
         splits = dict(zip(self.datasets, split_labels(self.datasets), strict=True))
@@ -126,6 +132,7 @@ def build_table(results_dir: io.PathLike, datasets: Sequence[str], metric: str =
         raise InputError(None, f'unknown metric "{metric}" (choose from {", ".join(METRICS)})')
     results_dir = Path(results_dir)
     cells: dict[tuple[str, str], dict[str, float]] = {}
+    docs: dict[tuple[str, str], dict] = {}
     for d in datasets:
         for ckpt, path in _results(results_dir, d).items():
             doc = io.read_json(path)
@@ -134,40 +141,76 @@ def build_table(results_dir: io.PathLike, datasets: Sequence[str], metric: str =
             except (KeyError, TypeError, AttributeError):
                 raise InputError(path, f'not a run_mia metrics file (no "{metric}" per '
                                        "method under \"metrics\")") from None
+            docs[ckpt, d] = doc
     ckpts = checkpoint_order([c for c, _ in cells])
     columns = [(c, d) for c in ckpts for d in datasets if (c, d) in cells]
     rows = _select_methods(_canonical_order({m for v in cells.values() for m in v}), methods)
     values = np.full((len(rows), len(columns)), np.nan)
+    ci = np.full((len(rows), len(columns), 2), np.nan)
+    band = np.full((len(columns), 2), np.nan)
+    inverted = np.zeros((len(rows), len(columns)), bool)
     for j, col in enumerate(columns):
+        doc = docs[col]
+        b = (doc.get("null_band") or {}).get(metric)
+        if b is not None:
+            band[j] = b
         for i, m in enumerate(rows):
             v = cells[col].get(m)
             values[i, j] = np.nan if v is None else float(v)
-    return Table(metric, rows, columns, values, list(datasets))
+            c = ((doc["metrics"].get(m) or {}).get("ci") or {}).get(metric)
+            if c is not None:
+                ci[i, j] = c
+            inverted[i, j] = bool(((doc.get("emmia") or {}).get(m) or {}).get("inverted"))
+    return Table(metric, rows, columns, values, list(datasets), ci, band, inverted)
 
 
 def _cell(v: float) -> str:
     return "" if np.isnan(v) else f"{100 * v:.1f}"
 
 
+def beyond_chance(t: Table) -> np.ndarray:
+    """``[rows, columns]``: the value lies outside its split's chance band (the label-
+    permutation null, :func:`anatomy.metrics.null_band`); False where no band is known."""
+    lo, hi = t.band[:, 0], t.band[:, 1]
+    with np.errstate(invalid="ignore"):
+        return (t.values < lo[None, :]) | (t.values > hi[None, :])
+
+
 def table_markdown(t: Table) -> str:
     """One table per checkpoint, as OLMoMIA reports them: rows = methods, columns = splits,
-    the metric x 100; the best of each column in bold (ties included)."""
+    the metric x 100 with its 95 % bootstrap interval over the split's texts; a value in
+    bold lies outside the split's chance band (given under the table), not merely the
+    column's maximum; † marks an EM-MIA run that ended inverted (its final scores rank
+    against its initial ones)."""
     splits = dict(zip(t.datasets, split_labels(t.datasets), strict=True))
-    shown = np.round(100 * t.values, 1)  # bold what *looks* best
-    with np.errstate(all="ignore"):
-        best = np.nanmax(np.where(np.isnan(shown), -np.inf, shown), axis=0)
+    marked = beyond_chance(t)
     blocks = []
     for ckpt in dict.fromkeys(c for c, _ in t.columns):
         cols = [j for j, (c, _) in enumerate(t.columns) if c == ckpt]
-        head = (f"| {METRIC_TITLES[t.metric]} x100, {checkpoint_label(ckpt)} | "
+        head = (f"| {METRIC_TITLES[t.metric]} x100 [95 % interval], "
+                f"{checkpoint_label(ckpt)} | "
                 + " | ".join(splits[t.columns[j][1]] for j in cols) + " |")
         lines = [head, "|---|" + "---:|" * len(cols)]
         for i, m in enumerate(t.methods):
             cells = []
             for j in cols:
                 c = _cell(t.values[i, j]) or "-"
-                cells.append(f"**{c}**" if shown[i, j] == best[j] else c)
+                if c != "-" and not np.isnan(t.ci[i, j]).any():
+                    c += f" [{100 * t.ci[i, j, 0]:.0f}, {100 * t.ci[i, j, 1]:.0f}]"
+                if marked[i, j]:
+                    c = f"**{c}**"
+                if t.inverted[i, j]:
+                    c += " †"
+                cells.append(c)
             lines.append(f"| {method_label(m)} | " + " | ".join(cells) + " |")
+        bands = [f"{splits[t.columns[j][1]]} {100 * t.band[j, 0]:.1f}-{100 * t.band[j, 1]:.1f}"
+                 for j in cols if not np.isnan(t.band[j]).any()]
+        if bands:
+            lines += ["", "chance band (95 % of label permutations; bold = outside it): "
+                      + ", ".join(bands)]
+        if t.inverted[:, cols].any():
+            lines += ["", "† EM-MIA's final scores rank against its initial scores (Spearman "
+                          "< 0): the update converged to the inverted labelling."]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
