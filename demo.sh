@@ -64,7 +64,7 @@ $PY run_mia.py --world "$WORLD" --dataset $PAPER "${NAME}_control" "${NAME}_plan
     --data_dir "$OUT" --step ${CKPTS//,/ } --methods loss zlib mink minkpp blind \
     --output_dir "$OUT/results" $q > /dev/null
 $PY run_mia.py --world "$WORLD" --dataset $PAPER "${NAME}_control" --data_dir "$OUT" \
-    --step "$T1" --methods loss zlib mink minkpp emmia blind \
+    --step "$T1" --methods loss zlib mink minkpp emmia blind --emmia_init minkpp_20,loss,zlib \
     --output_dir "$OUT/results_emmia" $q > /dev/null
 $PY make_table.py --results_dir "$OUT/results" --datasets $PAPER "${NAME}_control" \
     "${NAME}_planted" --methods loss zlib mink_20 minkpp_20 blind --quiet | tee "$OUT/attacks.md"

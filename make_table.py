@@ -2,8 +2,12 @@
 
 Reads RESULTS_DIR/DATASET/CHECKPOINT/metrics.json for each dataset (split) given. Rows =
 methods, columns = checkpoints (ordered by the step in the revision name) x splits, cells =
-the metric x 100 with one decimal, the best per column in bold. Writes OUT.md, OUT.csv and
-a heat-map OUT.png, and prints the Markdown. For a split whose scored records carry an
+the metric x 100 with one decimal and its 95 % bootstrap interval over the split's texts, in
+bold only where it lies outside the split's chance band (95 % of label permutations, printed
+under each table), a dagger on an EM-MIA run that ended inverted. Writes OUT.md, OUT.csv and
+a heat-map OUT.png, and prints the Markdown. For a split with EM-MIA runs it also writes
+RESULTS_DIR/DATASET/emmia_iterations.{md,png}: AUROC after every iteration, per initial
+score, with the final scores' Spearman rho against the initial ones. For a split whose scored records carry an
 integer count field (the miniworld's planted split: "planted" = copies seen, 0 = control)
 it also prints AUROC of loss and Min-K%++ 20% per count and checkpoint, and writes
 RESULTS_DIR/DATASET/by_FIELD.{md,csv,png} (AUROC vs count, one line per checkpoint).

@@ -451,3 +451,18 @@ def test_run_mia_keeps_every_emmia_iteration_and_its_stability(tiny_world):
     lo, hi = doc["null_band"]["auroc"]
     assert lo < 0.5 < hi
     assert all(len(m["ci"]["auroc"]) == 2 for m in doc["metrics"].values())
+
+
+def test_make_table_writes_the_emmia_iteration_curve(tmp_path, capsys):
+    """make_table.py prints, and writes as .md and .png, each EM-MIA run's AUROC after every
+    iteration with its stability line, read back from metrics.json as run_mia writes it."""
+    r = tmp_path / "results"
+    _fake_run(r, "w_64_100_control", "step40-tokens3K", {"emmia": 0.3}, inverted=("emmia",))
+    doc = io.read_json(r / "w_64_100_control" / "step40-tokens3K" / "metrics.json")
+    doc["emmia"] = {"emmia": {"init": "minkpp_20", "iterations": 2, "inverted": True,
+                              "spearman_final_vs_init": -0.4, "auroc": [0.9, 0.5, 0.3]}}
+    io.write_json(r / "w_64_100_control" / "step40-tokens3K" / "metrics.json", doc)
+    assert make_table.main(["--results_dir", str(r), "--datasets", "w_64_100_control"]) == 0
+    md = capsys.readouterr().out
+    assert "| step40 | Min-K%++ 20% | 90.0 | 50.0 | 30.0 | -0.40 (inverted) |" in md
+    assert (r / "w_64_100_control" / "emmia_iterations.png").read_bytes()[:4] == b"\x89PNG"

@@ -352,6 +352,58 @@ def by_count_plot(bc: ByCount, path: io.PathLike) -> None:
 # the script's entry point
 
 
+def emmia_runs(results_dir: io.PathLike, dataset: str) -> dict[str, dict[str, dict]]:
+    """``{checkpoint: {run name: report}}`` of the EM-MIA runs a dataset's metrics.json
+    files record (:func:`anatomy.mia.emmia.trajectory`, without the scores); empty if none."""
+    out = {}
+    for ckpt, path in _results(Path(results_dir), dataset).items():
+        em = {k: v for k, v in (io.read_json(path).get("emmia") or {}).items()
+              if v.get("auroc")}  # runs on labelled splits
+        if em:
+            out[ckpt] = em
+    return {c: out[c] for c in checkpoint_order(list(out))}
+
+
+def emmia_markdown(runs: dict[str, dict[str, dict]]) -> str:
+    """AUROC x100 after each EM-MIA iteration (0 = the initial scores), per checkpoint and
+    initial score, with the stability line."""
+    n = max(len(r.get("auroc", [])) for em in runs.values() for r in em.values())
+    lines = ["| checkpoint | EM-MIA from | " + " | ".join(str(i) for i in range(n))
+             + " | Spearman final vs init |", "|---|---|" + "---:|" * (n + 1)]
+    for ckpt, em in runs.items():
+        for r in em.values():
+            a = [f"{100 * x:.1f}" for x in r.get("auroc", [])]
+            rho = r["spearman_final_vs_init"]
+            flag = " (inverted)" if r.get("inverted") else ""
+            lines.append(f"| {checkpoint_label(ckpt)} | {method_label(r['init'])} | "
+                         + " | ".join(a + [""] * (n - len(a))) + f" | {rho:.2f}{flag} |")
+    return "\n".join(lines)
+
+
+def emmia_plot(runs: dict[str, dict[str, dict]], path: io.PathLike, title: str = "") -> None:
+    """AUROC against EM-MIA iteration, one line per (checkpoint, initial score)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for ckpt, em in runs.items():
+        for r in em.values():
+            a = 100 * np.asarray(r.get("auroc", []), dtype=float)
+            ax.plot(range(len(a)), a, marker="o", ms=3,
+                    label=f"{checkpoint_label(ckpt)}, from {method_label(r['init'])}"
+                    + (" (inverted)" if r.get("inverted") else ""))
+    ax.axhline(50, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("EM-MIA iteration (0 = initial scores)")
+    ax.set_ylabel("AUROC x100")
+    ax.set_ylim(0, 100)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    _save_png(fig, path)
+
+
 def make_tables(results_dir: io.PathLike, datasets: Sequence[str], metric: str = "auroc",
                 out: io.PathLike | None = None, methods: Sequence[str] | None = None,
                 count_field: str = "planted", overwrite: bool = False) -> str:
@@ -390,6 +442,8 @@ def make_tables(results_dir: io.PathLike, datasets: Sequence[str], metric: str =
     files = [Path(f"{out}.{x}") for x in ("md", "csv", "png")]
     files += [results_dir / d / f"by_{count_field}.{x}" for d in counts
               for x in ("md", "csv", "png")]
+    em_runs = {d: r for d in datasets if (r := emmia_runs(results_dir, d))}
+    files += [results_dir / d / f"emmia_iterations.{x}" for d in em_runs for x in ("md", "png")]
     output = execution.Output(files, Path(f"{out}.done.json"))
     write = execution.check_output(output, fp, overwrite)
     if write:
@@ -405,6 +459,13 @@ def make_tables(results_dir: io.PathLike, datasets: Sequence[str], metric: str =
             io.write_text(f"{base}.csv", by_count_csv(bc))
             by_count_plot(bc, f"{base}.png")
         parts.append(f"AUROC x100 by {count_field} count, {d}:\n\n{text}")
+    for d, runs in em_runs.items():
+        base = results_dir / d / "emmia_iterations"
+        text = emmia_markdown(runs)
+        if write:
+            io.write_text(f"{base}.md", text + "\n")
+            emmia_plot(runs, f"{base}.png", d)
+        parts.append(f"EM-MIA, AUROC x100 after each iteration, {d}:\n\n{text}")
     if write:
         execution.mark_output(output, fp)
     return "\n\n".join(parts)
