@@ -7,10 +7,11 @@ bold only where it lies outside the split's chance band (95 % of label permutati
 under each table), a dagger on an EM-MIA run that ended inverted. Writes OUT.md, OUT.csv and
 a heat-map OUT.png, and prints the Markdown. For a split with EM-MIA runs it also writes
 RESULTS_DIR/DATASET/emmia_iterations.{md,png}: AUROC after every iteration, per initial
-score, with the final scores' Spearman rho against the initial ones. For a split whose scored records carry an
-integer count field (the miniworld's planted split: "planted" = copies seen, 0 = control)
-it also prints AUROC of loss and Min-K%++ 20% per count and checkpoint, and writes
-RESULTS_DIR/DATASET/by_FIELD.{md,csv,png} (AUROC vs count, one line per checkpoint).
+score, with the final scores' Spearman rho against the initial ones. For a split whose
+scored records carry an integer count field (the miniworld's planted split: "planted" =
+copies seen, 0 = control) it also prints AUROC of loss and Min-K%++ 20% per count and
+checkpoint, and writes RESULTS_DIR/DATASET/by_FIELD.{md,csv,png} (AUROC vs count, one
+line per checkpoint).
 """
 
 from __future__ import annotations
