@@ -16,6 +16,8 @@ top hits are searched exactly (CPU or GPU) and, in descending score order:
     scores), --absolute_margin M above pos - M, --max_score S above S; --min_score S below S;
   - of the first --range_max survivors the first --range_min are skipped (ST's rule), then
     the top --k, or a seeded random sample (--sampling_strategy random);
+  - contrastors output: only negatives scoring strictly below the positive are kept
+    (contrastors' filter_false_negatives.py; --keep_false_negatives: all);
   - rows short of --min_negatives are filled with random corpus documents that obey the
     same exclusions and thresholds, dropped, or kept short (--fill); all counted.
 
@@ -50,6 +52,10 @@ def build_parser():
                    help="extra candidate documents: JSONL (--corpus_key, BEIR's title "
                         "prepended), Parquet, or text (blank-line-separated)")
     p.add_argument("--corpus_key", default="text", help="the --corpus text field")
+    p.add_argument("--counts_bucket", default=None,
+                   help="contrastors output: counts.json's key prefix, the shards' S3 path "
+                        "without s3:// (default: contrastive/OUTPUT_DIR_NAME, as contrastors' "
+                        "filter_false_negatives.py writes it)")
     flags.add_mine_args(p)
     flags.add_embed_args(p)
     cli.add_rank_args(p)
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                            output_scores=args.output_scores, embed=flags.embed_options(args),
                            add_title=args.add_title, work_dir=args.work_dir, ranks=args.ranks,
                            overwrite=args.overwrite, merge=args.merge, wait_s=args.wait,
-                           progress=not args.quiet)
+                           progress=not args.quiet, counts_bucket=args.counts_bucket)
     except NotReady as e:
         print(f"{args.ranks.label}: {e} (run the same command again, or pass --wait)")
         return 0
@@ -80,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['rows_written']} written, {s['rows_dropped_short']} dropped short; negatives "
           f"per row mean {per['mean']} (min {per['min']}, max {per['max']}) -> "
           f"{args.output_dir} ({s['status']})")
+    if s["status"] == "written":
+        e = s["empty_texts"]
+        print(f"{s['repeated_pairs']} repeated (query, positive) rows written once (ST "
+              f"formats), {s['false_negatives']} negatives at or above their positive dropped "
+              f"(contrastors); empty texts skipped: {e['rows_skipped']} rows ({e['queries']} "
+              f"queries, {e['documents']} documents), {e['other_positives']} other positives, "
+              f"{e['extra_corpus']} corpus texts")
     leaks = s["leaks"]
     print(f"leak check: {leaks['negatives_equal_to_a_positive']} negatives equal a positive, "
           f"{leaks['negatives_duplicating_a_positive_or_query']} duplicate a positive or the "

@@ -76,16 +76,85 @@ def _progress(it, desc: str, unit: str, total: int | None, progress: bool):
 # locating models and revisions
 
 
+_HUB_PROBE: dict[str, bool] = {}  # "reachable": the one answer of this process
+
+
+def _hub_address() -> tuple[str, int]:
+    """Where a hub request first connects: the HTTPS proxy when one is set, else the hub's
+    endpoint (``HF_ENDPOINT``)."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                                          "all_proxy") if os.environ.get(k)), None)
+    u = urlsplit(proxy if proxy and "://" in proxy else
+                 f"http://{proxy}" if proxy else constants.ENDPOINT)
+    return u.hostname or "huggingface.co", u.port or (443 if u.scheme == "https" else 80)
+
+
+def _go_offline() -> None:
+    """Offline mode for the rest of this process, for huggingface_hub, transformers (which
+    asks huggingface_hub at each call) and datasets (which read it at import)."""
+    import sys
+
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    cfg = sys.modules.get("datasets.config")
+    if cfg is not None:
+        cfg.HF_HUB_OFFLINE = cfg.HF_DATASETS_OFFLINE = True
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers a TCP connection, asked once per process. Unreachable: this
+    process goes offline (local cache only) with one warning, instead of every hub call
+    retrying for tens of seconds (a mistyped name took 25.7 s and 22 retry lines, and
+    pretokenize 80 s instead of 10, before this)."""
+    if "reachable" not in _HUB_PROBE:
+        import logging
+        import socket
+
+        host, port = _hub_address()
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok = True
+        except OSError:
+            ok = False
+        _HUB_PROBE["reachable"] = ok
+        if not ok:
+            _go_offline()
+            logging.getLogger("anatomy").warning(
+                "the Hugging Face hub (%s:%d) is unreachable: working offline, from the local "
+                "cache (HF_HUB_OFFLINE=1 skips this check)", host, port)
+    return _HUB_PROBE["reachable"]
+
+
 def _offline() -> bool:
     from huggingface_hub import constants
 
     env = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return bool(constants.HF_HUB_OFFLINE) or any(v.lower() in ("1", "true", "yes", "on")
-                                                 for v in env)
+    if bool(constants.HF_HUB_OFFLINE) or any(v.lower() in ("1", "true", "yes", "on")
+                                             for v in env):
+        return True
+    return not hub_reachable()
 
 
 def _looks_like_hub_id(name: str) -> bool:
     return re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name) is not None and not name.startswith(".")
+
+
+def _looks_local(name: str) -> bool:
+    """A name meant as a local path: ``./``, ``../``, ``/`` or ``~`` first, a backslash or
+    ``os.sep`` other than ``/``, more than one ``/`` (hub names are ``owner/name``), or an
+    ``owner`` part that is a folder here (``models/minilm`` beside a ``models/`` folder)."""
+    if name.startswith(("./", "../", "/", "~", ".\\", "..\\")) or "\\" in name:
+        return True
+    if os.sep != "/" and os.sep in name:
+        return True
+    parts = name.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).expanduser().is_dir())
 
 
 def _local_revisions(folder: Path) -> list[str]:
@@ -186,7 +255,8 @@ def _locate(name_or_path: str | os.PathLike, revision: str | int | None,
             raise InputError(folder, "no config.json: not a Hugging Face model folder")
         return str(folder), None, p
     name = str(name_or_path)
-    if not _looks_like_hub_id(name):
+    if _looks_local(name) or not _looks_like_hub_id(name):
+        # one error at once: a mistyped path is not worth a hub lookup and its retries
         raise InputError(p, "model folder not found")
     rev = resolve_revision(name, revision)
     if _offline():

@@ -253,9 +253,28 @@ def _ranks_of(sims: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ranks, np.where(has, own, np.nan).astype(np.float32)
 
 
+def first_copies(index: np.ndarray) -> np.ndarray | None:
+    """For each row, the lowest row holding the same vector bit for bit; None when every row
+    is distinct (the common case, so callers skip the extra work).
+
+    Identical rows (copies of a text, or texts equal within ``max_length`` tokens) must tie
+    exactly, yet a float32 GEMM may score them differently by column (its tiles sum in
+    another order: 0.5907634 vs 0.59076345 for one embedding, issue 23); scoring each
+    distinct vector once and copying its column restores the tie.
+    """
+    x = np.ascontiguousarray(index)
+    if x.ndim != 2 or len(x) < 2:
+        return None
+    rows = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    if len(first) == len(x):
+        return None
+    return first[inverse.ravel()].astype(np.int64)
+
+
 def rank_search(queries: np.ndarray, index: np.ndarray, targets: np.ndarray | None = None,
-                k: int = 0, device: str | None = None, block: int | None = None
-                ) -> dict[str, np.ndarray]:
+                k: int = 0, device: str | None = None, block: int | None = None,
+                copies: np.ndarray | None | bool = True) -> dict[str, np.ndarray]:
     """Exact search that also ranks a known row: one similarity matrix, two answers.
 
     For query ``i`` and its target row ``targets[i]`` (``-1``: none):
@@ -270,6 +289,11 @@ def rank_search(queries: np.ndarray, index: np.ndarray, targets: np.ndarray | No
     (BLAS; measured here faster than torch's matmul, and its comparisons 5x faster), the top
     k by ``torch.topk`` on the same matrix (15x faster than ``argpartition``); on ``device``
     (e.g. ``"cuda"``) all in torch. Ranks and hits come from the same matrix, so they agree.
+
+    Identical index rows tie exactly (each distinct vector is scored once, see
+    :func:`first_copies`): ``copies`` is that function's answer when the caller already has
+    it (one index, many query chunks), ``True`` to compute it here, ``None``/``False`` to
+    skip the check.
     """
     import torch
 
@@ -290,18 +314,30 @@ def rank_search(queries: np.ndarray, index: np.ndarray, targets: np.ndarray | No
     out = {"ranks": np.empty(len(q), np.int64), "own": np.empty(len(q), np.float32),
            "scores": np.empty((len(q), k), np.float32), "ids": np.empty((len(q), k), np.int64)}
     gpu = device is not None and torch.device(device).type != "cpu"
+    if copies is True:
+        copies = first_copies(x)
+    expand = None  # column j of the full matrix = column expand[j] of the distinct one
+    if copies is not None and copies is not False:
+        distinct = np.unique(copies)
+        expand = np.searchsorted(distinct, copies)
+        x = x[distinct]
     if gpu:
         xt = torch.from_numpy(x).to(device)
         cols = torch.arange(n_idx, device=device)[None, :]
+        expand_t = None if expand is None else torch.from_numpy(expand).to(device)
     for a in range(0, len(q), block):
         b = min(len(q), a + block)
         if not gpu:
             sims = q[a:b] @ x.T
+            if expand is not None:
+                sims = sims[:, expand]
             out["ranks"][a:b], out["own"][a:b] = _ranks_of(sims, t[a:b])
             if k:
                 out["scores"][a:b], out["ids"][a:b] = _topk_torch(torch.from_numpy(sims), k)
             continue
         sims_t = torch.from_numpy(q[a:b]).to(device) @ xt.T
+        if expand_t is not None:
+            sims_t = sims_t[:, expand_t]
         tt = torch.from_numpy(t[a:b]).to(device)
         has = tt >= 0
         tc = torch.where(has, tt, torch.zeros_like(tt))

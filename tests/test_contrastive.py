@@ -140,7 +140,7 @@ def test_ranks_equal_a_sort_and_answer_every_k():
 # the miner's rules against a plain re-implementation
 
 
-def _reference(qv, pos_keys, qkey, keys, vecs, depth, opts, min_pos):
+def _reference(qv, pos_keys, qkey, keys, vecs, depth, opts, min_pos, max_positives):
     """The documented rules, spelled out one candidate at a time."""
     scores = [float(np.dot(v, qv)) for v in vecs]
     ranked = sorted(range(len(keys)), key=lambda e: (-scores[e], e))[:depth]
@@ -158,7 +158,7 @@ def _reference(qv, pos_keys, qkey, keys, vecs, depth, opts, min_pos):
         if opts.min_score is not None and s < opts.min_score:
             continue
         out.append(e)
-    return out[:opts.window()][opts.range_min:][:opts.num_negatives]
+    return out[:opts.window(max_positives)][opts.range_min:][:opts.num_negatives]
 
 
 def _toy(seed=0, n_docs=40):
@@ -215,7 +215,7 @@ def test_mined_negatives_follow_the_rules(opts):
         qv = emb[q_rows[groups.first_row[g]]]
         min_pos = min(float(np.dot(emb[pr], qv)) for r in rows for pr in pos_rows[r])
         want = _reference(qv, pos_keys, normalize_text(p.queries[rows[0]]), corpus.keys,
-                          emb[corpus.rows], depth, opts, min_pos)
+                          emb[corpus.rows], depth, opts, min_pos, groups.max_positives)
         got = mined.entries[g].tolist()
         assert got == want, (g, got, want)
         s = mined.scores[g]

@@ -38,8 +38,11 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--document_prefix", default="", help='e.g. "passage: " for e5 models')
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK "
                                                   "if available, else cpu)")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto: bf16 autocast where the CPU/GPU supports it, else fp32")
+    g.add_argument("--precision", choices=["fp32", "auto", "bf16", "fp16"], default="fp32",
+                   help="fp32 (default: the ranks are exact, as sentence-transformers' "
+                        "fp32 embeddings give them); bf16/fp16 autocast is faster but moves "
+                        "near-tied ranks (filter_pairs.py measures how many on a sample); "
+                        "auto: bf16 where the CPU/GPU supports it")
     g.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="with ranks: wait this long for the other ranks' parts before a "
                         "stage's merge (else this rank stops; rerun to continue)")
@@ -64,15 +67,17 @@ def add_mine_args(p: argparse.ArgumentParser, k_flag: str | None = "--k") -> Non
                    help="skip this many of the best surviving candidates (false negatives "
                         "sit at the top; BGE uses ~10)")
     g.add_argument("--range_max", type=int, default=None,
-                   help="candidates considered per query (default: range_min + k, or "
-                        "range_min + 10 k with a threshold)")
-    m = g.add_mutually_exclusive_group()
-    m.add_argument("--relative_margin", type=float, default=None,
+                   help="candidates considered per query (default, as sentence-transformers: "
+                        "range_min + k + max_positives, or range_min + 10 k + max_positives "
+                        "with a margin or --max_score; max_positives: the most rows of one "
+                        "query)")
+    # ST applies every threshold given, in this order (hard_negatives.py:643-697): they combine
+    g.add_argument("--absolute_margin", type=float, default=None,
+                   help="drop negatives scoring above pos - M")
+    g.add_argument("--relative_margin", type=float, default=None,
                    help="drop negatives scoring above pos - |pos| * M (0.05 = NV-Retriever's "
                         "TopK-PercPos 95%%)")
-    m.add_argument("--absolute_margin", type=float, default=None,
-                   help="drop negatives scoring above pos - M")
-    m.add_argument("--max_score", type=float, default=None,
+    g.add_argument("--max_score", type=float, default=None,
                    help="drop negatives scoring above S")
     g.add_argument("--min_score", type=float, default=None, help="drop negatives below S")
     g.add_argument("--sampling_strategy", choices=["top", "random"], default="top",
@@ -93,15 +98,20 @@ def add_mine_args(p: argparse.ArgumentParser, k_flag: str | None = "--k") -> Non
                    help="ST formats: add the scores columns ST adds")
     g.add_argument("--negatives_key", default="negatives",
                    help="contrastors output: the negatives' field")
+    g.add_argument("--keep_false_negatives", action="store_true",
+                   help="contrastors output: keep negatives scoring at or above the positive "
+                        "(default: drop them, as contrastors' filter_false_negatives.py)")
 
 
 def mine_options(args: argparse.Namespace, num_negatives: int | None = None):
     from anatomy.contrastive.negatives import MineOptions
 
-    fill = args.fill or ("random" if args.output_format == "contrastors" else "keep")
+    contrastors = args.output_format == "contrastors"
+    fill = args.fill or ("random" if contrastors else "keep")
     return MineOptions(num_negatives=num_negatives or args.num_negatives,
                        range_min=args.range_min, range_max=args.range_max,
                        relative_margin=args.relative_margin,
                        absolute_margin=args.absolute_margin, max_score=args.max_score,
                        min_score=args.min_score, sampling_strategy=args.sampling_strategy,
-                       min_negatives=args.min_negatives, fill=fill, seed=args.seed)
+                       min_negatives=args.min_negatives, fill=fill, seed=args.seed,
+                       below_positive=contrastors and not args.keep_false_negatives)

@@ -9,13 +9,20 @@ miner share (pipeline E).
 - :class:`SearchBlock` / :func:`search_blocks`: exact inner-product searches as units of
   (block, query chunk) on the execution layer (:func:`anatomy.neighbours.rank_search`): the
   1-based rank of each query's own document (ties by lower entry, so ``rank <= k`` is
-  exactly "in the top k") and, when asked, the top hits.
+  exactly "in the top k"; copies of one vector tie exactly, each distinct vector being
+  scored once) and, when asked, the top hits.
+
+Embeddings are fp32 by default: the filter's decision is a rank, and bf16 autocast moves the
+ranks of near-tied documents (15 of 300 stdlib pairs against sentence-transformers' fp32
+embeddings); ``--precision bf16`` is the faster choice, its disagreement measured by the
+filter (:func:`anatomy.contrastive.filtering.precision_check`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +36,8 @@ from anatomy.io import InputError
 
 SEARCH_CHUNK = 4096  # queries per search unit
 
+log = logging.getLogger("anatomy")
+
 
 @dataclass
 class EmbedOptions:
@@ -40,7 +49,9 @@ class EmbedOptions:
     query_prefix: str = ""
     document_prefix: str = ""
     device: str | None = None
-    precision: str = "auto"  # bf16 autocast where supported, else fp32
+    # fp32 by default: bf16 autocast moved 15 of 300 ranks on stdlib pairs (and one keep
+    # decision at k = 2) against sentence-transformers' fp32 embeddings
+    precision: str = "fp32"
 
     def resolved_max_length(self) -> int:
         if self.max_length is not None:
@@ -119,11 +130,16 @@ def embed_table(table: TextTable, opts: EmbedOptions, work_dir: Path,
     # measured on 2 CPU cores (benchmarks/bench_contrastive.py): batch 32 in bf16 28.8 s,
     # 64 35.8 s, 256 41.1 s for the same 4,000 texts; contrastors uses 256 on GPUs
     batch_size = opts.batch_size or (256 if dev.type == "cuda" else 32)
+    precision = lm.resolve_precision(dev, opts.precision)
+    if precision != "fp32" and ranks.rank == 0:
+        log.warning("embedding in %s autocast: ranks and negatives of near-tied documents can "
+                    "differ from fp32's (filter_pairs.py measures how many on a sample; "
+                    "--precision fp32 for exact ones)", precision)
     fp = execution.fingerprint(
         "contrastive_embed", {"model": src},
         {"texts": table.digest(), "n_texts": len(table.texts), "max_length": max_length,
          "batch_size": batch_size, "device": dev.type,
-         "precision": lm.resolve_precision(dev, opts.precision), "normalize": True,
+         "precision": precision, "normalize": True,
          "batches": "by token count"})
     out = Path(work_dir) / f"embed-{fp.digest()[:16]}.npy"
     lengths = None
@@ -174,12 +190,17 @@ class SearchStep:
                      for a in range(0, len(blk.query_rows), SEARCH_CHUNK)]
         self.n_units = len(self.plan)
         self.on_cpu = False  # BLAS threads do the work; units run one at a time
-        self._index: dict[int, np.ndarray] = {}
+        self._index: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
 
-    def _index_of(self, b: int) -> np.ndarray:
+    def _index_of(self, b: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The block's index vectors and their copies (:func:`first_copies`, found once per
+        block, not once per query chunk)."""
+        from anatomy.neighbours import first_copies
+
         if b not in self._index:
             self._index.clear()  # one block's index in memory at a time
-            self._index[b] = np.ascontiguousarray(self.emb[self.blocks[b].index_rows])
+            x = np.ascontiguousarray(self.emb[self.blocks[b].index_rows])
+            self._index[b] = (x, first_copies(x))
         return self._index[b]
 
     def compute_unit(self, u: int) -> dict[str, Any]:
@@ -188,10 +209,10 @@ class SearchStep:
         b, a = self.plan[u]
         blk = self.blocks[b]
         rows = blk.query_rows[a:a + SEARCH_CHUNK]
-        x = self._index_of(b)
+        x, copies = self._index_of(b)
         k = min(self.k, len(x))
         res = rank_search(self.emb[rows], x, blk.targets[a:a + SEARCH_CHUNK], k=k,
-                          device=self.device)
+                          device=self.device, copies=copies)
         ids = res["ids"]
         scores = res["scores"]
         if k < self.k:  # a small block: pad to the requested width
@@ -229,7 +250,7 @@ def search_blocks(emb: np.ndarray, emb_fp: execution.Fingerprint,
     the block's ``index_rows``; -1 / -inf past a block's size)."""
     fp = execution.fingerprint("contrastive_search", None,
                                {"embeddings": emb_fp.digest(), "blocks": _blocks_digest(blocks),
-                                "k": int(k)})
+                                "k": int(k), "ties": "identical vectors scored once"})
     out = Path(work_dir) / f"search-{fp.digest()[:16]}.npz"
     step = SearchStep(emb, blocks, int(k), out, fp, device)
     res = execution.run_step(step, ranks or execution.Ranks(), overwrite=overwrite,

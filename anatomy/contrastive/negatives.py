@@ -12,15 +12,24 @@ contrastive reference §1.3, §3.1, §5):
   exclude **every** positive of every such row, **by entry and by normalised text**
   (a duplicate of a positive is the same entry), and the query text itself (contrastors'
   dict-vs-string bug returned the positive as negative #1 instead);
-- candidates are the query's top ``range_max + E`` hits in score order (``E``: the most
-  entries any query excludes, so ``range_max`` candidates remain after the exclusions: ST's
-  ``range_max + max_positives``); the thresholds remove candidates (``absolute_margin``:
+- empty or whitespace-only texts are data, not errors: counted, never indexed, never a
+  negative; a row whose query or own document is empty is counted and not mined;
+- the window ``range_max`` defaults to ST's (``hard_negatives.py:365-376``):
+  ``range_min + num_negatives + max_positives``, with ``10 * num_negatives`` when a margin or
+  ``max_score`` is set (ST's ``min_score`` widens it only with a cross-encoder, which we do
+  not have); ``max_positives`` is ST's: the most rows (positives) of one exact query text;
+- candidates are the query's top ``range_max + E`` hits in score order (``E``: ST's
+  ``max_positives``, or more where a query excludes more entries, so ``range_max``
+  candidates remain after the exclusions); the thresholds remove candidates (``absolute_margin``:
   ``neg + m > pos``; ``relative_margin``: ``neg > pos - |pos| m``, NV-Retriever's
   TopK-PercPos for m = 0.05, right for negative scores too (ST #3819); ``max_score``,
   ``min_score``), measured against the query's lowest positive score as ST does; of the
   first ``range_max`` survivors the first ``range_min`` are skipped (ST's rule: the window
   counts survivors); then the top ``num_negatives`` (``sampling_strategy="top"``) or a
   seeded sample (``"random"``), in descending score order;
+- ``below_positive`` (the contrastors format's default): contrastors'
+  ``filter_false_negatives.py:49-53`` post-filter, keeping only negatives scoring strictly
+  below the positive (here the query's lowest positive), counted as ``false_negatives``;
 - fill-up: a row with fewer than ``min_negatives`` gets random corpus documents that obey
   the same exclusions and thresholds (``fill="random"``, contrastors' behaviour), is
   dropped (``"drop"``), or is kept short (``"keep"``); every case is counted.
@@ -29,7 +38,7 @@ contrastive reference §1.3, §3.1, §5):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,18 +64,25 @@ class MineOptions:
     min_negatives: int | None = None  # None: num_negatives
     fill: str = "random"
     seed: int = 0
+    # contrastors' false-negative post-filter (negatives strictly below the positive);
+    # None: on for the contrastors format, off for ST's formats (resolved by the caller)
+    below_positive: bool | None = None
 
     @property
-    def thresholded(self) -> bool:
+    def widened(self) -> bool:
+        """ST widens the default window tenfold for a margin or ``max_score``; for
+        ``min_score`` only with a cross-encoder (``hard_negatives.py:366-371``)."""
         return any(v is not None for v in (self.relative_margin, self.absolute_margin,
-                                           self.max_score, self.min_score))
+                                           self.max_score))
 
-    def window(self) -> int:
-        """``range_max``; unset: ST's default, ``range_min + num_negatives`` (times 10 when a
-        threshold may remove candidates)."""
+    def window(self, max_positives: int = 0) -> int:
+        """``range_max``; unset: ST 6.2.0's default (``hard_negatives.py:365-376``),
+        ``range_min + num_negatives + max_positives`` (``10 * num_negatives`` when
+        :attr:`widened`)."""
         if self.range_max is not None:
             return int(self.range_max)
-        return self.range_min + self.num_negatives * (10 if self.thresholded else 1)
+        return (self.range_min + self.num_negatives * (10 if self.widened else 1)
+                + max_positives)
 
     def check(self) -> None:
         if self.num_negatives < 1:
@@ -101,6 +117,7 @@ class Corpus:
     rows: np.ndarray
     entry_of_key: dict[str, int]
     from_pairs: int  # entries [0, from_pairs) come from the rows' positives
+    empty_extra: int = 0  # empty / whitespace-only texts of the extra corpus, not indexed
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -109,15 +126,17 @@ class Corpus:
 def build_corpus(pairs: Pairs, pos_rows: Sequence[np.ndarray], extra: Sequence[str] = (),
                  extra_rows: np.ndarray | None = None) -> Corpus:
     """The rows' documents first (row order: each row's own document, then its other
-    positives), then the extra corpus, each normalised key once."""
+    positives), then the extra corpus, each normalised key once; an empty or
+    whitespace-only text is never an entry (counted by :func:`empty_texts`)."""
     keys: list[str] = []
     texts: list[str] = []
     rows: list[int] = []
     pos: dict[str, int] = {}
+    empty_extra = 0
 
     def add(text: str, row: int) -> None:
         key = normalize_text(text)
-        if key not in pos:
+        if key and key not in pos:
             pos[key] = len(keys)
             keys.append(key)
             texts.append(text)
@@ -130,18 +149,42 @@ def build_corpus(pairs: Pairs, pos_rows: Sequence[np.ndarray], extra: Sequence[s
     if extra:
         assert extra_rows is not None
         for t, row in zip(extra, extra_rows, strict=True):
+            empty_extra += not normalize_text(t)
             add(t, row)
-    return Corpus(keys, texts, np.asarray(rows, np.int64), pos, n_pairs)
+    return Corpus(keys, texts, np.asarray(rows, np.int64), pos, n_pairs, empty_extra)
+
+
+def empty_texts(pairs: Pairs, corpus: Corpus | None = None,
+                rows: Sequence[int] | None = None) -> dict[str, int]:
+    """Empty or whitespace-only texts (data, not errors) among ``rows`` (default: all):
+    rows whose query or own document is empty (not mined: ``rows_skipped``), other
+    positives that are empty (not indexed), and empty extra-corpus texts."""
+    q = d = both = other = 0
+    for i in range(len(pairs)) if rows is None else rows:
+        query, docs = pairs.queries[i], pairs.positives[i]
+        eq, ed = not normalize_text(query), not normalize_text(docs[0])
+        q += eq
+        d += ed
+        both += eq or ed
+        other += sum(not normalize_text(t) for t in docs[1:])
+    return {"queries": q, "documents": d, "rows_skipped": both, "other_positives": other,
+            "extra_corpus": corpus.empty_extra if corpus is not None else 0}
 
 
 @dataclass
 class QueryGroups:
     """Rows whose queries normalise equal: one query with all their positives."""
 
-    group_of_row: np.ndarray  # [n_rows]
+    group_of_row: np.ndarray  # [n_rows]; -1: an empty query or document, not mined
     first_row: np.ndarray  # [n_groups]: the row whose query text represents the group
     excluded: list[np.ndarray]  # per group: corpus entries never to return as negatives
     query_entry: np.ndarray  # [n_groups] the corpus entry equal to the query text, or -1
+    # ST's max_positives (hard_negatives.py:353-356): the most rows of one exact query text
+    # (copies included, as pandas' groupby().count() counts them), a row's list of
+    # positives counting each
+    max_positives: int = 1
+    # rows with an empty positive after the first: which of their positives are empty
+    empty_positive: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.first_row)
@@ -149,12 +192,20 @@ class QueryGroups:
 
 def group_queries(pairs: Pairs, corpus: Corpus) -> QueryGroups:
     gid: dict[str, int] = {}
-    group_of_row = np.empty(len(pairs), np.int64)
+    group_of_row = np.full(len(pairs), -1, np.int64)
     first: list[int] = []
     excl: list[set[int]] = []
     q_entry: list[int] = []
+    per_query: dict[str, int] = {}
+    empty_pos: dict[int, np.ndarray] = {}
     for i, (q, docs) in enumerate(zip(pairs.queries, pairs.positives, strict=True)):
         key = normalize_text(q)
+        if not key or not normalize_text(docs[0]):
+            continue  # an empty query or document: counted (empty_texts), not mined
+        empty = np.asarray([not normalize_text(d) for d in docs], bool)
+        if empty.any():
+            empty_pos[i] = empty
+        per_query[q] = per_query.get(q, 0) + int((~empty).sum())
         g = gid.get(key)
         if g is None:
             g = gid[key] = len(first)
@@ -164,16 +215,22 @@ def group_queries(pairs: Pairs, corpus: Corpus) -> QueryGroups:
             q_entry.append(-1 if e is None else e)
         group_of_row[i] = g
         for d in docs:
-            excl[g].add(corpus.entry_of_key[normalize_text(d)])
+            e = corpus.entry_of_key.get(normalize_text(d))
+            if e is not None:  # an empty extra positive is no entry
+                excl[g].add(e)
     return QueryGroups(group_of_row, np.asarray(first, np.int64),
                        [np.asarray(sorted(s), np.int64) for s in excl],
-                       np.asarray(q_entry, np.int64))
+                       np.asarray(q_entry, np.int64), max(per_query.values(), default=1),
+                       empty_pos)
 
 
 def search_depth(opts: MineOptions, groups: QueryGroups, n_corpus: int) -> int:
-    """Hits to retrieve per query: the window plus the most entries any query excludes."""
+    """Hits to retrieve per query: ST's ``range_max + max_positives``
+    (``hard_negatives.py:535``), or the window plus the most entries any query excludes
+    where that is more (the query text itself, or a case variant's positives)."""
     most = max((len(e) for e in groups.excluded), default=0)
-    return max(1, min(n_corpus, opts.window() + most))
+    window = opts.window(groups.max_positives)
+    return max(1, min(n_corpus, window + max(most, groups.max_positives)))
 
 
 @dataclass
@@ -187,10 +244,11 @@ class Mined:
     counts: dict[str, int]
 
 
-def _threshold_mask(scores: np.ndarray, min_pos: float, opts: MineOptions
-                    ) -> tuple[np.ndarray, dict[str, int]]:
+def _threshold_mask(scores: np.ndarray, min_pos: float, opts: MineOptions,
+                    below_positive: bool = False) -> tuple[np.ndarray, dict[str, int]]:
     """True where a candidate survives every threshold; removals counted per rule, in
-    ST's order (absolute margin, relative margin, max score, min score)."""
+    ST's order (absolute margin, relative margin, max score, min score), then contrastors'
+    ``score < pos`` when ``below_positive``."""
     keep = np.ones(len(scores), bool)
     removed: dict[str, int] = {}
     rules = []
@@ -203,6 +261,8 @@ def _threshold_mask(scores: np.ndarray, min_pos: float, opts: MineOptions
         rules.append(("max_score", scores > opts.max_score))
     if opts.min_score is not None:
         rules.append(("min_score", scores < opts.min_score))
+    if below_positive:
+        rules.append(("false_negatives", scores >= min_pos))
     for name, bad in rules:
         hit = bad & keep
         removed[name] = int(hit.sum())
@@ -220,18 +280,24 @@ def mine(emb: np.ndarray, corpus: Corpus, groups: QueryGroups, query_rows: np.nd
     """
     opts.check()
     n_g = len(groups)
-    window = opts.window()
+    window = opts.window(groups.max_positives)
     want = opts.num_negatives
     need = want if opts.min_negatives is None else opts.min_negatives
+    below = bool(opts.below_positive)
     counts = {"candidates": 0, "excluded_positive": 0, "excluded_query": 0, "range_min": 0,
               "absolute_margin": 0, "relative_margin": 0, "max_score": 0, "min_score": 0,
-              "short_groups": 0, "filled_groups": 0, "filled_negatives": 0,
-              "unfillable_groups": 0}
+              "false_negatives": 0, "short_groups": 0, "filled_groups": 0,
+              "filled_negatives": 0, "unfillable_groups": 0}
     # each group's positive scores, against the group's query embedding
     q_of_group = query_rows[groups.first_row]
     min_pos = np.full(n_g, np.inf, np.float32)
     for i, g in enumerate(groups.group_of_row):
-        s = emb[pos_rows[i]] @ emb[q_of_group[g]]
+        if g < 0:
+            continue
+        r = pos_rows[i]
+        if i in groups.empty_positive:  # a list's empty positive is no positive
+            r = r[~groups.empty_positive[i]]
+        s = emb[r] @ emb[q_of_group[g]]
         min_pos[g] = min(min_pos[g], float(s.min()))
     entries: list[np.ndarray] = []
     scores: list[np.ndarray] = []
@@ -259,6 +325,10 @@ def mine(emb: np.ndarray, corpus: Corpus, groups: QueryGroups, query_rows: np.nd
             pick = np.sort(rng.choice(len(ids), want, replace=False))  # rank order kept
             ids, sc = ids[pick], sc[pick]
         ids, sc = ids[:want], sc[:want]
+        if below:  # contrastors' post-filter: only negatives strictly below the positive
+            ok = sc < min_pos[g]
+            counts["false_negatives"] += int((~ok).sum())
+            ids, sc = ids[ok], sc[ok]
         if len(ids) < need:
             counts["short_groups"] += 1
             if opts.fill == "random":
@@ -283,7 +353,7 @@ def mine(emb: np.ndarray, corpus: Corpus, groups: QueryGroups, query_rows: np.nd
 def _fill(corpus_emb: np.ndarray, q: np.ndarray, chosen: np.ndarray, excl: np.ndarray,
           n: int, min_pos: float, opts: MineOptions, g: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n`` random corpus entries outside ``chosen`` and ``excl`` that pass the
-    thresholds, drawn in a seeded order (one permutation per group)."""
+    thresholds (and the post-filter), drawn in a seeded order (one permutation per group)."""
     rng = np.random.default_rng([opts.seed, g, 1])
     order = rng.permutation(len(corpus_emb))
     banned = np.concatenate([chosen, excl])
@@ -295,7 +365,7 @@ def _fill(corpus_emb: np.ndarray, q: np.ndarray, chosen: np.ndarray, excl: np.nd
     for a in range(0, len(order), step):
         cand = order[a:a + step]
         s = corpus_emb[cand] @ q
-        keep, _ = _threshold_mask(s, min_pos, opts)
+        keep, _ = _threshold_mask(s, min_pos, opts, bool(opts.below_positive))
         got_i.append(cand[keep][:n - have])
         got_s.append(s[keep][:n - have])
         have += len(got_i[-1])
@@ -315,13 +385,17 @@ def contrastors_records(pairs: Pairs, rows: Sequence[int], corpus: Corpus, group
                         drop_short: bool, need: int) -> tuple[list[dict[str, Any]], int]:
     """contrastors' records: the input record + ``negatives_key`` (texts), ``pos_score``,
     ``scores`` (one per negative) and the ``metadata`` objective; rows short of ``need``
-    negatives are left out when ``drop_short``. Returns (records, rows dropped)."""
+    negatives are left out when ``drop_short``; every other row is written, copies too
+    (contrastors keeps every line), except rows with an empty query or document (counted
+    by :func:`empty_texts`). Returns (records, rows dropped)."""
     meta = {"objective": {"self": [], "paired": [],
                           "triplet": [[pairs.query_key, pairs.document_key, negatives_key]]}}
     out = []
     dropped = 0
     for i in rows:
         g = groups.group_of_row[i]
+        if g < 0:
+            continue
         ents = mined.entries[g]
         if drop_short and len(ents) < need:
             dropped += 1
@@ -339,15 +413,37 @@ def contrastors_records(pairs: Pairs, rows: Sequence[int], corpus: Corpus, group
     return out, dropped
 
 
+def st_pairs(pairs: Pairs, rows: Sequence[int], groups: QueryGroups
+             ) -> tuple[list[tuple[str, list[tuple[str, int]]]], int]:
+    """sentence-transformers' order of (query, positive) pairs: each distinct query text in
+    first-seen order with its distinct positive texts in first-seen order, each pair once
+    (``hard_negatives.py:428-433, 565-580``: queries and positives deduplicated by exact
+    text). Returns ([(query, [(positive, first row)])], rows left out as repeated pairs)."""
+    order: dict[str, dict[str, int]] = {}
+    repeated = 0
+    for i in rows:
+        if groups.group_of_row[i] < 0:
+            continue
+        docs = order.setdefault(pairs.queries[i], {})
+        d = pairs.documents[i]
+        if d in docs:
+            repeated += 1
+        else:
+            docs[d] = int(i)
+    return [(q, list(docs.items())) for q, docs in order.items()], repeated
+
+
 def st_columns(pairs: Pairs, rows: Sequence[int], corpus: Corpus, groups: QueryGroups,
                mined: Mined, pos_scores: np.ndarray, fmt: str, num_negatives: int,
                output_scores: bool, drop_short: bool, need: int
-               ) -> tuple[dict[str, list], int]:
+               ) -> tuple[dict[str, list], int, int]:
     """sentence-transformers' output formats as columns (anchor/positive named by the
-    query and document keys): ``triplet`` one row per negative, ``n-tuple`` rows with all
-    ``num_negatives`` (others dropped, as ST does), ``labeled-pair`` the positives (label 1)
-    then the negatives (label 0) of each query, ``labeled-list`` ([positive, negatives...],
-    [1, 0, ...]) per row; ``output_scores`` replaces labels by scores as ST does."""
+    query and document keys), over :func:`st_pairs` (each (query, positive) pair once, in
+    ST's order): ``triplet`` one row per negative, ``n-tuple`` rows with all
+    ``num_negatives`` (others dropped, as ST does), ``labeled-pair`` each query's positives
+    (label 1) then its negatives (label 0), ``labeled-list`` ([positive, negatives...],
+    [1, 0, ...]) per pair; ``output_scores`` replaces labels by scores as ST does.
+    Returns (columns, pairs dropped short, rows left out as repeated pairs)."""
     qk, dk = pairs.query_key, pairs.document_key
     cols: dict[str, list] = {qk: [], dk: []}
     dropped = 0
@@ -366,52 +462,52 @@ def st_columns(pairs: Pairs, rows: Sequence[int], corpus: Corpus, groups: QueryG
         cols["scores" if output_scores else "labels"] = []
     else:
         raise InputError(None, f'unknown output format "{fmt}" ({", ".join(OUTPUT_FORMATS)})')
-    seen_groups: set[int] = set()
-    for i in rows:
-        g = int(groups.group_of_row[i])
+    ordered, repeated = st_pairs(pairs, rows, groups)
+    for q, docs in ordered:
+        g = int(groups.group_of_row[docs[0][1]])  # one exact query: one group
         ents, sc = mined.entries[g], mined.scores[g]
-        q, d, ps = pairs.queries[i], pairs.documents[i], float(pos_scores[i])
         if drop_short and len(ents) < need:
-            dropped += 1
+            dropped += len(docs)
             continue
-        if fmt == "triplet":
-            for e, s in zip(ents, sc, strict=True):
+        if fmt == "labeled-pair":
+            lab = "score" if output_scores else "label"
+            for d, i in docs:
                 cols[qk].append(q)
                 cols[dk].append(d)
-                cols["negative"].append(corpus.texts[e])
-                if output_scores:
-                    cols["scores"].append([ps, float(s)])
-        elif fmt == "n-tuple":
-            if len(ents) < num_negatives:
-                dropped += 1
-                continue
-            cols[qk].append(q)
-            cols[dk].append(d)
-            for j, e in enumerate(ents[:num_negatives]):
-                cols[f"negative_{j + 1}"].append(corpus.texts[e])
-            if output_scores:
-                cols["scores"].append([ps, *map(float, sc[:num_negatives])])
-        elif fmt == "labeled-pair":
-            cols[qk].append(q)
-            cols[dk].append(d)
-            cols["score" if output_scores else "label"].append(ps if output_scores else 1)
-            if g in seen_groups:
-                continue
-            seen_groups.add(g)
+                cols[lab].append(float(pos_scores[i]) if output_scores else 1)
             for e, s in zip(ents, sc, strict=True):
                 cols[qk].append(q)
                 cols[dk].append(corpus.texts[e])
-                cols["score" if output_scores else "label"].append(
-                    float(s) if output_scores else 0)
-        else:  # labeled-list
-            if not len(ents):
-                dropped += 1
-                continue
-            cols[qk].append(q)
-            cols[dk].append([d, *(corpus.texts[e] for e in ents)])
-            cols["scores" if output_scores else "labels"].append(
-                [ps, *map(float, sc)] if output_scores else [1] + [0] * len(ents))
-    return cols, dropped
+                cols[lab].append(float(s) if output_scores else 0)
+            continue
+        for d, i in docs:
+            ps = float(pos_scores[i])
+            if fmt == "triplet":
+                for e, s in zip(ents, sc, strict=True):
+                    cols[qk].append(q)
+                    cols[dk].append(d)
+                    cols["negative"].append(corpus.texts[e])
+                    if output_scores:
+                        cols["scores"].append([ps, float(s)])
+            elif fmt == "n-tuple":
+                if len(ents) < num_negatives:
+                    dropped += 1
+                    continue
+                cols[qk].append(q)
+                cols[dk].append(d)
+                for j, e in enumerate(ents[:num_negatives]):
+                    cols[f"negative_{j + 1}"].append(corpus.texts[e])
+                if output_scores:
+                    cols["scores"].append([ps, *map(float, sc[:num_negatives])])
+            else:  # labeled-list
+                if not len(ents):
+                    dropped += 1
+                    continue
+                cols[qk].append(q)
+                cols[dk].append([d, *(corpus.texts[e] for e in ents)])
+                cols["scores" if output_scores else "labels"].append(
+                    [ps, *map(float, sc)] if output_scores else [1] + [0] * len(ents))
+    return cols, dropped, repeated
 
 
 def leak_check(pairs: Pairs, rows: Sequence[int], corpus: Corpus, groups: QueryGroups,
@@ -421,11 +517,15 @@ def leak_check(pairs: Pairs, rows: Sequence[int], corpus: Corpus, groups: QueryG
     pos_keys: dict[int, set[str]] = {}
     for i in range(len(pairs)):
         g = int(groups.group_of_row[i])
+        if g < 0:
+            continue
         s = pos_keys.setdefault(g, {normalize_text(pairs.queries[i])})
         s.update(normalize_text(d) for d in pairs.positives[i])
     leaks = dup_leaks = 0
     for i in rows:
         g = int(groups.group_of_row[i])
+        if g < 0:
+            continue
         exact = set(pairs.positives[i])
         for e in mined.entries[g]:
             t = corpus.texts[e]

@@ -13,7 +13,10 @@ reference §1.2-1.3):
 A document value may be a string, or a list of positives (strings, or objects with a
 ``text`` field, e.g. DPR's ``positive_ctxs``; ``add_title`` prepends their ``title``): the
 first is the row's document, all of them are the query's positives. Row ids are global line
-positions over the files in order (blank lines are not rows and are counted apart).
+positions over the files in order (blank lines are not rows and are counted apart). An empty
+or whitespace-only query or document is data, not an error: the row is read, and the miner
+counts it and skips it (never indexed, never a negative). A line that is not UTF-8 or not
+JSON is one error naming its file, line and position.
 """
 
 from __future__ import annotations
@@ -159,6 +162,15 @@ def jsonl_files(path: str | os.PathLike) -> tuple[list[Path], str]:
     raise InputError(p, "not found")
 
 
+def _decode_line(path: Path, line: bytes, lineno: int) -> str:
+    """One line as UTF-8 text, or an InputError naming its line and byte."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 text (byte {e.start + 1} of the line: {e.reason})",
+                         lineno) from None
+
+
 def read_pairs(source: str | os.PathLike, query_key: str = "query",
                document_key: str = "document", add_title: bool = False) -> Pairs:
     """Every row of a pair dataset (see the module docstring for the layouts).
@@ -186,14 +198,19 @@ def read_pairs(source: str | os.PathLike, query_key: str = "query",
         lineno = 0
         try:
             with io.open_text(f) as fh:
-                for lineno, line in enumerate(fh, 1):  # noqa: B007 - used in the except
+                # bytes, decoded line by line: a text wrapper decodes 8 KiB chunks ahead, so
+                # its UnicodeDecodeError would name the line being read, not the bad one
+                for lineno, bline in enumerate(fh.buffer, 1):  # noqa: B007 - in the except
+                    line = _decode_line(f, bline, lineno)
                     if not line.strip():
                         blanks += 1
                         continue
-                    try:
-                        rec = json.loads(line)
+                    try:  # without the newline: a cut line is "Unterminated string"
+                        rec = json.loads(line.rstrip("\r\n"))
                     except json.JSONDecodeError as e:
-                        raise InputError(f, f"invalid JSON ({e.msg})", lineno) from None
+                        # the position: "Invalid control character at" alone says nothing
+                        raise InputError(f, f"invalid JSON ({e.msg} at column {e.colno})",
+                                         lineno) from None
                     try:
                         q, docs = parse_record(rec, query_key, document_key, add_title)
                     except ValueError as e:
@@ -202,8 +219,8 @@ def read_pairs(source: str | os.PathLike, query_key: str = "query",
                     positives.append(docs)
                     lines.append(lineno)
                     records.append(rec)
-                    raw.append(line.rstrip("\n"))
-        except (OSError, EOFError, UnicodeDecodeError) as e:
+                    raw.append(line[:-1] if line.endswith("\n") else line)  # a "\r" stays
+        except (OSError, EOFError) as e:
             raise InputError(f, f"cannot read ({type(e).__name__}: {e})", lineno + 1) from None
         infos.append(PairFile(str(f), "jsonl", first, len(queries) - first, blanks))
     from anatomy.execution import identity

@@ -21,6 +21,7 @@ Rows carry ``input_ids``, ``token_type_ids``, ``attention_mask`` and ``special_t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -240,6 +241,9 @@ def _split_hf_name(src: str) -> tuple[str, str | None]:
 def load_hf_texts(src: str, text_key: str = "text"):
     """An HF hub dataset's train split, text column only (``NAME[:CONFIG]``); offline or
     unreachable: one InputError line."""
+    from anatomy.lm import _offline
+
+    _offline()  # an unreachable hub is found once, before datasets retries each request
     import datasets
 
     name, config = _split_hf_name(src)
@@ -395,13 +399,39 @@ def write_olmo(ds, out: Path, seq_len: int, dtype: str, stats: Mapping[str, Any]
                   "special_tokens_mask.npy"}})
 
 
+@contextlib.contextmanager
+def datasets_bars(show: bool | None = None):
+    """``datasets``' own progress bars ("Saving the dataset", "Map") on or off inside the
+    block, then as they were; ``None``: off under ``--quiet`` (:mod:`anatomy.progress`),
+    which they do not follow by themselves."""
+    from datasets.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    from anatomy.progress import is_quiet
+
+    show = not is_quiet() if show is None else show
+    was_off = are_progress_bars_disabled()
+    if not show:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not show and not was_off:
+            enable_progress_bars()
+
+
 def save_hf(ds, out: Path) -> None:
-    """``save_to_disk`` into a temporary folder beside ``out``, then rename it onto ``out``."""
+    """``save_to_disk`` into a temporary folder beside ``out``, then rename it onto ``out``
+    (no "Saving the dataset" bar under ``--quiet``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        ds.save_to_disk(str(tmp))
+        with datasets_bars():
+            ds.save_to_disk(str(tmp))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

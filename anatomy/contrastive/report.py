@@ -34,15 +34,21 @@ def filter_table(outputs: Sequence[str | os.PathLike], label_key: str = "planted
 
 
 def negatives_line(out: str | os.PathLike) -> str:
-    """One line on a mining run: rows, negatives per row, fills, and the leak check."""
+    """One line on a mining run: rows, negatives per row, fills, false negatives dropped,
+    repeated pairs, empty texts skipped, and the leak check."""
     r = io.read_json(Path(out) / "report.json")
     r = r.get("negatives", r)
     c, per, leaks = r["counts"], r["negatives_per_row"], r["leaks"]
+    empty = r.get("empty_texts", {})
     return (f"{r['rows_written']} rows mined ({r['queries']} queries, corpus {r['corpus']}): "
             f"negatives per row {per['mean']} (min {per['min']}, max {per['max']}); "
             f"{c['excluded_positive']} hits excluded as positives or their duplicates, "
             f"{c['excluded_query']} as the query; {c['relative_margin']} removed by the relative "
             f"margin; {c['filled_negatives']} random fill-ups ({c['unfillable_groups']} queries "
             "left short: no document passes the margin); "
+            f"{c.get('false_negatives', 0)} at or above their positive dropped (contrastors' "
+            f"post-filter); {r.get('repeated_pairs', 0)} repeated (query, positive) rows "
+            f"written once (ST formats); {empty.get('rows_skipped', 0)} rows with an empty "
+            f"query or document skipped; "
             f"{leaks['negatives_equal_to_a_positive']} negatives equal a positive, "
             f"{leaks['negatives_duplicating_a_positive_or_query']} duplicate one")
