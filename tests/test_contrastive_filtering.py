@@ -466,3 +466,27 @@ def test_quiet_saves_without_datasets_bars(tmp_path, monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     save_hf(Fake(), tmp_path / "ds2")
     assert seen == [True, False] and not are_progress_bars_disabled()
+
+
+def test_empty_texts_are_counted_never_indexed_never_kept(pairs, tmp_path, work):
+    """Rows with an empty or whitespace-only document or query are data: counted in the
+    report, rank -1, never kept, and their empty documents take no place in the index, so
+    every other row ranks exactly as in the same file without them (the independent run)."""
+    rows = io.read_jsonl(pairs)
+    bad = {3: ("document", ""), 7: ("document", "   "), 11: ("query", "\n")}
+    with_empty = [dict(r) for r in rows]
+    for i, (key, v) in bad.items():
+        with_empty[i][key] = v
+    a, b = tmp_path / "with.jsonl", tmp_path / "without.jsonl"
+    io.write_jsonl(a, with_empty)
+    io.write_jsonl(b, [r for i, r in enumerate(rows) if i not in bad])
+    assert _filter(a, tmp_path / "oa", work) == 0
+    assert _filter(b, tmp_path / "ob", work) == 0
+    rep = io.read_json(tmp_path / "oa" / "report.json")
+    assert rep["empty_rows"] == 3
+    ra, rb = np.load(tmp_path / "oa" / "ranks.npy"), np.load(tmp_path / "ob" / "ranks.npy")
+    assert (ra[sorted(bad)] == -1).all()
+    others = [i for i in range(len(rows)) if i not in bad]
+    np.testing.assert_array_equal(ra[others], rb)
+    kept = set(io.read_json(tmp_path / "oa" / "ids_to_keep.json"))
+    assert not kept & set(bad)

