@@ -161,8 +161,11 @@ def _write_negatives(pairs: Pairs, rows: Sequence[int], corpus: negatives.Corpus
         cols, dropped, repeated = negatives.st_columns(pairs, rows, corpus, groups, mined,
                                                        pos_scores, fmt, opts.num_negatives,
                                                        output_scores, drop, need)
+        from anatomy.contrastive.pretokenize import datasets_bars
+
         ds = datasets.Dataset.from_dict(cols)
-        ds.save_to_disk(str(out / "dataset"))
+        with datasets_bars():  # no "Saving the dataset" bar under --quiet
+            ds.save_to_disk(str(out / "dataset"))
         names += ["dataset"]
         written = len(ds)
     return names, {"rows_written": written, "rows_dropped_short": dropped,
