@@ -308,6 +308,8 @@ def test_table_and_count_curve(control_results, tiny_world):
     assert "| Loss |" in md and "| Min-K%++ 20% |" in md and "| EM-MIA |" in md
     assert "| Blind (bag of words, no model) |" in md
     t1 = first_target(tiny_world)[0]
-    assert md.startswith(f"| AUROC x100, step{t1} | control | control20 | planted |")
+    assert md.startswith(f"| AUROC x100 [95 % interval], step{t1} | control | control20 | "
+                         "planted |")
+    assert "chance band (95 % of label permutations; bold = outside it): control " in md
     by = res / "miniworld-tiny_planted" / "by_planted.md"
     assert by.is_file() and "48" in by.read_text()
