@@ -8,7 +8,6 @@ from __future__ import annotations
 import codecs
 import inspect
 import re
-import time
 
 import numpy as np
 import pytest
@@ -366,7 +365,6 @@ def test_hf_loader_on_a_tiny_local_model(tmp_path):
     softmax column."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    t0 = time.perf_counter()
     words = ["def", "return", "the", "cat", "sat", "on", "mat", "import", "x", "=", "(", ")",
              ":", "a", "is", "and"]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
@@ -395,4 +393,3 @@ def test_hf_loader_on_a_tiny_local_model(tmp_path):
     np.testing.assert_allclose(nl_scores(clf0, texts), p[:, 0], atol=1e-6)
     with pytest.raises(Exception, match="nl_label_index"):
         load_hf_code_vs_nl(tmp_path, nl_label_index=2, device="cpu")
-    assert time.perf_counter() - t0 < 15

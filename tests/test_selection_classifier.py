@@ -20,7 +20,6 @@ import re
 import string
 import tarfile
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -92,7 +91,6 @@ def test_target_kind_scores_higher_and_top_n_picks_it(toy):
     """Negatives: 40 sampled pool rows (half of them code, labelled 0 as in GPT-3's raw
     Common Crawl). On the rows not used for the fit, code outranks prose (AUC), and the
     top-n of the whole pool is mostly code."""
-    t0 = time.perf_counter()
     target, pool, is_code = toy
     p = sc.classifier_scores(pool, target, seed=0, negatives=40)
     assert p.dtype == np.float32 and p.shape == (len(pool),)
@@ -111,7 +109,6 @@ def test_target_kind_scores_higher_and_top_n_picks_it(toy):
     # deterministic per seed; another seed draws other negatives
     np.testing.assert_array_equal(p, sc.classifier_scores(pool, target, seed=0, negatives=40))
     assert not np.array_equal(p, sc.classifier_scores(pool, target, seed=1, negatives=40))
-    assert time.perf_counter() - t0 < 20
 
 
 def test_blocks_and_negatives_read_in_ranges(toy):

@@ -11,7 +11,6 @@ sentences with one word changed); a causal LM's embeddings against its own unpad
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pytest
@@ -142,7 +141,6 @@ def planted():
 
 
 def test_planted_duplicates_one_survivor_each(planted, caplog):
-    t0 = time.perf_counter()
     x, group = planted
     n = len(x)
     scores, info = sd.semdedup_scores(x, 6, niter=20)
@@ -180,7 +178,6 @@ def test_planted_duplicates_one_survivor_each(planted, caplog):
         s_small, i_small = sd.semdedup_scores(x, 6, niter=20, max_block_bytes=4 * 60 * 8)
     assert i_small["chunked_clusters"] == 6 and "column blocks" in caplog.text
     np.testing.assert_allclose(s_small, scores, atol=1e-6)
-    assert time.perf_counter() - t0 < 10
 
 
 def test_dsdm_style_select(planted):
@@ -273,7 +270,6 @@ def sentences():
 def test_minilm_near_copies_removed(sentences):
     """Measured: near-copies have cosine >= 0.82, distinct sentences <= 0.27, so eps = 0.5
     keeps exactly the 20 distinct sentences, one per planted group."""
-    t0 = time.perf_counter()
     texts, group = sentences
     e = sd.semdedup_embeddings(ListTexts(texts), batch_size=8, progress=False)
     assert e.shape == (30, 384) and e.dtype == np.float32
@@ -289,13 +285,11 @@ def test_minilm_near_copies_removed(sentences):
     np.testing.assert_array_equal(np.sort(top_n(scores, 20)), np.flatnonzero(keep))
     comp, _ = sd.semdedup_keep(e, 3, 0.5, mode="components", niter=20)
     np.testing.assert_array_equal(comp, keep)
-    assert time.perf_counter() - t0 < 20
 
 
 def test_embedding_step_ranks_identical_bytes(sentences, tmp_path):
     """1 rank and 2 ranks write the same bytes (units of 8 rows, batches of 4); a rerun is
     skipped by its fingerprint; the in-memory path agrees to bf16 precision."""
-    t0 = time.perf_counter()
     texts, _ = sentences
     pool = ListTexts(texts)
     kw = dict(batch_size=4, unit_rows=8, progress=False)
@@ -309,7 +303,6 @@ def test_embedding_step_ranks_identical_bytes(sentences, tmp_path):
     np.testing.assert_array_equal(again, one)
     mem = sd.semdedup_embeddings(pool, **kw)
     np.testing.assert_allclose(mem, one, atol=5e-3)  # measured 7e-4
-    assert time.perf_counter() - t0 < 25
 
 
 def test_causal_lm_mean_of_last_hidden_state(tmp_path):
