@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                               pair_weight=args.pair_weight,
                               overwrite=args.overwrite)
     pri = s["priors"]
-    print(f"{s['merges']} merges, {s['constraints']} constraints, {s['rounds']} LP rounds "
+    moved = (f" ({s['rows_added']} added, {s['rows_dropped']} dropped once slack)"
+             if "rows_added" in s else "")
+    print(f"{s['merges']} merges, {s['constraints']} constraints in the final LP{moved}, "
+          f"{s['rounds']} LP rounds "
           f"({s['status']}) -> {out / 'summary.json'}")
     print("mixture: " + ", ".join(
         f"{c} {v['point']:.3f}" + (f" [{v['ci_lo']:.3f}, {v['ci_hi']:.3f}]"

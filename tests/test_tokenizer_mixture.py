@@ -163,3 +163,23 @@ def test_baselines_against_a_direct_count(tmp_path):
     tc = base["TC"]
     for c in samples:
         assert tc[c] == pytest.approx(votes[c] / sum(votes.values()), rel=1e-12)
+
+
+def test_dropping_slack_rows_reaches_the_full_lps_optimum(tmp_path):
+    """Rows slack for two rounds are deleted (and may come back): the optimum equals the one
+    of the solver that keeps every row (objective within 1e-6 relative), with fewer rows in
+    the model at the end. Samples from other documents than the training text, so that
+    merges have violating competitors to drop."""
+    from anatomy.mixture.tokenizer_mixture import choose_samples, solve_mixture
+
+    _train({"a": 0.3, "b": 0.5, "c": 0.2}, tmp_path / "tok.json", total=300_000, vocab=900)
+    bpe = load_bpe(tmp_path / "tok.json")
+    cats, chosen, denoms = choose_samples({c: LANGS[c][2500:2900] for c in ("a", "b", "c")})
+    rep = MergeReplay([words_of(bpe, chosen[c]) for c in cats]).run(bpe.merges)
+    keep = solve_mixture(rep, denoms, drop_after=0)
+    drop = solve_mixture(rep, denoms)
+    assert keep.info["converged"] and drop.info["converged"]
+    assert keep.info["rows_dropped"] == 0 and drop.info["rows_dropped"] > 0
+    assert drop.objective == pytest.approx(keep.objective, rel=1e-6)  # (alpha may differ
+    # where the optimum is not unique; the objective is what both must reach)
+    assert drop.constraints < keep.constraints == keep.info["rows_added"]

@@ -272,15 +272,23 @@ def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: dict[int, f
 
 
 def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
-                  max_rounds: int = 200, tol: float = 1e-9, merges: int | None = None,
-                  pair_weight: float = 1.0) -> LpResult:
+                  max_rounds: int = 500, tol: float = 1e-9, merges: int | None = None,
+                  pair_weight: float = 1.0, drop_after: int = 2) -> LpResult:
     """The paper's LP over ``rep``'s first ``merges`` merges (all by default) with lazily
     added constraints, solved by HiGHS (``highspy``): each round's violated constraints are
     added as rows to the same model and its dual simplex restarts from the previous basis
     (measured on 2,744 merges and 141k constraints: scipy's ``linprog``, which rebuilds the
     model every round, spent 165 s). ``pair_weight`` is the objective's weight of the per-pair
     slacks (the paper: 1): lower makes it cheaper to excuse a pair that a sample holds far
-    more often than the training text did, the failure of samples from other documents."""
+    more often than the training text did, the failure of samples from other documents.
+
+    Rows slack for ``drop_after`` consecutive rounds are deleted (0: never), and may come back
+    when violated again: at the optimum a merge binds against one competitor or a few, so the
+    model stays near that size instead of carrying every row ever added. The answer is the
+    same: the loop stops only when the solution of the current rows violates no constraint of
+    the full LP, so it is the full LP's optimum (measured on a 30,000-merge tokenizer with
+    6 MB of samples from other files: the same objective at T = 1,000 and 3,000, 9,225 rows
+    kept of 49,957 added at T = 1,000, 62,850 of 338,770 at T = 3,000, 2.8x faster there)."""
     import highspy
 
     n = rep.n_cat
@@ -301,11 +309,16 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
     vp: dict[int, float] = {}
     done: set[tuple[int, int]] = set()
     pair_var: dict[int, int] = {}
+    rows: list[tuple[int, int]] = []  # model row r + 1 holds constraint rows[r]
+    idle = np.zeros(0, np.int64)  # consecutive rounds each row has been slack
+    added = dropped = 0
     obj = 0.0
     rounds = 0
+    converged = False
     for rounds in range(1, max_rounds + 1):  # noqa: B007 - reported
         new = _violations(rep, alpha * scale, vt, vp, done, competitors, tol, T)
         if not new:
+            converged = True
             break
         fresh = sorted({p for _, p in new if p not in pair_var})
         for p in fresh:
@@ -329,16 +342,37 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
             raise RuntimeError(f"HiGHS: {h.modelStatusToString(status)}")
-        x = np.asarray(h.getSolution().col_value)
+        sol = h.getSolution()
+        x = np.asarray(sol.col_value)
         alpha = np.clip(x[:n], 0, None)
         alpha /= alpha.sum()
         vt = x[n:n + T]
         vp = {p: float(x[j]) for p, j in pair_var.items()}
         obj = float(h.getInfo().objective_function_value)
-        log.debug("LP round %d: %d constraints, objective %.6g, alpha %s", rounds, len(done),
+        rows += new
+        added += m
+        idle = np.concatenate([idle, np.zeros(m, np.int64)])
+        if drop_after:
+            act = np.asarray(sol.row_value)[1:]  # row 0 is the simplex, never dropped
+            idle = np.where(act > 1e-7 * (1 + np.abs(act)), idle + 1, 0)
+            gone = np.flatnonzero(idle >= drop_after)
+            if len(gone):
+                h.deleteRows(len(gone), (gone + 1).astype(np.int32))
+                for r in gone:
+                    done.discard(rows[r])
+                keep = np.ones(len(rows), bool)
+                keep[gone] = False
+                rows = [c for c, k in zip(rows, keep, strict=True) if k]
+                idle = idle[keep]
+                dropped += len(gone)
+        log.debug("LP round %d: %d constraints, objective %.6g, alpha %s", rounds, len(rows),
                  obj, np.round(alpha, 4).tolist())
-    return LpResult(alpha, obj, float(vt.sum()), float(sum(vp.values())), len(done), rounds,
-                    sum(1 for m in rep.merge_ids[:T] if m < 0))
+    if not converged:
+        log.warning("LP: %d rounds without convergence (max_rounds); the mixture may be off",
+                    max_rounds)
+    return LpResult(alpha, obj, float(vt.sum()), float(sum(vp.values())), len(rows), rounds,
+                    sum(1 for m in rep.merge_ids[:T] if m < 0),
+                    {"rows_added": added, "rows_dropped": dropped, "converged": converged})
 
 
 def choose_samples(samples: Mapping[str, Sequence[str]], bytes_per_category: int | None = None,
@@ -384,6 +418,8 @@ def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
     info = {"merges": len(m), "pair_weight": pair_weight,
             "bytes": dict(zip(cats, denoms.astype(int).tolist(), strict=True)),
             "texts": {c: len(chosen[c]) for c in cats}, "constraints": res.constraints,
+            "rows_added": res.info["rows_added"], "rows_dropped": res.info["rows_dropped"],
+            "converged": res.info["converged"],
             "rounds": res.rounds, "objective": res.objective,
             "merge_slack": res.merge_slack, "pair_slack": res.pair_slack,
             "missing_merges": res.missing_merges}
@@ -470,6 +506,7 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
                "categories": sorted(alpha), "priors": priors, **info,
                "bootstrap": bootstrap, "dropped": cs.dropped}
     io.write_json(out / "summary.json", summary)
-    small = {k: summary[k] for k in ("priors", "merges", "constraints", "rounds")}
+    small = {k: summary[k] for k in ("priors", "merges", "constraints", "rounds", "rows_added",
+                                     "rows_dropped")}
     execution.mark_output(output, fp, small)
     return {**small, "status": "written"}
