@@ -328,16 +328,20 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
             h.addCols(k, np.full(k, pair_weight), np.zeros(k), np.full(k, inf), 0,
                       np.zeros(0, np.int32),
                       np.zeros(0, np.int32), np.zeros(0))
-        starts, idx, vals = [], [], []
-        for t, p in new:
-            done.add((t, p))
-            coef = (rep.merge_counts[t] - rep.count_at(p, t)) * scale
-            starts.append(len(idx))
-            idx += [*range(n), n + t, pair_var[p]]
-            vals += [*coef.tolist(), 1.0, 1.0]
+        done.update(new)
         m = len(new)
-        h.addRows(m, np.zeros(m), np.full(m, inf), len(idx), np.asarray(starts, np.int32),
-                  np.asarray(idx, np.int32), np.asarray(vals, np.float64))
+        # row r: sum_c coef[r, c] alpha_c + v_t + v_p >= 0, as one (m, n + 2) block
+        ts = np.fromiter((t for t, _ in new), np.int64, m)
+        coef = np.stack([rep.merge_counts[t] - rep.count_at(p, t) for t, p in new]) * scale
+        idx = np.empty((m, n + 2), np.int32)
+        idx[:, :n] = np.arange(n, dtype=np.int32)
+        idx[:, n] = n + ts
+        idx[:, n + 1] = np.fromiter((pair_var[p] for _, p in new), np.int64, m)
+        vals = np.ones((m, n + 2))
+        vals[:, :n] = coef
+        h.addRows(m, np.zeros(m), np.full(m, inf), m * (n + 2),
+                  np.arange(0, m * (n + 2), n + 2, dtype=np.int32), idx.ravel(),
+                  vals.ravel())
         h.run()
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
