@@ -198,10 +198,11 @@ def group_queries(pairs: Pairs, corpus: Corpus) -> QueryGroups:
     q_entry: list[int] = []
     per_query: dict[str, int] = {}
     empty_pos: dict[int, np.ndarray] = {}
+    skip = pairs.empty_rows()
     for i, (q, docs) in enumerate(zip(pairs.queries, pairs.positives, strict=True)):
-        key = normalize_text(q)
-        if not key or not normalize_text(docs[0]):
+        if skip[i]:
             continue  # an empty query or document: counted (empty_texts), not mined
+        key = normalize_text(q)
         empty = np.asarray([not normalize_text(d) for d in docs], bool)
         if empty.any():
             empty_pos[i] = empty

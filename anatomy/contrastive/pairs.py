@@ -81,6 +81,12 @@ class Pairs:
     def documents(self) -> list[str]:
         return [p[0] for p in self.positives]
 
+    def empty_rows(self) -> np.ndarray:
+        """Rows whose query or own document is empty or whitespace-only (after
+        :func:`normalize_text`): data to count and skip, in the filter and the miner."""
+        return np.array([not normalize_text(q) or not normalize_text(p[0])
+                         for q, p in zip(self.queries, self.positives, strict=True)], bool)
+
     def file_of_row(self) -> np.ndarray:
         out = np.empty(len(self), np.int64)
         for i, f in enumerate(self.files):

@@ -31,7 +31,7 @@ from anatomy.contrastive.index import (
     embed_table,
     search_blocks,
 )
-from anatomy.contrastive.pairs import Pairs, normalize_text, output_names, read_pairs, write_kept
+from anatomy.contrastive.pairs import Pairs, output_names, read_pairs, write_kept
 from anatomy.io import InputError
 
 log = logging.getLogger("anatomy")
@@ -302,8 +302,7 @@ def filter_pairs(dataset: str, output_dir: str | os.PathLike, *, query_key: str 
     emb, emb_fp = embed_table(table, embed, work, ranks, overwrite, merge, wait_s, progress)
     doc_rows = np.asarray([r[0] for r in pos_rows], np.int64)
     # an empty or whitespace-only query or document: counted, never indexed, never kept
-    empty = np.array([not normalize_text(q) or not normalize_text(d)
-                      for q, d in zip(pairs.queries, pairs.documents, strict=True)], bool)
+    empty = pairs.empty_rows()
     try:
         plans = filtering.plan_blocks(pairs.documents, q_rows, doc_rows, index_size,
                                       by_position, published_blocks, empty)

@@ -91,14 +91,14 @@ def load_category_samples(samples_dir: PathLike, merge_web: bool = False,
     blank: dict[str, int] = {}
     rows: dict[str, int] = {}
     for f in files:
-        cat = _category_of(f)
-        rows[cat] = 0
+        cat = name = _category_of(f)
+        rows[name] = 0  # per file (before merge_web), as the record counts them
         if merge_web and cat.lower() in WEB_PARTS:
             cat = "web"
         texts = by_cat.setdefault(cat, [])
         sources.setdefault(cat, []).append(f.name)
         for line, rec in iter_jsonl_numbered(f, required=("text",)):
-            rows[_category_of(f)] += 1
+            rows[name] += 1
             t = rec["text"]
             if not isinstance(t, str):
                 raise InputError(f, '"text" is not a string', line)

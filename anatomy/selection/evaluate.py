@@ -267,10 +267,10 @@ def evaluate_selections(pool: CandidatePool, selections: list[Selection],
         targets, reports = decontaminate_targets(targets, pool, held_out)
     else:
         reports = {t.name: disabled_report() for t in targets}
-    halves = lds_halves(len(pool), lds_halves_n, lds_seed, pool.selectable()) \
-        if lds_halves_n else []
     if 0 < lds_halves_n < 3:
         raise InputError(None, f"an LDS needs 3 or more halves, got {lds_halves_n}")
+    halves = lds_halves(len(pool), lds_halves_n, lds_seed, pool.selectable()) \
+        if lds_halves_n else []
     key = {"pool": pool.identity(), "arch": arch.to_dict(), "seeds": list(seeds),
            "selections": [{**s.to_dict(), "digest": _digest(s.indices)} for s in selections],
            "targets": [{"name": t.name, "digest": groups_digest(t.eval_groups),
