@@ -80,7 +80,7 @@ def test_replayed_counts_equal_a_recount(tmp_path):
     rep = MergeReplay(words).run(bpe.merges)
     for t in (0, 1, 7, 40, len(bpe.merges) - 1):
         want = [_recount(w, bpe.merges, t) for w in words]
-        got = {rep.pair_name(p): rep.count_at(p, t) for p in range(len(rep.history))}
+        got = {rep.pair_name(p): rep.count_at(p, t) for p in range(rep.n_pairs)}
         for pair in set(want[0]) | set(want[1]) | set(got):
             counts = got.get(pair, np.zeros(2))
             assert counts.tolist() == [want[0][pair], want[1][pair]], (t, pair)
@@ -183,3 +183,47 @@ def test_dropping_slack_rows_reaches_the_full_lps_optimum(tmp_path):
     assert drop.objective == pytest.approx(keep.objective, rel=1e-6)  # (alpha may differ
     # where the optimum is not unique; the objective is what both must reach)
     assert drop.constraints < keep.constraints == keep.info["rows_added"]
+
+
+def test_violation_scan_equals_a_brute_force_scan(tmp_path):
+    """The scan (entry scores, range-minimum candidate filter, heap over candidates) returns,
+    per merge, the highest-scoring pairs that beat it, skipping constraints already in the
+    model, up to ``competitors``: checked against every pair's score at every merge from an
+    independent recount (``_recount``), with random weights and slacks."""
+    from anatomy.mixture.tokenizer_mixture import _violations
+
+    _train({"a": 0.5, "b": 0.5}, tmp_path / "tok.json", total=80_000, vocab=360)
+    bpe = load_bpe(tmp_path / "tok.json")
+    words = [words_of(bpe, LANGS[c][2000:2080]) for c in ("a", "b")]
+    rep = MergeReplay(words).run(bpe.merges)
+    T = len(bpe.merges) - 5
+    rng = np.random.default_rng(0)
+    recounts = [[_recount(wd, bpe.merges, t) for wd in words] for t in range(T)]
+    name_id = {rep.pair_name(p): p for p in range(rep.n_pairs)}
+    for trial in range(3):
+        w = rng.uniform(0.2, 1.0, 2)
+        vt = rng.exponential(5.0, T) * (rng.random(T) < 0.5)
+        vp = rng.exponential(5.0, rep.n_pairs) * (rng.random(rep.n_pairs) < 0.3)
+        done = {(int(t), int(p)) for t, p in zip(rng.integers(0, T, 40),
+                                                 rng.integers(0, rep.n_pairs, 40), strict=True)}
+        k = 1 + trial * 3
+        got = _violations(rep, w, vt, vp, done, k, 1e-9, T)
+        want = []
+        for t in range(T):
+            merged = (bpe.merges[t][0], bpe.merges[t][1])
+            if merged not in name_id or rep.merge_ids[t] < 0:
+                continue
+            score = {}
+            for pair in set(recounts[t][0]) | set(recounts[t][1]):
+                c = np.array([recounts[t][0][pair], recounts[t][1][pair]], float)
+                score[name_id[pair]] = c @ w - vp[name_id[pair]]
+            m = name_id[merged]
+            cm = np.array([recounts[t][0][merged], recounts[t][1][merged]], float)
+            cutoff = cm @ w + vt[t] + 1e-9
+            beat = sorted((-s, p) for p, s in score.items() if s > cutoff and p != m)
+            want += [(t, p) for _, p in beat if (t, p) not in done][:k]
+        assert [(t, p) for t, p, _ in got] == want
+        assert len(want) > 20
+        # each found entry holds the pair's counts at that merge
+        for t, p, e in got[:50]:
+            assert (rep.entries().counts[e] == rep.count_at(p, t)).all()

@@ -11,16 +11,17 @@ let ``c_{i,p}^{(t)}`` be the count of pair ``p`` in category i's sample after ap
 and the LP of the paper (and of its code, ``run_solver.py``) relaxes them with a slack
 ``v_t >= 0`` per merge and ``v_p >= 0`` per pair and minimises ``sum v_t + sum v_p`` over α on
 the simplex. Constraints are added lazily: with the current solution, each merge's
-competitors that still beat it are found through a priority queue of every pair's current
-score (updated by the merge's count deltas, never recounted), up to ``competitors`` per
-merge and round, and the LP is solved again with HiGHS (``scipy.optimize.linprog``) until no
-constraint is violated.
+competitors that still beat it are found (:func:`_violations`: every pair's score is constant
+between the merges that change its count, so scores are one vectorised product over those
+stretches, and only the stretches that can beat some merge enter a priority queue walked
+merge by merge), up to ``competitors`` per merge and round, and the LP is solved again with
+HiGHS, warm-started, until no constraint is violated.
 
 Counting (:class:`MergeReplay`): each sample text goes through the tokenizer's own normalizer
 and pre-tokenizer (byte-level included, exactly as the tokenizer applies them); distinct
 words are weighted by their count per category; merges are applied in rank order to every
-word holding the pair, and only those words' pairs are updated (the per-merge deltas are
-kept, so the count of any pair at any step is known).
+word holding the pair, and only those words' pairs are updated (each changed count is kept
+with the merge it changed at, so the count of any pair at any step is known).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import heapq
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,8 +108,8 @@ class MergeReplay:
     """Per-category pair counts of the samples while the merges are applied in order.
 
     After :meth:`run`: ``pair_ids`` (pair -> id), ``initial`` ``[n_pairs0, n_cat]``,
-    ``deltas[t]`` = (pair ids, ``[k, n_cat]`` changes made by merge t), ``history[p]`` =
-    [(step from which it holds, counts)], ``merge_ids[t]`` (-1: the pair never occurs).
+    :meth:`entries` (every pair's counts and the merges between which they hold),
+    ``merge_ids[t]`` (-1: the pair never occurs), ``merge_counts[t]``.
     """
 
     def __init__(self, word_counts: Sequence[Counter], suffix: str = ""):
@@ -138,7 +140,6 @@ class MergeReplay:
         self.pair_ids: dict[tuple[int, int], int] = {}
         self.counts: list[np.ndarray] = []
         self.where: list[set[int]] = []
-        self.history: list[list[tuple[int, np.ndarray]]] = []
         self.pairs: list[tuple[int, int]] = []  # pair of each id
         for wi, w in enumerate(self.words):
             for a, b in zip(w, w[1:], strict=False):
@@ -147,11 +148,14 @@ class MergeReplay:
                 self.where[pid].add(wi)
         self.n_initial = len(self.counts)
         self.initial = np.array(self.counts) if self.counts else np.zeros((0, self.n_cat))
-        for h, c in zip(self.history, self.counts, strict=True):
-            h.append((0, c.copy()))
-        self.deltas: list[tuple[np.ndarray, np.ndarray]] = []
+        self._changed: list[tuple[np.ndarray, np.ndarray]] = []  # per merge: ids, new counts
+        self._entries: Entries | None = None
         self.merge_ids: list[int] = []
         self.merge_counts: list[np.ndarray] = []
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pairs)
 
     def _pid(self, pair: tuple[int, int]) -> int:
         pid = self.pair_ids.get(pair)
@@ -159,7 +163,6 @@ class MergeReplay:
             pid = self.pair_ids[pair] = len(self.counts)
             self.counts.append(np.zeros(self.n_cat))
             self.where.append(set())
-            self.history.append([])
             self.pairs.append(pair)
         return pid
 
@@ -168,8 +171,8 @@ class MergeReplay:
         return self.symbols[a], self.symbols[b]
 
     def run(self, merges: Sequence[tuple[str, str]]) -> MergeReplay:
-        """Apply ``merges`` in order, recording each one's deltas."""
-        for t, (a_s, b_s) in enumerate(merges):
+        """Apply ``merges`` in order, recording the counts each one changes."""
+        for a_s, b_s in merges:
             a, b = self._sym(a_s), self._sym(b_s)
             new = self._sym(a_s + b_s)
             pid = self.pair_ids.get((a, b))
@@ -203,21 +206,47 @@ class MergeReplay:
             ids, vals = ids[keep], vals[keep]
             for q, v in zip(ids, vals, strict=True):
                 self.counts[q] = self.counts[q] + v
-                self.history[q].append((t + 1, self.counts[q].copy()))
-            self.deltas.append((ids, vals))
+            self._changed.append((ids, np.array([self.counts[q] for q in ids]).reshape(
+                len(ids), self.n_cat)))
+        self._entries = None
         return self
+
+    def entries(self) -> Entries:
+        """Every pair's counts as piecewise-constant entries, in (start, pair) order."""
+        if self._entries is None:
+            ids = [np.arange(self.n_initial, dtype=np.int64)] + [i for i, _ in self._changed]
+            pid = np.concatenate(ids)
+            start = np.repeat(np.arange(len(ids), dtype=np.int64), [len(i) for i in ids])
+            counts = np.concatenate([self.initial] + [c for _, c in self._changed])
+            by_pair = np.lexsort((start, pid))  # each pair's entries, in step order
+            end = np.full(len(pid), np.iinfo(np.int64).max)
+            same = pid[by_pair[1:]] == pid[by_pair[:-1]]
+            end[by_pair[:-1][same]] = start[by_pair[1:][same]]
+            first = np.searchsorted(pid[by_pair], np.arange(self.n_pairs + 1))
+            merge_counts = (np.array(self.merge_counts) if self.merge_counts
+                            else np.zeros((0, self.n_cat)))
+            self._entries = Entries(pid, start, end, counts, by_pair, first, merge_counts)
+        return self._entries
 
     def count_at(self, pid: int, t: int) -> np.ndarray:
         """Pair ``pid``'s per-category counts after merges 0..t-1 (before merge t)."""
-        h = self.history[pid]
-        lo, hi = 0, len(h)
-        while lo < hi:  # the last entry with step <= t
-            mid = (lo + hi) // 2
-            if h[mid][0] <= t:
-                lo = mid + 1
-            else:
-                hi = mid
-        return h[lo - 1][1] if lo else np.zeros(self.n_cat)
+        e = self.entries()
+        rows = e.by_pair[e.first[pid]:e.first[pid + 1]]
+        k = np.searchsorted(e.start[rows], t, side="right")
+        return e.counts[rows[k - 1]] if k else np.zeros(self.n_cat)
+
+
+@dataclass
+class Entries:
+    """Entry i: pair ``pid[i]`` had ``counts[i]`` before merges ``start[i] .. end[i] - 1``."""
+
+    pid: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    counts: np.ndarray
+    by_pair: np.ndarray  # entry ids sorted by (pair, start)
+    first: np.ndarray  # by_pair[first[p]:first[p + 1]] are pair p's entries
+    merge_counts: np.ndarray  # [merges, n_cat]: the merged pair's counts before it
 
 
 @dataclass
@@ -232,48 +261,72 @@ class LpResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: dict[int, float],
+def _range_min(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``min(x[lo[i]:hi[i]])`` for every i (all ranges non-empty), by a sparse table."""
+    table = [x]
+    while 2 ** len(table) <= len(x):
+        prev, h = table[-1], 2 ** (len(table) - 1)
+        table.append(np.minimum(prev[:-h], prev[h:]))
+    k = np.floor(np.log2(np.maximum(hi - lo, 1))).astype(np.int64)
+    out = np.empty(len(lo))
+    for j in np.unique(k):
+        sel = np.flatnonzero(k == j)
+        out[sel] = np.minimum(table[j][lo[sel]], table[j][hi[sel] - 2 ** j])
+    return out
+
+
+def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: np.ndarray,
                 done: set[tuple[int, int]], competitors: int, tol: float, T: int
-                ) -> list[tuple[int, int]]:
-    """(merge, pair) constraints of the first ``T`` merges that the current solution
-    violates, up to ``competitors`` per merge: every pair's score ``w . c_p - v_p`` in a
-    max-heap, updated by each merge's deltas (stale entries skipped lazily)."""
-    n_pairs = len(rep.history)
-    base = np.zeros((n_pairs, rep.n_cat))
-    base[:rep.n_initial] = rep.initial
-    prios = base @ w
-    for p, v in vp.items():
-        prios[p] -= v
-    heap = [(-prios[p], p) for p in range(n_pairs)]
-    heapq.heapify(heap)
-    found: list[tuple[int, int]] = []
-    for t, mid in enumerate(rep.merge_ids[:T]):
-        if mid >= 0:
-            cutoff = prios[mid] + vp.get(mid, 0.0) + vt[t] + tol
-            popped, got = [], 0
-            while heap and got < competitors:
-                neg, p = heapq.heappop(heap)
-                if -neg != prios[p]:
-                    continue  # stale
-                popped.append((neg, p))
-                if -neg <= cutoff:
-                    break
-                if p != mid and (t, p) not in done:
-                    found.append((t, p))
-                    got += 1
-            for item in popped:
-                heapq.heappush(heap, item)
-        ids, vals = rep.deltas[t]
-        if len(ids):
-            prios[ids] += vals @ w
-            for p in ids:
-                heapq.heappush(heap, (-prios[p], int(p)))
+                ) -> list[tuple[int, int, int]]:
+    """``(merge, pair, entry)`` for the constraints of the first ``T`` merges that the
+    current solution violates, up to ``competitors`` per merge (the highest-scoring first):
+    pair p beats merge t when ``w . c_p - v_p > w . c_{m_t} + v_t``.
+
+    Each pair's count is constant between the merges that change it (an entry of
+    :meth:`MergeReplay.entries`), so its score is one number per entry, computed for all
+    entries at once; an entry can violate only if its score beats the lowest cutoff over
+    the merges it lives through (a range minimum), and only those few candidates enter
+    the max-heap walked merge by merge."""
+    e = rep.entries()
+    n_live = int(np.searchsorted(e.start, T))  # entries are in start order
+    score = e.counts[:n_live] @ w - vp[e.pid[:n_live]]
+    mids = np.asarray(rep.merge_ids[:T], np.int64)
+    cut = e.merge_counts[:T] @ w + vt + tol
+    cut[mids < 0] = np.inf  # a merge absent from the samples gives no constraint
+    lo = e.start[:n_live]
+    hi = np.minimum(e.end[:n_live], T)
+    cand = np.flatnonzero(score > _range_min(cut, lo, hi))
+    at = np.searchsorted(lo[cand], np.arange(T + 1))  # candidates entering at each merge
+    ends, pids, scores = e.end[cand].tolist(), e.pid[cand].tolist(), score[cand].tolist()
+    heap: list[tuple[float, int, int]] = []
+    found: list[tuple[int, int, int]] = []
+    for t in range(T):
+        for j in range(at[t], at[t + 1]):
+            heapq.heappush(heap, (-scores[j], pids[j], j))
+        if mids[t] < 0 or not heap:
+            continue
+        cutoff = cut[t]
+        popped, got = [], 0
+        while heap and got < competitors:
+            item = heapq.heappop(heap)
+            j = item[2]
+            if ends[j] <= t:
+                continue  # the pair's count changed: a later entry holds it
+            popped.append(item)
+            if -item[0] <= cutoff:
+                break
+            if (t, pids[j]) not in done:
+                found.append((t, pids[j], int(cand[j])))
+                got += 1
+        for item in popped:
+            heapq.heappush(heap, item)
     return found
 
 
 def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
                   max_rounds: int = 500, tol: float = 1e-9, merges: int | None = None,
-                  pair_weight: float = 1.0, drop_after: int = 2) -> LpResult:
+                  pair_weight: float = 1.0, drop_after: int = 2,
+                  highs_options: Mapping[str, Any] | None = None) -> LpResult:
     """The paper's LP over ``rep``'s first ``merges`` merges (all by default) with lazily
     added constraints, solved by HiGHS (``highspy``): each round's violated constraints are
     added as rows to the same model and its dual simplex restarts from the previous basis
@@ -298,6 +351,8 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("random_seed", 0)
+    for k, v in (highs_options or {}).items():
+        h.setOptionValue(k, v)
     # columns: alpha (n, in [0, 1]), v_t (T), then one v_p per pair that enters a constraint
     h.addCols(n, np.zeros(n), np.zeros(n), np.ones(n), 0, np.zeros(0, np.int32),
               np.zeros(0, np.int32), np.zeros(0))
@@ -306,7 +361,7 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
     h.addRow(1.0, 1.0, n, np.arange(n, dtype=np.int32), np.ones(n))  # the simplex
     alpha = np.full(n, 1.0 / n)
     vt = np.zeros(T)
-    vp: dict[int, float] = {}
+    vp = np.zeros(rep.n_pairs)
     done: set[tuple[int, int]] = set()
     pair_var: dict[int, int] = {}
     rows: list[tuple[int, int]] = []  # model row r + 1 holds constraint rows[r]
@@ -320,7 +375,7 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
         if not new:
             converged = True
             break
-        fresh = sorted({p for _, p in new if p not in pair_var})
+        fresh = sorted({p for _, p, _ in new if p not in pair_var})
         for p in fresh:
             pair_var[p] = n + T + len(pair_var)
         if fresh:
@@ -328,21 +383,25 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
             h.addCols(k, np.full(k, pair_weight), np.zeros(k), np.full(k, inf), 0,
                       np.zeros(0, np.int32),
                       np.zeros(0, np.int32), np.zeros(0))
-        done.update(new)
         m = len(new)
+        ts, ps, es = np.array(new, np.int64).reshape(m, 3).T
+        new = list(zip(ts.tolist(), ps.tolist(), strict=True))
+        done.update(new)
         # row r: sum_c coef[r, c] alpha_c + v_t + v_p >= 0, as one (m, n + 2) block
-        ts = np.fromiter((t for t, _ in new), np.int64, m)
-        coef = np.stack([rep.merge_counts[t] - rep.count_at(p, t) for t, p in new]) * scale
+        ent = rep.entries()
+        coef = (ent.merge_counts[ts] - ent.counts[es]) * scale
         idx = np.empty((m, n + 2), np.int32)
         idx[:, :n] = np.arange(n, dtype=np.int32)
         idx[:, n] = n + ts
-        idx[:, n + 1] = np.fromiter((pair_var[p] for _, p in new), np.int64, m)
+        idx[:, n + 1] = np.fromiter((pair_var[p] for p in ps.tolist()), np.int64, m)
         vals = np.ones((m, n + 2))
         vals[:, :n] = coef
         h.addRows(m, np.zeros(m), np.full(m, inf), m * (n + 2),
                   np.arange(0, m * (n + 2), n + 2, dtype=np.int32), idx.ravel(),
                   vals.ravel())
+        t_lp = time.perf_counter()
         h.run()
+        t_lp = time.perf_counter() - t_lp
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
             raise RuntimeError(f"HiGHS: {h.modelStatusToString(status)}")
@@ -351,7 +410,8 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
         alpha = np.clip(x[:n], 0, None)
         alpha /= alpha.sum()
         vt = x[n:n + T]
-        vp = {p: float(x[j]) for p, j in pair_var.items()}
+        if pair_var:
+            vp[np.fromiter(pair_var, np.int64)] = x[np.fromiter(pair_var.values(), np.int64)]
         obj = float(h.getInfo().objective_function_value)
         rows += new
         added += m
@@ -369,12 +429,14 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
                 rows = [c for c, k in zip(rows, keep, strict=True) if k]
                 idle = idle[keep]
                 dropped += len(gone)
-        log.debug("LP round %d: %d constraints, objective %.6g, alpha %s", rounds, len(rows),
-                 obj, np.round(alpha, 4).tolist())
+        log.debug("LP round %d: +%d rows, %d kept, %d simplex iterations in %.2f s, "
+                  "objective %.6g, alpha %s", rounds, m, len(rows),
+                  h.getInfo().simplex_iteration_count, t_lp, obj,
+                  np.round(alpha, 4).tolist())
     if not converged:
         log.warning("LP: %d rounds without convergence (max_rounds); the mixture may be off",
                     max_rounds)
-    return LpResult(alpha, obj, float(vt.sum()), float(sum(vp.values())), len(rows), rounds,
+    return LpResult(alpha, obj, float(vt.sum()), float(vp.sum()), len(rows), rounds,
                     sum(1 for m in rep.merge_ids[:T] if m < 0),
                     {"rows_added": added, "rows_dropped": dropped, "converged": converged})
 
