@@ -43,8 +43,11 @@ def build_parser():
     p.add_argument("--merges", type=int, default=30000, help="first T merges (default 30000)")
     p.add_argument("--bytes_per_category", type=int, default=None,
                    help="cap on each category's sample text (bytes)")
-    p.add_argument("--competitors", type=int, default=10,
+    p.add_argument("--competitors", type=int, default=5,
                    help="violated constraints added per merge and LP round")
+    p.add_argument("--drop_after", type=int, default=1,
+                   help="LP rounds a constraint may stay slack before it leaves the model "
+                        "(it comes back when violated; 0: never drop)")
     p.add_argument("--pair_weight", type=float, default=1.0,
                    help="objective weight of the per-pair slacks (the paper: 1; lower is more "
                         "robust to samples unlike the training documents, see README)")
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir) / args.run_name
     s = run_tokenizer_mixture(tok, args.local_samples_dir, out, merges=args.merges,
                               bytes_per_category=args.bytes_per_category,
-                              competitors=args.competitors, bootstrap=args.bootstrap,
+                              competitors=args.competitors, drop_after=args.drop_after,
+                              bootstrap=args.bootstrap,
                               merge_web=args.merge_web, seed=args.seed,
                               pair_weight=args.pair_weight,
                               overwrite=args.overwrite)
@@ -87,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{s['merges']} merges, {s['constraints']} constraints in the final LP{moved}, "
           f"{s['rounds']} LP rounds "
           f"({s['status']}) -> {out / 'summary.json'}")
+    if s.get("seconds"):
+        t = s["seconds"]
+        print(f"time: pre-tokenization {t['pretokenize']:.1f} s, replay {t['replay']:.1f} s, "
+              f"LP {t['lp']:.1f} s ({t['lp_solver']:.1f} s in HiGHS)")
     print("mixture: " + ", ".join(
         f"{c} {v['point']:.3f}" + (f" [{v['ci_lo']:.3f}, {v['ci_hi']:.3f}]"
                                   if v.get("ci_lo") is not None else "")

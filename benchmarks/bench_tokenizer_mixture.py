@@ -63,7 +63,8 @@ from anatomy import cli  # noqa: E402
 
 EXAMPLES = """examples:
   python benchmarks/bench_tokenizer_mixture.py
-  python benchmarks/bench_tokenizer_mixture.py --sets world --trials 5 --merges 1000
+  python benchmarks/bench_tokenizer_mixture.py --parts controlled --sets world --trials 5
+  python benchmarks/bench_tokenizer_mixture.py --parts scale --scale_T 1000,3000,10000,30000
 """
 
 LANGUAGES = {
@@ -91,7 +92,26 @@ def build_parser():
                         "the first also for --prefixes)")
     p.add_argument("--prefixes", default="300",
                    help="also solve over only the first T merges (comma-separated)")
-    p.add_argument("--competitors", type=int, default=10)
+    p.add_argument("--competitors", type=int, default=5)
+    p.add_argument("--parts", default="controlled,scale",
+                   help="controlled (the paper's experiment), scale (one real-size tokenizer "
+                        "solved at growing T)")
+    g = p.add_argument_group("scale part")
+    g.add_argument("--scale_merges", type=int, default=30000,
+                   help="merges of the real-size tokenizer")
+    g.add_argument("--scale_total_bytes", type=int, default=10_000_000,
+                   help="its training text")
+    g.add_argument("--scale_sample_bytes", type=int, default=1_000_000,
+                   help="samples per category, from other files than the training text")
+    g.add_argument("--scale_T", default="1000,3000,10000,30000",
+                   help="merge counts to solve at")
+    g.add_argument("--scale_full_upto", type=int, default=3000,
+                   help="also solve keeping every row up to this T (the full LP's optimum)")
+    g.add_argument("--scale_max_seconds", type=float, default=None,
+                   help="stop an LP after this many seconds (reported unconverged)")
+    g.add_argument("--scale_dir", default="data/bench/tokenizer_scale",
+                   help="where the tokenizer and samples go (inputs of "
+                        "infer_tokenizer_mixture.py, reused when present)")
     cli.add_run_args(p, seed=0)
     return p
 
@@ -341,9 +361,110 @@ def table(rows: list[dict]) -> None:
                   f"| {acc:.3f} | {ratio:.3g}x |")
 
 
+def _peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux
+
+
+def scale_inputs(args) -> tuple[Path, dict[str, Path], dict[str, float]]:
+    """A real-size byte-level BPE (``--scale_merges`` merges on ``--scale_total_bytes`` of the
+    six ``languages`` kinds, a seeded mixture) with two sample folders in
+    ``infer_tokenizer_mixture.py``'s format: ``other`` (``--scale_sample_bytes`` per kind from
+    other files) and ``train`` (the training text itself); the truth is written beside them.
+    Built once under ``--scale_dir`` and reused (the files of the installed Python decide the
+    text: another environment gives another tokenizer)."""
+    import numpy as np
+
+    from anatomy import io
+
+    root = Path(args.scale_dir)
+    tok = root / "tokenizer.json"
+    dirs = {k: root / f"samples_{k}" for k in ("other", "train")}
+    if not (root / "truth.json").is_file():
+        t0 = time.perf_counter()
+        docs = language_documents(args.seed, 2 * (args.scale_total_bytes
+                                                  + args.scale_sample_bytes))
+        cats = sorted(docs)
+        sides = {c: split_sides(docs[c], args.seed, args.scale_sample_bytes) for c in cats}
+        rng = np.random.default_rng([args.seed, 13])
+        alpha = simplex(rng, len(cats))
+        texts, owner, got, repeats = training_text({c: sides[c][1] for c in cats}, alpha,
+                                                   args.scale_total_bytes, rng)
+        t1 = time.perf_counter()
+        root.mkdir(parents=True, exist_ok=True)
+        train_tokenizer(texts, args.scale_merges, tok)
+        print(f"[scale] documents {t1 - t0:.1f} s, tokenizer of {args.scale_merges} merges "
+              f"trained in {time.perf_counter() - t1:.1f} s ({repeats} repeated documents)")
+        by_cat = {c: [t for t, o in zip(texts, owner, strict=True) if o == c] for c in cats}
+        for c in cats:
+            io.write_jsonl(dirs["other"] / f"{c}.jsonl", ({"text": t} for t in sides[c][2]))
+            io.write_jsonl(dirs["train"] / f"{c}.jsonl", ({"text": t} for t in by_cat[c]))
+        io.write_json(root / "truth.json", {c: got[c] / sum(got.values()) for c in cats})
+    return tok, dirs, io.read_json(root / "truth.json")
+
+
+def run_scale(args) -> None:
+    """The merge-list LP at real size: time, rows and accuracy against T, with samples from
+    other files, and the ceiling with the training text as samples."""
+    import numpy as np
+
+    from anatomy.mixture import tokenizer_mixture as tm
+    from anatomy.mixture.classifier import load_category_samples
+
+    tok, dirs, truth = scale_inputs(args)
+    bpe = tm.load_bpe(tok)
+    cats = sorted(truth)
+    t_true = np.array([truth[c] for c in cats])
+    Ts = [int(x) for x in args.scale_T.split(",") if x.strip()]
+    print(f"[scale] {tok}: {len(bpe.merges)} merges; truth " + ", ".join(
+        f"{c} {truth[c]:.3f}" for c in cats))
+    print("\n| samples | T | time (s) | LP rounds | rows kept / added / dropped | objective "
+          "| accuracy | peak RSS (GB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in ("other", "train"):
+        cs = load_category_samples(dirs[kind])
+        samples = {c: [t for t, y in zip(cs.texts, cs.labels, strict=True) if y == i]
+                   for i, c in enumerate(cs.categories)}
+        _c, chosen, denoms = tm.choose_samples(samples, seed=args.seed, min_bytes=1)
+        t0 = time.perf_counter()
+        words = [tm.words_of(bpe, chosen[c]) for c in cats]
+        t1 = time.perf_counter()
+        rep = tm.MergeReplay(words, bpe.end_of_word_suffix).run(bpe.merges[:max(Ts)])
+        t2 = time.perf_counter()
+        mb = denoms.sum() / 1e6
+        print(f"| {kind} ({mb:.1f} MB) | - | pre-tokenization {t1 - t0:.1f}, replay of "
+              f"{max(Ts)} merges {t2 - t1:.1f} | | | | | {_peak_rss_gb():.2f} |")
+        for T in (Ts if kind == "other" else [max(Ts)]):
+            t0 = time.perf_counter()
+            r = tm.solve_mixture(rep, denoms, args.competitors, merges=T,
+                                 max_seconds=args.scale_max_seconds)
+            el = time.perf_counter() - t0
+            acc = 1 - np.abs(r.alpha - t_true).sum() / 2
+            note = "" if r.info["converged"] else " (stopped, not converged)"
+            print(f"| {kind} | {T} | {el:.1f}{note} | {r.rounds} | {r.constraints:,} / "
+                  f"{r.info['rows_added']:,} / {r.info['rows_dropped']:,} | {r.objective:.9g} "
+                  f"| {acc:.4f} | {_peak_rss_gb():.2f} |", flush=True)
+            if kind == "other" and args.scale_full_upto >= T:
+                t0 = time.perf_counter()
+                f = tm.solve_mixture(rep, denoms, 10, merges=T, drop_after=0)
+                print(f"| {kind}, every row kept | {T} | {time.perf_counter() - t0:.1f} | "
+                      f"{f.rounds} | {f.constraints:,} | {f.objective:.9g} (relative "
+                      f"difference {abs(f.objective - r.objective) / f.objective:.1e}) | "
+                      f"{1 - np.abs(f.alpha - t_true).sum() / 2:.4f} | {_peak_rss_gb():.2f} |",
+                      flush=True)
+    print(f"\nthe same run as a user makes it: python infer_tokenizer_mixture.py --tokenizer "
+          f"{tok} --local_samples_dir {dirs['other']} --merges {max(Ts)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup(args)
+    parts = {x.strip() for x in args.parts.split(",") if x.strip()}
+    if "scale" in parts:
+        run_scale(args)
+    if "controlled" not in parts:
+        return 0
     prefixes = [int(x) for x in args.prefixes.split(",") if x.strip()]
     weights = [float(x) for x in args.pair_weights.split(",") if x.strip()]
     need = 2 * (args.sample_bytes + args.total_bytes)

@@ -323,10 +323,15 @@ def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: np.ndarray,
     return found
 
 
-def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
+COMPETITORS = 5  # violated constraints added per merge and round (measured, see solve_mixture)
+DROP_AFTER = 1  # rounds of slack after which a row leaves the model
+
+
+def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = COMPETITORS,
                   max_rounds: int = 500, tol: float = 1e-9, merges: int | None = None,
-                  pair_weight: float = 1.0, drop_after: int = 2,
-                  highs_options: Mapping[str, Any] | None = None) -> LpResult:
+                  pair_weight: float = 1.0, drop_after: int = DROP_AFTER,
+                  highs_options: Mapping[str, Any] | None = None,
+                  max_seconds: float | None = None) -> LpResult:
     """The paper's LP over ``rep``'s first ``merges`` merges (all by default) with lazily
     added constraints, solved by HiGHS (``highspy``): each round's violated constraints are
     added as rows to the same model and its dual simplex restarts from the previous basis
@@ -339,9 +344,18 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
     when violated again: at the optimum a merge binds against one competitor or a few, so the
     model stays near that size instead of carrying every row ever added. The answer is the
     same: the loop stops only when the solution of the current rows violates no constraint of
-    the full LP, so it is the full LP's optimum (measured on a 30,000-merge tokenizer with
-    6 MB of samples from other files: the same objective at T = 1,000 and 3,000, 9,225 rows
-    kept of 49,957 added at T = 1,000, 62,850 of 338,770 at T = 3,000, 2.8x faster there)."""
+    the full LP, so it is the full LP's optimum.
+
+    Defaults, measured on a 30,000-merge tokenizer with 6 MB of samples from other files
+    (same objective in every setting): at T = 3,000, 10 competitors kept for 2 rounds took
+    14.5 s, 40 or 100 competitors 40.5 / 95.7 s (each round's dual simplex grows faster than
+    the rounds shrink), 5 competitors dropped after 1 round 7.2 s (2 / 1: 7.4 s, 1 / 1:
+    9.7 s); at T = 10,000, 272 s against 84 s. HiGHS's primal simplex (110.7 s at T =
+    3,000), its interior point method (over 3 minutes, no warm start) and Devex or Dantzig
+    pricing (13.5 / 16.3 s) were slower than its default dual simplex; a start from the
+    solution of the first T / 3 merges saved nothing (7.7 s). ``highs_options`` sets any
+    HiGHS option; ``max_seconds`` stops after the round that passes it (unconverged,
+    reported as such)."""
     import highspy
 
     n = rep.n_cat
@@ -367,10 +381,15 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
     rows: list[tuple[int, int]] = []  # model row r + 1 holds constraint rows[r]
     idle = np.zeros(0, np.int64)  # consecutive rounds each row has been slack
     added = dropped = 0
+    solver_s = 0.0
     obj = 0.0
     rounds = 0
     converged = False
+    start = time.perf_counter()
     for rounds in range(1, max_rounds + 1):  # noqa: B007 - reported
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            rounds -= 1
+            break
         new = _violations(rep, alpha * scale, vt, vp, done, competitors, tol, T)
         if not new:
             converged = True
@@ -402,6 +421,7 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
         t_lp = time.perf_counter()
         h.run()
         t_lp = time.perf_counter() - t_lp
+        solver_s += t_lp
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
             raise RuntimeError(f"HiGHS: {h.modelStatusToString(status)}")
@@ -434,11 +454,12 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = 10,
                   h.getInfo().simplex_iteration_count, t_lp, obj,
                   np.round(alpha, 4).tolist())
     if not converged:
-        log.warning("LP: %d rounds without convergence (max_rounds); the mixture may be off",
-                    max_rounds)
+        log.warning("LP: stopped after %d rounds without convergence (%s); the mixture may "
+                    "be off", rounds, "max_seconds" if rounds < max_rounds else "max_rounds")
     return LpResult(alpha, obj, float(vt.sum()), float(vp.sum()), len(rows), rounds,
                     sum(1 for m in rep.merge_ids[:T] if m < 0),
-                    {"rows_added": added, "rows_dropped": dropped, "converged": converged})
+                    {"rows_added": added, "rows_dropped": dropped, "converged": converged,
+                     "solver_s": solver_s})
 
 
 def choose_samples(samples: Mapping[str, Sequence[str]], bytes_per_category: int | None = None,
@@ -471,16 +492,23 @@ def choose_samples(samples: Mapping[str, Sequence[str]], bytes_per_category: int
 
 def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
                   merges: int | None = None, bytes_per_category: int | None = None,
-                  competitors: int = 10, seed: int = 0, min_bytes: int = MIN_BYTES,
-                  pair_weight: float = 1.0) -> tuple[dict[str, float], dict[str, Any]]:
+                  competitors: int = COMPETITORS, seed: int = 0, min_bytes: int = MIN_BYTES,
+                  pair_weight: float = 1.0, drop_after: int = DROP_AFTER
+                  ) -> tuple[dict[str, float], dict[str, Any]]:
     """``(alpha per category, info)`` from the first ``merges`` merges and each category's
     texts (the first ``bytes_per_category`` bytes' worth of texts, in a seeded order);
     ``pair_weight`` weighs the per-pair slacks in the objective (see :func:`solve_mixture`)."""
     cats, chosen, denoms = choose_samples(samples, bytes_per_category, seed, min_bytes)
     m = bpe.merges[:merges] if merges else bpe.merges
-    rep = MergeReplay([words_of(bpe, chosen[c]) for c in cats], bpe.end_of_word_suffix)
+    t0 = time.perf_counter()
+    words = [words_of(bpe, chosen[c]) for c in cats]
+    t1 = time.perf_counter()
+    rep = MergeReplay(words, bpe.end_of_word_suffix)
     rep.run(m)
-    res = solve_mixture(rep, denoms, competitors, pair_weight=pair_weight)
+    t2 = time.perf_counter()
+    res = solve_mixture(rep, denoms, competitors, pair_weight=pair_weight,
+                        drop_after=drop_after)
+    t3 = time.perf_counter()
     info = {"merges": len(m), "pair_weight": pair_weight,
             "bytes": dict(zip(cats, denoms.astype(int).tolist(), strict=True)),
             "texts": {c: len(chosen[c]) for c in cats}, "constraints": res.constraints,
@@ -488,7 +516,10 @@ def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
             "converged": res.info["converged"],
             "rounds": res.rounds, "objective": res.objective,
             "merge_slack": res.merge_slack, "pair_slack": res.pair_slack,
-            "missing_merges": res.missing_merges}
+            "missing_merges": res.missing_merges, "competitors": competitors,
+            "drop_after": drop_after,
+            "seconds": {"pretokenize": round(t1 - t0, 2), "replay": round(t2 - t1, 2),
+                        "lp": round(t3 - t2, 2), "lp_solver": round(res.info["solver_s"], 2)}}
     return dict(zip(cats, res.alpha.tolist(), strict=True)), info
 
 
@@ -526,7 +557,8 @@ def baseline_mixtures(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]]
 
 def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
                           out: str | os.PathLike, *, merges: int | None = 30000,
-                          bytes_per_category: int | None = None, competitors: int = 10,
+                          bytes_per_category: int | None = None,
+                          competitors: int = COMPETITORS, drop_after: int = DROP_AFTER,
                           bootstrap: int = 0, merge_web: bool = False, seed: int = 0,
                           pair_weight: float = 1.0, overwrite: bool = False) -> dict[str, Any]:
     """The script's whole step under the output policy: ``out/summary.json`` with
@@ -538,7 +570,8 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
     out = Path(out)
     tok_path = Path(tokenizer).expanduser()
     params = {"merges": merges, "bytes_per_category": bytes_per_category,
-              "competitors": competitors, "bootstrap": bootstrap, "merge_web": merge_web,
+              "competitors": competitors, "drop_after": drop_after, "bootstrap": bootstrap,
+              "merge_web": merge_web,
               "seed": seed, "pair_weight": pair_weight}
     fp = execution.fingerprint("infer_tokenizer_mixture",
                                {"tokenizer": str(tok_path) if tok_path.exists() else tokenizer,
@@ -551,14 +584,14 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
     samples = {c: [t for t, y in zip(cs.texts, cs.labels, strict=True) if y == i]
                for i, c in enumerate(cs.categories)}
     alpha, info = infer_mixture(bpe, samples, merges, bytes_per_category, competitors, seed,
-                                pair_weight=pair_weight)
+                                pair_weight=pair_weight, drop_after=drop_after)
     draws = []
     for b in range(bootstrap):
         rng = np.random.default_rng([seed, b, 7])
         resampled = {c: [ts[i] for i in rng.integers(0, len(ts), len(ts))]
                      for c, ts in samples.items()}
         a, _ = infer_mixture(bpe, resampled, merges, bytes_per_category, competitors, seed,
-                             pair_weight=pair_weight)
+                             pair_weight=pair_weight, drop_after=drop_after)
         draws.append([a[c] for c in sorted(alpha)])
     priors = {}
     for j, c in enumerate(sorted(alpha)):
@@ -573,6 +606,6 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
                "bootstrap": bootstrap, "dropped": cs.dropped}
     io.write_json(out / "summary.json", summary)
     small = {k: summary[k] for k in ("priors", "merges", "constraints", "rounds", "rows_added",
-                                     "rows_dropped")}
+                                     "rows_dropped", "seconds")}
     execution.mark_output(output, fp, small)
     return {**small, "status": "written"}
