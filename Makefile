@@ -4,7 +4,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 WORLD ?= data/world
 PRESET ?= small
-PARTS ?= ABCDE
+PARTS ?= ABCDET
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -16,6 +16,7 @@ $(STAMP): requirements.txt constraints.txt anatomy/world/sources.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)" -c constraints.txt
 	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	command -v chromium >/dev/null || (command -v apt-get >/dev/null && export DEBIAN_FRONTEND=noninteractive && (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium))) || echo "chromium not installed: the page test will be skipped"
 	$(PY) -m anatomy.world.sources fetch --dir $(VENV)/corpus-sources
 	touch $(STAMP)
 
