@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # make demo: every pipeline end to end on the miniworld, the way a user runs them from a shell.
 # Expects the world at $WORLD (make demo builds it) and the venv's python at $PY.
-# `bash demo.sh A` (or B, C, D, E) runs one pipeline's part alone. Every step records a fingerprint of
+# `bash demo.sh A` (or B, C, D, E, T) runs one pipeline's part alone. Every step records a fingerprint of
 # its inputs and flags, so a second run skips what is done: rm -rf $OUT to redo everything.
 # The figures the README quotes are written to $OUT/figures.md (with the world's corpus
 # digest), as printed here.
 set -euo pipefail
-PARTS=${1:-ABCDE}
+PARTS=${1:-ABCDET}
 PY=${PY:-.venv/bin/python}
 WORLD=${WORLD:-data/world}
 OUT=${OUT:-data/demo}
@@ -239,8 +239,98 @@ fig "## E. Contrastive data" "" "Pretokenization (bert-base-uncased, 2,048-token
 mv "$PART_FIG" "$OUT/figures_E.md"
 echo "(E took $((SECONDS - E0))s)"
 fi
+if [[ $PARTS == *T* ]]; then
+echo
+echo "== T. Tracing text to the training steps that taught it: build_trace_index -> trace (--score --html)"
+T0=$SECONDS
+PART_FIG="$OUT/figures_T.md.tmp"; : > "$PART_FIG"
+TR="$OUT/trace"
+mkdir -p "$TR"
+# the index of the trained stream, in blocks of 300 steps (built as units of the execution
+# layer: --world_size W runs them as W ranks)
+TB=$SECONDS
+$PY build_trace_index.py --world "$WORLD" --index "$TR/index" --block_steps 300 $q \
+    | tee "$TR/build.txt"
+echo "$((SECONDS - TB)) s with start-up" > "$TR/build_time.txt"
+# the texts: the label-shift generations of part B when they exist (else 100 samples of the
+# final checkpoint, seeded), a few planted passages of every kind and two unseen documents
+$PY - "$WORLD" "$OUT" "$TR/texts.jsonl" <<'EOF2' | tee "$TR/texts.txt"
+import sys
+from pathlib import Path
+from anatomy import io
+from anatomy.lm import load_tokenizer
+from anatomy.truth import World
+world, out, dest = World.open(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+tok = load_tokenizer(str(world.root / "tokenizer"))
+L = world.truth["seq_len"]
+recs, longer = [], 0
+gen = out / "mixture" / "labelshift" / "generations.jsonl"
+if gen.is_file():
+    for i, r in enumerate(io.read_jsonl(gen)):
+        ids = tok(r["text"], add_special_tokens=False)["input_ids"]
+        if len(ids) > L:
+            longer += 1
+            continue
+        recs.append({"id": f"generation:{i}", "kind": "generation", "text": r["text"]})
+    src = f"{len(recs)} label-shift generations of part B ({longer} re-encoded longer than the {L}-token context left out)"
+else:
+    from anatomy.lm import generate, load_causal_lm
+    model = load_causal_lm(str(world.root / "model"))
+    for i, ids in enumerate(generate(model, tok, 100, L - 8, seed=0, progress=False)):
+        recs.append({"id": f"generation:{i}", "kind": "generation", "input_ids": ids})
+    src = "100 samples of the final checkpoint (part B's generations are not there)"
+for kind in ("mem_dense", "mem_spread", "mem_late", "mia", "mia_control", "templates",
+             "recollect"):
+    for r in world.truth["planted"][kind][:2]:
+        recs.append({"id": f"{kind}:{r['doc']}", "kind": kind,
+                     "input_ids": world.doc_tokens(r["doc"]).astype(int).tolist()})
+for i, r in enumerate(io.iter_jsonl(world.root / "truth" / "unseen.jsonl.gz")):
+    if i == 2:
+        break
+    ids = tok(r["text"], add_special_tokens=False)["input_ids"][:L]
+    recs.append({"id": f"unseen:{i}", "kind": "unseen", "input_ids": ids})
+io.write_jsonl(dest, recs)
+print(f"texts: {src}, 14 planted passages, 2 unseen documents")
+EOF2
+$PY trace.py --world "$WORLD" --index "$TR/index" --texts "$TR/texts.jsonl" \
+    --output "$TR/traced.jsonl" --html "$TR/trace.html" --score $q | tee "$TR/trace.txt"
+SUMMARY=$($PY - "$TR/traced.jsonl" "$WORLD" <<'EOF2'
+import sys
+from anatomy import io
+from anatomy.truth import World
+recs = io.read_jsonl(sys.argv[1])
+ck = [c["revision"] for c in World.open(sys.argv[2]).truth["checkpoints"]]
+gen = [r for r in recs if r["kind"] == "generation"]
+withs = [r for r in gen if r["spans"]]
+longest = max((s["end"] - s["start"] for r in gen for s in r["spans"]), default=0)
+print(f"Generations: {len(withs)} of {len(gen)} hold a span of >= 8 tokens that occurs in the "
+      f"training data; the longest is {longest} tokens.")
+print()
+print("| text | tokens | longest span | count | exposures before " + ", ".join(ck) +
+      " | loss at " + " / ".join(c.split('-')[0] for c in ck) + " |")
+print("|---|---|---|---|---|---|")
+for r in recs:
+    if r["kind"] == "generation":
+        continue
+    s = max(r["spans"], key=lambda s: s["end"] - s["start"], default=None)
+    if s is None:
+        print(f"| {r['id']} | {r['n_tokens']} | none | 0 | - | - |")
+        continue
+    loss = " / ".join(f"{s['loss'][c]:.2f}" for c in ck)
+    print(f"| {r['id']} | {r['n_tokens']} | {s['end'] - s['start']} | {s['count']} | "
+          + " / ".join(str(s['exposures'][c]) for c in ck) + f" | {loss} |")
+EOF2
+)
+echo "$SUMMARY"
+fig "## T. Tracing (build_trace_index.py, trace.py --score)" "" \
+    "- index: $(cat "$TR/build.txt") ($(cat "$TR/build_time.txt"))" \
+    "- $(cat "$TR/texts.txt")" "- $(cat "$TR/trace.txt")" "" "$SUMMARY" "" \
+    "Page: $TR/trace.html" ""
+mv "$PART_FIG" "$OUT/figures_T.md"
+echo "(T took $((SECONDS - T0))s)"
+fi
 { printf '# make demo figures\n\nWorld: %s\n\n' "$DESCRIBE"
-  for p in A B C D E; do if [ -f "$OUT/figures_$p.md" ]; then cat "$OUT/figures_$p.md"; fi; done; } \
+  for p in A B C D E T; do if [ -f "$OUT/figures_$p.md" ]; then cat "$OUT/figures_$p.md"; fi; done; } \
     > "$FIG.tmp"
 mv "$FIG.tmp" "$FIG"
 echo "(demo finished in ${SECONDS}s; figures in $FIG)"
