@@ -279,18 +279,20 @@ else:
     for i, ids in enumerate(generate(model, tok, 100, L - 8, seed=0, progress=False)):
         recs.append({"id": f"generation:{i}", "kind": "generation", "input_ids": ids})
     src = "100 samples of the final checkpoint (part B's generations are not there)"
+n_planted = 0
 for kind in ("mem_dense", "mem_spread", "mem_late", "mia", "mia_control", "templates",
-             "recollect"):
-    for r in world.truth["planted"][kind][:2]:
+             "recollect"):  # two of each kind that fit the context (--score needs it)
+    for r in [r for r in world.truth["planted"][kind] if r["length"] <= L][:2]:
         recs.append({"id": f"{kind}:{r['doc']}", "kind": kind,
                      "input_ids": world.doc_tokens(r["doc"]).astype(int).tolist()})
+        n_planted += 1
 for i, r in enumerate(io.iter_jsonl(world.root / "truth" / "unseen.jsonl.gz")):
     if i == 2:
         break
     ids = tok(r["text"], add_special_tokens=False)["input_ids"][:L]
     recs.append({"id": f"unseen:{i}", "kind": "unseen", "input_ids": ids})
 io.write_jsonl(dest, recs)
-print(f"texts: {src}, 14 planted passages, 2 unseen documents")
+print(f"texts: {src}, {n_planted} planted passages, 2 unseen documents")
 EOF2
 $PY trace.py --world "$WORLD" --index "$TR/index" --texts "$TR/texts.jsonl" \
     --output "$TR/traced.jsonl" --html "$TR/trace.html" --score $q | tee "$TR/trace.txt"

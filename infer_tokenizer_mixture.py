@@ -28,8 +28,12 @@ from anatomy import cli
 
 EXAMPLES = """examples:
   python infer_tokenizer_mixture.py --local_samples_dir data/demo/samples_tokenizer
-  python infer_tokenizer_mixture.py --tokenizer gpt2 --local_samples_dir samples/ \\
+  # a tokenizer.json file (GPT-2's layout: model.type BPE, model.merges), 5 MB per category
+  python infer_tokenizer_mixture.py --tokenizer gpt2/tokenizer.json --local_samples_dir samples/ \\
       --merges 30000 --bytes_per_category 5000000 --output_dir out --run_name gpt2
+  # a model folder holding tokenizer.json (a Pythia or OLMo checkpoint's snapshot), or a hub name
+  python infer_tokenizer_mixture.py --tokenizer ~/models/pythia-160m --local_samples_dir samples/
+  python infer_tokenizer_mixture.py --tokenizer allenai/OLMo-7B-hf --local_samples_dir samples/
 """
 
 

@@ -33,7 +33,11 @@ nothing).
     index size, build core-hours and per-text query latency from the rates measured in (1)
     and (2) and the assumptions printed under the table.
 
-Measured here: (filled in by the maintainer after a run)
+Measured here (``python benchmarks/bench_trace.py --world data/world``, the small world's
+1.84M-token stream, 2-core AMD EPYC, alone): build 1.93M tokens/s per core (tokengrams' sort
+alone 5.45M), 10.08 bytes/token; trace_tokens 0.84 / 1.30 ms per 200-token text (p50 /
+p95); infini-gram 2.6 3.77M tokens/s per core, 5.10 bytes/token, attribute 54 / 69 ms;
+spans equal within rows on 200/200 texts, counts 533/533.
 """
 
 from __future__ import annotations
