@@ -310,6 +310,7 @@ def test_losses_equal_a_direct_forward_pass(env, tmp_path):
         for s in r["spans"]:
             a, b = max(s["start"], 1), s["end"]
             assert s["loss"][rev] == pytest.approx(-tok_lp[a - 1:b - 1].mean(), abs=2e-4)
+            np.testing.assert_allclose(s["token_loss"][rev], -tok_lp[a - 1:b - 1], atol=2e-4)
             assert set(s["loss"]) == {rev, t["checkpoints"][-1]["revision"]}
 
 

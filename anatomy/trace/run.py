@@ -12,8 +12,9 @@ trained stream (training order), ``count_within_row`` those inside one training 
 ``max_occurrences`` in training order; ``exposures[r]`` is how many occurrences lie in
 steps before checkpoint r's step (a checkpoint saved after step S has trained on steps
 0..S-1). ``loss`` (with ``score``) is the mean next-token loss of the span's tokens (from
-its second token when it starts the text) under each checkpoint, one batched pass per
-checkpoint (:func:`anatomy.lm.token_stats`, as ``run_mia.py``).
+its second token when it starts the text) under each checkpoint, and ``token_loss`` the
+per-token losses it is the mean of; one batched pass per checkpoint
+(:func:`anatomy.lm.token_stats`, as ``run_mia.py``).
 """
 
 from __future__ import annotations
@@ -150,8 +151,9 @@ def add_contexts(index: TraceIndex, tokenizer, spans: list[dict[str, Any]], widt
 
 def span_losses(model, token_lists: Sequence[Sequence[int]],
                 spans: Sequence[Sequence[Mapping[str, Any]]], batch_size: int = 16
-                ) -> list[list[float | None]]:
-    """Mean next-token loss of each span's tokens under ``model`` (one batched pass)."""
+                ) -> list[list[tuple[float | None, list[float]]]]:
+    """``(mean, per-token)`` next-token loss of each span's tokens under ``model`` (one
+    batched pass); a span's first token has no loss when it starts the text."""
     from anatomy.lm import token_stats
 
     stats = token_stats(model, [list(t) for t in token_lists], batch_size=batch_size,
@@ -162,7 +164,9 @@ def span_losses(model, token_lists: Sequence[Sequence[int]],
         row = []
         for sp in sps:
             a, b = max(sp["start"], 1), sp["end"]
-            row.append(round(float(-lp[a - 1:b - 1].mean()), 4) if b > a else None)
+            tok = (-lp[a - 1:b - 1]).tolist()
+            row.append((round(float(np.mean(tok)), 4) if tok else None,
+                        [round(x, 4) for x in tok]))
         out.append(row)
     return out
 
@@ -217,8 +221,9 @@ def add_losses(records: list[dict[str, Any]], tokens: Sequence[Sequence[int]], m
         model = load_causal_lm(model_path, revision=c.revision, device=device)
         losses = span_losses(model, tokens, [r["spans"] for r in records], batch_size)
         for r, row in zip(records, losses, strict=True):
-            for sp, v in zip(r["spans"], row, strict=True):
-                sp.setdefault("loss", {})[c.revision] = v
+            for sp, (mean, per_token) in zip(r["spans"], row, strict=True):
+                sp.setdefault("loss", {})[c.revision] = mean
+                sp.setdefault("token_loss", {})[c.revision] = per_token
         del model
 
 
