@@ -263,16 +263,20 @@ from anatomy.truth import World
 world, out, dest = World.open(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 tok = load_tokenizer(str(world.root / "tokenizer"))
 L = world.truth["seq_len"]
-recs, longer = [], 0
+recs, longer, empty = [], 0, 0
 gen = out / "mixture" / "labelshift" / "generations.jsonl"
 if gen.is_file():
     for i, r in enumerate(io.read_jsonl(gen)):
         ids = tok(r["text"], add_special_tokens=False)["input_ids"]
+        if not ids:
+            empty += 1
+            continue
         if len(ids) > L:
             longer += 1
             continue
         recs.append({"id": f"generation:{i}", "kind": "generation", "text": r["text"]})
-    src = f"{len(recs)} label-shift generations of part B ({longer} re-encoded longer than the {L}-token context left out)"
+    src = (f"{len(recs)} label-shift generations of part B (left out: {empty} empty, {longer} "
+           f"re-encoded longer than the {L}-token context)")
 else:
     from anatomy.lm import generate, load_causal_lm
     model = load_causal_lm(str(world.root / "model"))

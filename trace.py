@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                   device=args.device, overwrite=args.overwrite,
                   command="python trace.py " + shlex.join(argv if argv is not None
                                                           else sys.argv[1:]))
-    print(f"{s['texts']} texts, {s['spans']} spans ({s['with_spans']} texts with spans, "
+    empty = f" ({s['empty']} empty, kept with no spans)" if s.get("empty") else ""
+    print(f"{s['texts']} texts{empty}, {s['spans']} spans ({s['with_spans']} texts with spans, "
           f"{s['occurrences']} occurrences) -> {args.output}"
           + (f", {args.html}" if args.html else "") + f" ({s['status']})")
     return 0

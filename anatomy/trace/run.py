@@ -273,7 +273,8 @@ def run_trace(index_dir: PathLike, texts: PathLike, output: PathLike, *, tokeniz
                 "generated_by": command}
         write_page(html, traced, meta)
     n_spans = sum(len(r["spans"]) for r in traced)
-    summary = {"texts": len(traced), "spans": n_spans,
+    summary = {"texts": len(traced), "empty": sum(1 for r in traced if not r["n_tokens"]),
+               "spans": n_spans,
                "with_spans": sum(1 for r in traced if r["spans"]),
                "occurrences": sum(sp["count"] for r in traced for sp in r["spans"])}
     execution.mark_output(output_spec, fp, summary)
