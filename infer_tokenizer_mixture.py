@@ -52,6 +52,10 @@ def build_parser():
     p.add_argument("--drop_after", type=int, default=1,
                    help="LP rounds a constraint may stay slack before it leaves the model "
                         "(it comes back when violated; 0: never drop)")
+    p.add_argument("--gap", type=float, default=0.0,
+                   help="stop once the objective is certified within this relative gap of "
+                        "the full LP's optimum (each round bounds it from both sides; "
+                        "default 0: solve to the end)")
     p.add_argument("--pair_weight", type=float, default=1.0,
                    help="objective weight of the per-pair slacks (the paper: 1; lower is more "
                         "robust to samples unlike the training documents, see README)")
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     s = run_tokenizer_mixture(tok, args.local_samples_dir, out, merges=args.merges,
                               bytes_per_category=args.bytes_per_category,
                               competitors=args.competitors, drop_after=args.drop_after,
+                              gap=args.gap,
                               bootstrap=args.bootstrap,
                               merge_web=args.merge_web, seed=args.seed,
                               pair_weight=args.pair_weight,
@@ -95,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{s['merges']} merges, {s['constraints']} constraints in the final LP{moved}, "
           f"{s['rounds']} LP rounds "
           f"({s['status']}) -> {out / 'summary.json'}")
+    if s.get("stop"):
+        print(f"LP stopped: {s['stop']} (the objective is within {s['gap']:.2g} of the full "
+              "LP's optimum)")
     if s.get("seconds"):
         t = s["seconds"]
         print(f"time: pre-tokenization {t['pretokenize']:.1f} s, replay {t['replay']:.1f} s, "

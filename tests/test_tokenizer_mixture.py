@@ -207,8 +207,8 @@ def test_violation_scan_equals_a_brute_force_scan(tmp_path):
         done = {(int(t), int(p)) for t, p in zip(rng.integers(0, T, 40),
                                                  rng.integers(0, rep.n_pairs, 40), strict=True)}
         k = 1 + trial * 3
-        got = _violations(rep, w, vt, vp, done, k, 1e-9, T)
-        want = []
+        got, excess = _violations(rep, w, vt, vp, done, k, 1e-9, T)
+        want, want_excess = [], 0.0
         for t in range(T):
             merged = (bpe.merges[t][0], bpe.merges[t][1])
             if merged not in name_id or rep.merge_ids[t] < 0:
@@ -222,8 +222,31 @@ def test_violation_scan_equals_a_brute_force_scan(tmp_path):
             cutoff = cm @ w + vt[t] + 1e-9
             beat = sorted((-s, p) for p, s in score.items() if s > cutoff and p != m)
             want += [(t, p) for _, p in beat if (t, p) not in done][:k]
+            want_excess += max(0.0, max(score.values(), default=0.0) - (cutoff - 1e-9))
         assert [(t, p) for t, p, _ in got] == want
+        assert excess == pytest.approx(want_excess, rel=1e-9) and excess > 0
         assert len(want) > 20
         # each found entry holds the pair's counts at that merge
         for t, p, e in got[:50]:
             assert (rep.entries().counts[e] == rep.count_at(p, t)).all()
+
+
+def test_the_gap_bounds_the_full_optimum(tmp_path):
+    """Each round's objective is a lower bound of the full LP's optimum, and it plus every
+    merge's largest violation an upper bound: a run stopped at ``gap`` has an objective at
+    most the exact optimum and within ``gap`` of it; the exact run ends with a gap of ~0.
+    Checked against the exact optimum of the solver that keeps every row."""
+    from anatomy.mixture.tokenizer_mixture import choose_samples, solve_mixture
+
+    _train({"a": 0.3, "b": 0.5, "c": 0.2}, tmp_path / "tok.json", total=300_000, vocab=900)
+    bpe = load_bpe(tmp_path / "tok.json")
+    cats, chosen, denoms = choose_samples({c: LANGS[c][2500:2900] for c in ("a", "b", "c")})
+    rep = MergeReplay([words_of(bpe, chosen[c]) for c in cats]).run(bpe.merges)
+    exact = solve_mixture(rep, denoms, drop_after=0)
+    assert exact.info["stop"] == "optimal" and exact.info["gap"] < 1e-9
+    same = solve_mixture(rep, denoms)  # the defaults, to the end
+    loose = solve_mixture(rep, denoms, gap=0.05)
+    assert loose.info["stop"] == "gap" and loose.info["gap"] <= 0.05
+    assert loose.rounds < same.rounds and same.info["gap"] < 1e-9
+    assert loose.objective <= exact.objective * (1 + 1e-9)
+    assert exact.objective <= loose.objective * (1 + loose.info["gap"]) * (1 + 1e-9)

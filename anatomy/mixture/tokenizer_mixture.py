@@ -277,10 +277,13 @@ def _range_min(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: np.ndarray,
                 done: set[tuple[int, int]], competitors: int, tol: float, T: int
-                ) -> list[tuple[int, int, int]]:
+                ) -> tuple[list[tuple[int, int, int]], float]:
     """``(merge, pair, entry)`` for the constraints of the first ``T`` merges that the
     current solution violates, up to ``competitors`` per merge (the highest-scoring first):
-    pair p beats merge t when ``w . c_p - v_p > w . c_{m_t} + v_t``.
+    pair p beats merge t when ``w . c_p - v_p > w . c_{m_t} + v_t``; and the *excess*, the
+    sum over merges of each one's largest violation. Raising every ``v_t`` by its merge's
+    largest violation makes the solution feasible for the full LP, so the full LP's optimum
+    lies between the current LP's objective and that objective plus the excess.
 
     Each pair's count is constant between the merges that change it (an entry of
     :meth:`MergeReplay.entries`), so its score is one number per entry, computed for all
@@ -300,6 +303,7 @@ def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: np.ndarray,
     ends, pids, scores = e.end[cand].tolist(), e.pid[cand].tolist(), score[cand].tolist()
     heap: list[tuple[float, int, int]] = []
     found: list[tuple[int, int, int]] = []
+    excess = 0.0
     for t in range(T):
         for j in range(at[t], at[t + 1]):
             heapq.heappush(heap, (-scores[j], pids[j], j))
@@ -312,6 +316,8 @@ def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: np.ndarray,
             j = item[2]
             if ends[j] <= t:
                 continue  # the pair's count changed: a later entry holds it
+            if not popped:  # the highest live score: this merge's largest violation
+                excess += max(0.0, -item[0] - (cutoff - tol))
             popped.append(item)
             if -item[0] <= cutoff:
                 break
@@ -320,7 +326,7 @@ def _violations(rep: MergeReplay, w: np.ndarray, vt: np.ndarray, vp: np.ndarray,
                 got += 1
         for item in popped:
             heapq.heappush(heap, item)
-    return found
+    return found, excess
 
 
 COMPETITORS = 5  # violated constraints added per merge and round (measured, see solve_mixture)
@@ -331,7 +337,7 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = COMPE
                   max_rounds: int = 500, tol: float = 1e-9, merges: int | None = None,
                   pair_weight: float = 1.0, drop_after: int = DROP_AFTER,
                   highs_options: Mapping[str, Any] | None = None,
-                  max_seconds: float | None = None) -> LpResult:
+                  max_seconds: float | None = None, gap: float = 0.0) -> LpResult:
     """The paper's LP over ``rep``'s first ``merges`` merges (all by default) with lazily
     added constraints, solved by HiGHS (``highspy``): each round's violated constraints are
     added as rows to the same model and its dual simplex restarts from the previous basis
@@ -355,7 +361,14 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = COMPE
     pricing (13.5 / 16.3 s) were slower than its default dual simplex; a start from the
     solution of the first T / 3 merges saved nothing (7.7 s). ``highs_options`` sets any
     HiGHS option; ``max_seconds`` stops after the round that passes it (unconverged,
-    reported as such)."""
+    reported as such).
+
+    Each round also bounds the full LP's optimum from above (see :func:`_violations`): the
+    current objective is a lower bound (a relaxation), and it plus the sum of each merge's
+    largest violation is an upper bound (a feasible point). ``info["gap"]`` is their
+    relative difference at the end; ``gap`` > 0 stops once it is that small, with the
+    objective certified within ``gap`` of the full LP's optimum (0, the default: only when
+    nothing is violated)."""
     import highspy
 
     n = rep.n_cat
@@ -386,13 +399,21 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = COMPE
     rounds = 0
     converged = False
     start = time.perf_counter()
+    rel_gap = float("inf")
+    stop = ""
     for rounds in range(1, max_rounds + 1):  # noqa: B007 - reported
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            rounds -= 1
-            break
-        new = _violations(rep, alpha * scale, vt, vp, done, competitors, tol, T)
+        new, excess = _violations(rep, alpha * scale, vt, vp, done, competitors, tol, T)
+        if rounds > 1:  # a solution of the LP exists: bounds on the full optimum
+            rel_gap = excess / max(abs(obj), 1e-300)
         if not new:
-            converged = True
+            converged, stop = True, "optimal"
+            rel_gap = rel_gap if rounds > 1 else 0.0
+            break
+        if gap > 0 and rel_gap <= gap:
+            converged, stop = True, "gap"
+            break
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            stop = "max_seconds"
             break
         fresh = sorted({p for _, p, _ in new if p not in pair_var})
         for p in fresh:
@@ -449,17 +470,18 @@ def solve_mixture(rep: MergeReplay, denoms: np.ndarray, competitors: int = COMPE
                 rows = [c for c, k in zip(rows, keep, strict=True) if k]
                 idle = idle[keep]
                 dropped += len(gone)
-        log.debug("LP round %d: +%d rows, %d kept, %d simplex iterations in %.2f s, "
-                  "objective %.6g, alpha %s", rounds, m, len(rows),
-                  h.getInfo().simplex_iteration_count, t_lp, obj,
-                  np.round(alpha, 4).tolist())
+        log.debug("LP round %d: +%d rows, %d kept, solved in %.2f s, objective %.9g (the "
+                  "last round's gap %.3g), alpha %s", rounds, m, len(rows), t_lp, obj,
+                  rel_gap, np.round(alpha, 4).tolist())
     if not converged:
-        log.warning("LP: stopped after %d rounds without convergence (%s); the mixture may "
-                    "be off", rounds, "max_seconds" if rounds < max_rounds else "max_rounds")
+        stop = stop or "max_rounds"
+        log.warning("LP: stopped after %d rounds without convergence (%s; the objective is "
+                    "within %.2g of the full LP's optimum); the mixture may be off", rounds,
+                    stop, rel_gap)
     return LpResult(alpha, obj, float(vt.sum()), float(vp.sum()), len(rows), rounds,
                     sum(1 for m in rep.merge_ids[:T] if m < 0),
                     {"rows_added": added, "rows_dropped": dropped, "converged": converged,
-                     "solver_s": solver_s})
+                     "solver_s": solver_s, "gap": rel_gap, "stop": stop})
 
 
 def choose_samples(samples: Mapping[str, Sequence[str]], bytes_per_category: int | None = None,
@@ -493,8 +515,8 @@ def choose_samples(samples: Mapping[str, Sequence[str]], bytes_per_category: int
 def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
                   merges: int | None = None, bytes_per_category: int | None = None,
                   competitors: int = COMPETITORS, seed: int = 0, min_bytes: int = MIN_BYTES,
-                  pair_weight: float = 1.0, drop_after: int = DROP_AFTER
-                  ) -> tuple[dict[str, float], dict[str, Any]]:
+                  pair_weight: float = 1.0, drop_after: int = DROP_AFTER,
+                  gap: float = 0.0) -> tuple[dict[str, float], dict[str, Any]]:
     """``(alpha per category, info)`` from the first ``merges`` merges and each category's
     texts (the first ``bytes_per_category`` bytes' worth of texts, in a seeded order);
     ``pair_weight`` weighs the per-pair slacks in the objective (see :func:`solve_mixture`)."""
@@ -507,7 +529,7 @@ def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
     rep.run(m)
     t2 = time.perf_counter()
     res = solve_mixture(rep, denoms, competitors, pair_weight=pair_weight,
-                        drop_after=drop_after)
+                        drop_after=drop_after, gap=gap)
     t3 = time.perf_counter()
     info = {"merges": len(m), "pair_weight": pair_weight,
             "bytes": dict(zip(cats, denoms.astype(int).tolist(), strict=True)),
@@ -517,7 +539,7 @@ def infer_mixture(bpe: BpeTokenizer, samples: Mapping[str, Sequence[str]],
             "rounds": res.rounds, "objective": res.objective,
             "merge_slack": res.merge_slack, "pair_slack": res.pair_slack,
             "missing_merges": res.missing_merges, "competitors": competitors,
-            "drop_after": drop_after,
+            "drop_after": drop_after, "gap": res.info["gap"], "stop": res.info["stop"],
             "seconds": {"pretokenize": round(t1 - t0, 2), "replay": round(t2 - t1, 2),
                         "lp": round(t3 - t2, 2), "lp_solver": round(res.info["solver_s"], 2)}}
     return dict(zip(cats, res.alpha.tolist(), strict=True)), info
@@ -559,6 +581,7 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
                           out: str | os.PathLike, *, merges: int | None = 30000,
                           bytes_per_category: int | None = None,
                           competitors: int = COMPETITORS, drop_after: int = DROP_AFTER,
+                          gap: float = 0.0,
                           bootstrap: int = 0, merge_web: bool = False, seed: int = 0,
                           pair_weight: float = 1.0, overwrite: bool = False) -> dict[str, Any]:
     """The script's whole step under the output policy: ``out/summary.json`` with
@@ -570,7 +593,8 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
     out = Path(out)
     tok_path = Path(tokenizer).expanduser()
     params = {"merges": merges, "bytes_per_category": bytes_per_category,
-              "competitors": competitors, "drop_after": drop_after, "bootstrap": bootstrap,
+              "competitors": competitors, "drop_after": drop_after, "gap": gap,
+              "bootstrap": bootstrap,
               "merge_web": merge_web,
               "seed": seed, "pair_weight": pair_weight}
     fp = execution.fingerprint("infer_tokenizer_mixture",
@@ -584,14 +608,14 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
     samples = {c: [t for t, y in zip(cs.texts, cs.labels, strict=True) if y == i]
                for i, c in enumerate(cs.categories)}
     alpha, info = infer_mixture(bpe, samples, merges, bytes_per_category, competitors, seed,
-                                pair_weight=pair_weight, drop_after=drop_after)
+                                pair_weight=pair_weight, drop_after=drop_after, gap=gap)
     draws = []
     for b in range(bootstrap):
         rng = np.random.default_rng([seed, b, 7])
         resampled = {c: [ts[i] for i in rng.integers(0, len(ts), len(ts))]
                      for c, ts in samples.items()}
         a, _ = infer_mixture(bpe, resampled, merges, bytes_per_category, competitors, seed,
-                             pair_weight=pair_weight, drop_after=drop_after)
+                             pair_weight=pair_weight, drop_after=drop_after, gap=gap)
         draws.append([a[c] for c in sorted(alpha)])
     priors = {}
     for j, c in enumerate(sorted(alpha)):
@@ -606,6 +630,6 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
                "bootstrap": bootstrap, "dropped": cs.dropped}
     io.write_json(out / "summary.json", summary)
     small = {k: summary[k] for k in ("priors", "merges", "constraints", "rounds", "rows_added",
-                                     "rows_dropped", "seconds")}
+                                     "rows_dropped", "seconds", "gap", "stop")}
     execution.mark_output(output, fp, small)
     return {**small, "status": "written"}
