@@ -438,8 +438,7 @@ def run_scale(args) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for kind in [k.strip() for k in args.scale_kinds.split(",") if k.strip()]:
         cs = load_category_samples(dirs[kind])
-        samples = {c: [t for t, y in zip(cs.texts, cs.labels, strict=True) if y == i]
-                   for i, c in enumerate(cs.categories)}
+        samples = cs.by_category()
         _c, chosen, denoms = tm.choose_samples(samples, seed=args.seed, min_bytes=1)
         t0 = time.perf_counter()
         words = [tm.words_of(bpe, chosen[c]) for c in cats]

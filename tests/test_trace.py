@@ -380,3 +380,20 @@ def test_index_json_records_the_data(env):
     assert meta["tokens"] == env["truth"]["preset"]["steps"] * env["truth"]["batch_size"] * \
         env["truth"]["seq_len"]
     assert meta["blocks"][-1]["steps"][1] == env["truth"]["preset"]["steps"]
+
+
+def test_rows_and_windows_read_the_stream(env):
+    """``row_tokens`` / ``window`` against the stream as the truth module reads it, at the
+    first and last slots of blocks."""
+    from anatomy.trace.index import TraceIndex
+
+    t = env["truth"]
+    L, B = t["seq_len"], t["batch_size"]
+    stream = _trained(env["world"])
+    index = TraceIndex(env["dir"] / "olmo")
+    for slot in (0, BLOCK_STEPS * B - 1, BLOCK_STEPS * B, t["preset"]["steps"] * B - 1):
+        assert (index.row_tokens(slot) == stream[slot * L:(slot + 1) * L]).all()
+        before, match, after = index.window(slot, 5, 20, 3, L)
+        p = slot * L + 5
+        assert (before == stream[p - 3:p]).all() and (match == stream[p:p + 20]).all()
+        assert (after == stream[p + 20:p + 20 + L][:len(after)]).all() and len(after) > 0

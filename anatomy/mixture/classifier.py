@@ -43,6 +43,13 @@ class CategorySamples:
     # record, or read as given (a folder made by hand)
     provenance: str = ""
 
+    def by_category(self) -> dict[str, list[str]]:
+        """The texts of each category, in file order."""
+        out: dict[str, list[str]] = {c: [] for c in self.categories}
+        for t, y in zip(self.texts, self.labels.tolist(), strict=True):
+            out[self.categories[y]].append(t)
+        return out
+
 
 def _category_of(path: Path) -> str:
     name = path.name

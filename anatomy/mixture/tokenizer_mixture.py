@@ -605,8 +605,7 @@ def run_tokenizer_mixture(tokenizer: str, samples_dir: str | os.PathLike,
         return {**execution.recorded_summary(output), "status": "skipped"}
     bpe = load_bpe(tokenizer)
     cs = load_category_samples(samples_dir, merge_web=merge_web)
-    samples = {c: [t for t, y in zip(cs.texts, cs.labels, strict=True) if y == i]
-               for i, c in enumerate(cs.categories)}
+    samples = cs.by_category()
     alpha, info = infer_mixture(bpe, samples, merges, bytes_per_category, competitors, seed,
                                 pair_weight=pair_weight, drop_after=drop_after, gap=gap)
     draws = []

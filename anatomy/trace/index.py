@@ -291,11 +291,7 @@ class TraceIndex:
 
     def row_tokens(self, slot: int) -> np.ndarray:
         """The sequence trained at ``slot``."""
-        for b in self.blocks:
-            rel = slot - b.first_slot
-            if 0 <= rel * self.seq_len < b.n_own:
-                return np.asarray(b.tokens[rel * self.seq_len:(rel + 1) * self.seq_len])
-        raise IndexError(f"slot {slot} is not in the index")
+        return self.window(slot, 0, self.seq_len, 0, 0)[1]
 
     @property
     def unigram(self) -> np.ndarray:
